@@ -1,0 +1,339 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Base sensor: process lifecycle from scheduler tracepoints (tp_btf), no kprobes needed.
+ *   sched_process_exec -> msg_exec  (binary, args, cwd, creds, caps, namespaces, cgroup, privileges)
+ *   sched_process_fork -> msg_clone (new thread groups only)
+ *   sched_process_exit -> msg_exit  (last thread of a group only: signal->live == 0)
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "events.h"
+#include "ringbuf.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define S_ISUID 0004000
+#define S_ISGID 0002000
+#define S_IXGRP 00010
+
+/* Scratch: the exec record is built here, then copied into the ring with its real size. */
+#define EXEC_BUF_SIZE 32768
+#define EXEC_DATA_OFF ((__u32)sizeof(struct msg_exec))
+/* Force a mask the verifier can see; every variable offset into exec_buf goes through it. */
+#define BOUND(x, mask) asm volatile("%0 &= " #mask : "+r"(x))
+#define BOUND_OFF(x) BOUND(x, 0x3fff) /* + at most 8 KiB written after it: fits EXEC_BUF_SIZE */
+struct exec_buf {
+	char data[EXEC_BUF_SIZE];
+};
+
+/* The cwd is written backwards from the end of this buffer. */
+#define PATH_BUF_SIZE 4096
+struct path_buf {
+	char data[PATH_BUF_SIZE + 256];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct exec_buf);
+} tg_exec_heap SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct path_buf);
+} tg_path_heap SEC(".maps");
+
+struct path_walk {
+	struct dentry *dentry;
+	struct vfsmount *vfsmnt;
+	struct mount *mnt;
+	struct dentry *root_dentry;
+	struct vfsmount *root_mnt;
+	int pos;  /* first byte of the path built so far */
+	int done; /* reached the root */
+	int err;
+};
+
+static long path_walk_step(__u32 index, void *arg)
+{
+	struct path_walk *w = arg;
+	/* locals, not w->x inside BPF_CORE_READ: that would record a relocation against path_walk */
+	struct dentry *d = w->dentry;
+	struct vfsmount *vfsmnt = w->vfsmnt;
+	struct mount *mnt = w->mnt;
+	__u32 zero = 0;
+
+	if (d == w->root_dentry && vfsmnt == w->root_mnt) {
+		w->done = 1;
+		return 1;
+	}
+	if (d == BPF_CORE_READ(vfsmnt, mnt_root)) {
+		struct mount *parent = BPF_CORE_READ(mnt, mnt_parent);
+		if (parent == mnt) { /* root of the mount tree */
+			w->done = 1;
+			return 1;
+		}
+		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->mnt = parent;
+		w->vfsmnt = (struct vfsmount *)((char *)parent + bpf_core_field_offset(struct mount, mnt));
+		return 0;
+	}
+	struct dentry *up = BPF_CORE_READ(d, d_parent);
+	if (up == d) {
+		w->done = 1;
+		return 1;
+	}
+	struct path_buf *pb = bpf_map_lookup_elem(&tg_path_heap, &zero);
+	if (!pb)
+		return 1;
+	__u32 len = BPF_CORE_READ(d, d_name.len);
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	int pos = w->pos - (int)len - 1;
+	if (len > 255 || pos < 0) {
+		w->err = EXEC_F_TRUNC_CWD;
+		return 1;
+	}
+	bpf_probe_read_kernel(&pb->data[(pos + 1) & (PATH_BUF_SIZE - 1)], len & 255, name);
+	pb->data[pos & (PATH_BUF_SIZE - 1)] = '/';
+	w->pos = pos;
+	w->dentry = up;
+	return 0;
+}
+
+/* Absolute path of `pwd` as seen from the task's root; returns the start offset in tg_path_heap. */
+static __always_inline int walk_path(struct path *pwd, struct path *root, __u32 *flags)
+{
+	struct path_walk w = {
+		.dentry = BPF_CORE_READ(pwd, dentry),
+		.vfsmnt = BPF_CORE_READ(pwd, mnt),
+		.root_dentry = BPF_CORE_READ(root, dentry),
+		.root_mnt = BPF_CORE_READ(root, mnt),
+		.pos = PATH_BUF_SIZE - 1,
+	};
+	w.mnt = (struct mount *)((char *)w.vfsmnt - bpf_core_field_offset(struct mount, mnt));
+	bpf_loop(EXEC_PATH_DEPTH, path_walk_step, &w, 0);
+	if (w.err || !w.done)
+		*flags |= EXEC_F_TRUNC_CWD;
+	return w.pos;
+}
+
+static __always_inline __u32 ns_inum(void *ns_common_ptr)
+{
+	struct ns_common *ns = ns_common_ptr;
+	return ns ? BPF_CORE_READ(ns, inum) : 0;
+}
+
+static __always_inline void read_namespaces(struct task_struct *task, struct msg_exec *e)
+{
+	struct nsproxy *nsp = BPF_CORE_READ(task, nsproxy);
+	struct pid *tpid = BPF_CORE_READ(task, thread_pid);
+	unsigned int level = BPF_CORE_READ(tpid, level);
+	struct upid up;
+
+	bpf_core_read(&up, sizeof(up), &tpid->numbers[level & 31]);
+	e->nspid = up.nr;
+	e->ns[NS_PID] = ns_inum(&up.ns->ns);
+	if (!nsp)
+		return;
+	e->ns[NS_UTS] = BPF_CORE_READ(nsp, uts_ns, ns.inum);
+	e->ns[NS_IPC] = BPF_CORE_READ(nsp, ipc_ns, ns.inum);
+	e->ns[NS_MNT] = BPF_CORE_READ(nsp, mnt_ns, ns.inum);
+	e->ns[NS_PID_FOR_CHILDREN] = BPF_CORE_READ(nsp, pid_ns_for_children, ns.inum);
+	e->ns[NS_NET] = BPF_CORE_READ(nsp, net_ns, ns.inum);
+	if (bpf_core_field_exists(nsp->time_ns)) {
+		e->ns[NS_TIME] = BPF_CORE_READ(nsp, time_ns, ns.inum);
+		e->ns[NS_TIME_FOR_CHILDREN] = BPF_CORE_READ(nsp, time_ns_for_children, ns.inum);
+	}
+	e->ns[NS_CGROUP] = BPF_CORE_READ(nsp, cgroup_ns, ns.inum);
+}
+
+static __always_inline void read_creds(struct task_struct *task, struct msg_exec *e)
+{
+	const struct cred *c = BPF_CORE_READ(task, cred);
+
+	e->uid = BPF_CORE_READ(c, uid.val);
+	e->gid = BPF_CORE_READ(c, gid.val);
+	e->euid = BPF_CORE_READ(c, euid.val);
+	e->egid = BPF_CORE_READ(c, egid.val);
+	e->suid = BPF_CORE_READ(c, suid.val);
+	e->sgid = BPF_CORE_READ(c, sgid.val);
+	e->fsuid = BPF_CORE_READ(c, fsuid.val);
+	e->fsgid = BPF_CORE_READ(c, fsgid.val);
+	e->securebits = BPF_CORE_READ(c, securebits);
+	bpf_core_read(&e->cap_permitted, sizeof(__u64), &c->cap_permitted);
+	bpf_core_read(&e->cap_effective, sizeof(__u64), &c->cap_effective);
+	bpf_core_read(&e->cap_inheritable, sizeof(__u64), &c->cap_inheritable);
+	e->ns[NS_USER] = BPF_CORE_READ(c, user_ns, ns.inum);
+	e->userns_level = BPF_CORE_READ(c, user_ns, level);
+	e->userns_uid = BPF_CORE_READ(c, user_ns, owner.val);
+	e->userns_gid = BPF_CORE_READ(c, user_ns, group.val);
+	if (bpf_core_field_exists(task->loginuid))
+		e->auid = BPF_CORE_READ(task, loginuid.val);
+	else
+		e->auid = (__u32)-1;
+}
+
+/*
+ * Privileges this exec raised. The old creds are gone at this tracepoint, so the executed file's
+ * mode and owner tell setuid/setgid, and bprm->per_clear (set by the capability LSM when ids change
+ * or file capabilities add permitted bits) tells a file-capability raise.
+ */
+static __always_inline void read_privileges(struct linux_binprm *bprm, struct msg_exec *e)
+{
+	struct inode *inode = BPF_CORE_READ(bprm, file, f_inode);
+	umode_t mode = BPF_CORE_READ(inode, i_mode);
+
+	e->file_uid = BPF_CORE_READ(inode, i_uid.val);
+	e->file_gid = BPF_CORE_READ(inode, i_gid.val);
+	e->file_nlink = BPF_CORE_READ(inode, __i_nlink);
+	e->file_ino = BPF_CORE_READ(inode, i_ino);
+	if ((mode & S_ISUID) && e->euid == e->file_uid && e->uid != e->euid)
+		e->privs |= EXEC_PRIV_SETUID;
+	if ((mode & S_ISGID) && (mode & S_IXGRP) && e->egid == e->file_gid && e->gid != e->egid)
+		e->privs |= EXEC_PRIV_SETGID;
+	if (BPF_CORE_READ(bprm, per_clear) && !(e->privs & (EXEC_PRIV_SETUID | EXEC_PRIV_SETGID)))
+		e->privs |= EXEC_PRIV_FILE_CAP;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(tg_process_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u32 zero = 0;
+	struct exec_buf *buf = bpf_map_lookup_elem(&tg_exec_heap, &zero);
+	struct path_buf *pb;
+	struct msg_exec *e;
+	long n;
+	__u32 off;
+
+	if (!buf)
+		return 0;
+	e = (struct msg_exec *)buf->data;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->common.op = MSG_OP_EXECVE;
+	e->common.ktime = bpf_ktime_get_boot_ns();
+	e->pid = BPF_CORE_READ(task, tgid);
+	e->tid = BPF_CORE_READ(task, pid);
+	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->argc = BPF_CORE_READ(bprm, argc);
+	read_creds(task, e);
+	read_namespaces(task, e);
+	read_privileges(bprm, e);
+
+	/*
+	 * Variable part: cgroup name, filename, args, cwd. Offsets are masked right before each use
+	 * (asm keeps clang from folding the mask into an earlier range check the verifier cannot see).
+	 */
+	off = EXEC_DATA_OFF;
+
+	/* cgroup leaf name (default hierarchy): the container id lives here */
+	const char *cgname = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, name);
+	n = cgname ? bpf_probe_read_kernel_str(&buf->data[off], EXEC_CGROUP_MAX, cgname) : 0;
+	if (n > 0) {
+		e->cgroup_len = n - 1;
+		off += n - 1;
+	} else {
+		e->flags |= EXEC_F_ERR_CGROUP;
+	}
+
+	/* filename as given to execve (made absolute against cwd in user space) */
+	BOUND_OFF(off);
+	n = bpf_probe_read_kernel_str(&buf->data[off], EXEC_FILENAME_MAX, BPF_CORE_READ(bprm, filename));
+	if (n <= 0) {
+		n = 1;
+		e->flags |= EXEC_F_TRUNC_FILENAME;
+	}
+	e->filename_len = n - 1;
+	off += n - 1;
+
+	/* arguments: the new mm's argv area, NUL-separated, argv[0] included */
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	unsigned long arg_start = BPF_CORE_READ(mm, arg_start);
+	unsigned long arg_end = BPF_CORE_READ(mm, arg_end);
+	__u32 alen = arg_end - arg_start;
+	if (arg_end - arg_start > EXEC_ARGS_MAX) {
+		alen = EXEC_ARGS_MAX;
+		e->flags |= EXEC_F_TRUNC_ARGS;
+	}
+	BOUND_OFF(off);
+	BOUND(alen, 0x1fff);
+	if (alen && bpf_probe_read_user(&buf->data[off], alen, (void *)arg_start) == 0) {
+		e->args_len = alen;
+		off += alen;
+	} else if (arg_end > arg_start) {
+		e->flags |= EXEC_F_ERR_ARGS;
+	}
+
+	/* cwd */
+	struct fs_struct *fs = BPF_CORE_READ(task, fs);
+	pb = bpf_map_lookup_elem(&tg_path_heap, &zero);
+	if (pb && fs) {
+		__u32 wflags = 0;
+		int pos = walk_path(&fs->pwd, &fs->root, &wflags);
+		int clen = PATH_BUF_SIZE - 1 - pos;
+		e->flags |= wflags;
+		if (clen == 0) { /* cwd is the root */
+			pb->data[PATH_BUF_SIZE - 2] = '/';
+			pos = PATH_BUF_SIZE - 2;
+			clen = 1;
+		}
+		__u32 csize = (__u32)clen;
+		BOUND(csize, 0xfff);
+		BOUND_OFF(off);
+		if (csize && bpf_probe_read_kernel(&buf->data[off], csize, &pb->data[pos & (PATH_BUF_SIZE - 1)]) == 0) {
+			e->cwd_len = csize;
+			off += csize;
+		}
+	} else {
+		e->flags |= EXEC_F_ERR_CWD;
+	}
+
+	BOUND(off, 0x7fff);
+	e->common.size = off;
+	tg_submit(buf->data, off, STAT_EXEC_SENT, STAT_EXEC_LOST);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(tg_process_fork, struct task_struct *parent, struct task_struct *child)
+{
+	struct msg_clone m = {};
+	__u32 tgid = BPF_CORE_READ(child, tgid);
+
+	if (tgid == BPF_CORE_READ(parent, tgid))
+		return 0; /* a new thread, not a new process */
+	m.common.op = MSG_OP_CLONE;
+	m.common.size = sizeof(m);
+	m.common.ktime = bpf_ktime_get_boot_ns();
+	m.pid = tgid;
+	m.tid = BPF_CORE_READ(child, pid);
+	m.ppid = BPF_CORE_READ(parent, tgid);
+	struct pid *tpid = BPF_CORE_READ(child, thread_pid);
+	unsigned int level = BPF_CORE_READ(tpid, level);
+	m.nspid = BPF_CORE_READ(tpid, numbers[level & 31].nr);
+	tg_submit(&m, sizeof(m), STAT_CLONE_SENT, STAT_CLONE_LOST);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(tg_process_exit, struct task_struct *task)
+{
+	struct msg_exit m = {};
+
+	/* do_exit() decrements signal->live before this tracepoint: 0 means the whole group is gone */
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0;
+	m.common.op = MSG_OP_EXIT;
+	m.common.size = sizeof(m);
+	m.common.ktime = bpf_ktime_get_boot_ns();
+	m.pid = BPF_CORE_READ(task, tgid);
+	m.tid = BPF_CORE_READ(task, pid);
+	m.exit_code = BPF_CORE_READ(task, exit_code);
+	tg_submit(&m, sizeof(m), STAT_EXIT_SENT, STAT_EXIT_LOST);
+	return 0;
+}

@@ -1,0 +1,81 @@
+"""BPF ring buffer consumer that walks the shared mapping directly (no libbpf callback).
+
+Layout (kernel/bpf/ringbuf.c): page 0 = consumer position (read-write for us), page 1 = producer
+position, then the data area mapped twice so a record that wraps is contiguous. Each record has an
+8-byte header: u32 length with BUSY (bit 31) and DISCARD (bit 30) flags, u32 page offset.
+
+The producer side (bpf/include/ringbuf.h) submits with BPF_RB_NO_WAKEUP and forces a wake-up only
+when the pending data crosses a threshold, so the agent also drains on a timer. The consumer
+position is published with a native 8-byte store through a memoryview: struct.pack_into zeroes the
+destination first, and a momentary consumer_pos of 0 makes the kernel see a full ring.
+"""
+
+from __future__ import annotations
+
+import mmap
+import select
+from collections.abc import Callable
+
+from tetragon.bpf.libbpf import Map
+
+_BUSY = 1 << 31
+_DISCARD = 1 << 30
+_HDR = 8
+
+
+class RingBufferReader:
+    def __init__(self, ring: Map) -> None:
+        self.size = ring.max_entries
+        if self.size & (self.size - 1):
+            raise ValueError(f"ring buffer size {self.size} is not a power of two")
+        self._mask = self.size - 1
+        page = mmap.PAGESIZE
+        fd = ring.fd
+        self._cons_mm = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        self._prod_mm = mmap.mmap(fd, page + 2 * self.size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        self._cons = memoryview(self._cons_mm).cast("Q")
+        self._prod = memoryview(self._prod_mm)[:8].cast("Q")
+        self._data = memoryview(self._prod_mm)[page:]
+        self._hdr = self._data.cast("I")  # record headers are 8-byte aligned
+        self._epoll = select.epoll()
+        self._epoll.register(fd, select.EPOLLIN)
+        self.received = 0
+
+    def wait(self, timeout: float) -> None:
+        """Block until the kernel forces a wake-up or `timeout` seconds pass."""
+        self._epoll.poll(timeout)
+
+    def pending_bytes(self) -> int:
+        return int(self._prod[0] - self._cons[0])
+
+    def drain(self, handle: Callable[[memoryview], None], limit: int = 1 << 30) -> int:
+        """Hand every committed record to `handle` (a view valid only during the call)."""
+        cons = int(self._cons[0])
+        prod = int(self._prod[0])
+        mask = self._mask
+        data = self._data
+        hdr = self._hdr
+        n = 0
+        while cons < prod and n < limit:
+            off = cons & mask
+            length = hdr[off >> 2]
+            if length & _BUSY:
+                break
+            rlen = length & ~(_BUSY | _DISCARD)
+            if not length & _DISCARD:
+                start = off + _HDR
+                handle(data[start : start + rlen])
+                n += 1
+            cons += (rlen + _HDR + 7) & ~7
+            self._cons[0] = cons
+            if cons >= prod:
+                prod = int(self._prod[0])
+        self.received += n
+        return n
+
+    def close(self) -> None:
+        self._epoll.close()
+        for view in (self._hdr, self._data, self._prod, self._cons):
+            view.release()
+        self._prod_mm.close()
+        self._cons_mm.close()
