@@ -105,6 +105,10 @@ def _declare(lb: ctypes.CDLL) -> None:
         "bpf_map_delete_elem": ([ctypes.c_int, _c_ptr], ctypes.c_int),
         "bpf_map_get_next_key": ([ctypes.c_int, _c_ptr, _c_ptr], ctypes.c_int),
         "libbpf_num_possible_cpus": ([], ctypes.c_int),
+        "bpf_object__btf": ([_c_ptr], _c_ptr),
+        "btf__find_by_name_kind": ([_c_ptr, ctypes.c_char_p, ctypes.c_uint32], ctypes.c_int32),
+        "btf__type_by_id": ([_c_ptr, ctypes.c_uint32], _c_ptr),
+        "btf__name_by_offset": ([_c_ptr, ctypes.c_uint32], ctypes.c_char_p),
         "libbpf_probe_bpf_prog_type": ([ctypes.c_int, _c_ptr], ctypes.c_int),
         "libbpf_probe_bpf_helper": ([ctypes.c_int, ctypes.c_int, _c_ptr], ctypes.c_int),
     }
@@ -123,6 +127,34 @@ def num_possible_cpus() -> int:
     if n <= 0:
         raise BpfError("cannot read possible CPUs", -n)
     return int(n)
+
+
+class _BtfType(ctypes.Structure):
+    _fields_ = [("name_off", ctypes.c_uint32), ("info", ctypes.c_uint32), ("size", ctypes.c_uint32)]
+
+
+class _BtfVarSecinfo(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32), ("offset", ctypes.c_uint32), ("size", ctypes.c_uint32)]
+
+
+_BTF_KIND_DATASEC = 15
+
+
+class _OpenOpts(ctypes.Structure):
+    """struct bpf_object_open_opts as of libbpf 1.1 (sz tells newer libbpfs which fields we know)."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("object_name", ctypes.c_char_p),
+        ("relaxed_maps", ctypes.c_bool),
+        ("pin_root_path", ctypes.c_char_p),
+        ("_attach_prog_fd", ctypes.c_uint32),
+        ("kconfig", ctypes.c_char_p),
+        ("btf_custom_path", ctypes.c_char_p),
+        ("kernel_log_buf", ctypes.c_char_p),
+        ("kernel_log_size", ctypes.c_size_t),
+        ("kernel_log_level", ctypes.c_uint32),
+    ]
 
 
 class Link:
@@ -243,10 +275,13 @@ class BpfObject:
     (which closes its program and map fds).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, btf_path: str | None = None) -> None:
         self.path = str(path)
         lb = lib()
-        ptr = lb.bpf_object__open_file(self.path.encode(), None)
+        opts = None
+        if btf_path:
+            opts = _OpenOpts(sz=ctypes.sizeof(_OpenOpts), btf_custom_path=btf_path.encode())
+        ptr = lb.bpf_object__open_file(self.path.encode(), ctypes.byref(opts) if opts else None)
         if not ptr:
             raise BpfError(f"cannot open BPF object {self.path}", _errno())
         self._ptr: int | None = ptr
@@ -291,6 +326,31 @@ class BpfObject:
             raise BpfError(f"no map {name} in {self.path}")
         return Map(int(ptr), name)
 
+    def set_global(self, section: str, name: str, value: bytes) -> None:
+        """Set a global variable (e.g. a `const volatile` in .rodata) before load, found through BTF."""
+        lb = lib()
+        btf = lb.bpf_object__btf(self._obj())
+        sec_id = lb.btf__find_by_name_kind(btf, section.encode(), _BTF_KIND_DATASEC) if btf else -1
+        if sec_id < 0:
+            raise BpfError(f"no section {section} in {self.path}")
+        sec = _BtfType.from_address(lb.btf__type_by_id(btf, sec_id))
+        vlen = sec.info & 0xFFFF
+        infos = (_BtfVarSecinfo * vlen).from_address(
+            lb.btf__type_by_id(btf, sec_id) + ctypes.sizeof(_BtfType)
+        )
+        for vsi in infos:
+            var = _BtfType.from_address(lb.btf__type_by_id(btf, vsi.type))
+            if lb.btf__name_by_offset(btf, var.name_off).decode() != name:
+                continue
+            if vsi.size != len(value):
+                raise BpfError(f"{name} is {vsi.size} bytes, got {len(value)}")
+            data = self.map(section).initial_value()
+            if data is None:
+                raise BpfError(f"section {section} has no initial value")
+            ctypes.memmove(ctypes.addressof(data) + vsi.offset, value, len(value))
+            return
+        raise BpfError(f"no variable {name} in {section} of {self.path}")
+
     def load(self) -> None:
         _log_capture.lines = []
         try:
@@ -300,7 +360,9 @@ class BpfObject:
             _log_capture.lines = None
         if err:
             tail = "\n".join(captured.strip().splitlines()[-15:])
-            raise BpfError(f"cannot load BPF object {Path(self.path).name}" + (f"\n{tail}" if tail else ""), -err)
+            raise BpfError(
+                f"cannot load BPF object {Path(self.path).name}" + (f"\n{tail}" if tail else ""), -err
+            )
         self.loaded = True
 
     def program_fd(self, name: str) -> int:

@@ -1,0 +1,325 @@
+"""Wiring: configuration → base sensor → decode → process cache → sinks (JSON file, gRPC, metrics).
+
+One pipeline thread reads the ring buffer, turns records into Tetragon JSON event dicts and hands
+each to the exporter (directly, buffered, flushed once per drained batch) and to the event bus
+(only when a gRPC client listens). The gRPC and metrics servers run in their own threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tetragon import __version__
+from tetragon.events import layout as L
+from tetragon.events.bus import EventBus
+from tetragon.events.decode import decode_clone, decode_exec, decode_exit
+from tetragon.process import procfs
+from tetragon.process.cache import ProcessCache
+from tetragon.process.events import ProcessEvents, ProcessOptions
+from tetragon.process.model import Clock, node_name
+from tetragon.sensors.base import BaseSensor
+
+log = logging.getLogger("tetragon")
+
+Event = dict[str, Any]
+DEFAULT_BTF = "/sys/kernel/btf/vmlinux"
+RUN_DIR = Path("/var/run/tetragon")
+
+
+class AgentError(Exception):
+    """A start-up problem the user can fix; printed as one line, exit code 1."""
+
+
+@dataclass
+class AgentConfig:
+    export_filename: str = ""
+    export_file_max_size_mb: int = 10
+    export_file_max_backups: int = 5
+    export_file_compress: bool = False
+    export_file_rotation_interval: float = 0.0
+    export_file_perm: int = 0o600
+    export_allowlist: str = ""
+    export_denylist: str = ""
+    field_filters: str = ""
+    redaction_filters: str = ""
+    export_rate_limit: int = -1
+    server_address: str = "localhost:54321"
+    metrics_server: str = ""
+    metrics_label_filter: str = "namespace,workload,pod,binary"
+    enable_process_cred: bool = False
+    enable_process_ns: bool = False
+    enable_ancestors: list[str] = field(default_factory=list)
+    process_cache_size: int = 65536
+    process_cache_gc_interval: float = 30.0
+    rb_size: int = 0
+    procfs: str = "/proc"
+    btf: str = ""
+    drain_interval: float = 0.05
+    run_dir: str = str(RUN_DIR)
+
+
+def _host_namespaces(proc: str) -> tuple[int, ...]:
+    """Namespaces of pid 1; where those are unreadable (a sandboxed agent), the agent's own."""
+    init = procfs.read_process(Path(proc), 1)
+    own = procfs.read_process(Path(proc), os.getpid())
+    init_ns = init.ns if init is not None else ()
+    own_ns = own.ns if own is not None else ()
+    if not init_ns:
+        return own_ns
+    return tuple(i or (own_ns[n] if n < len(own_ns) else 0) for n, i in enumerate(init_ns))
+
+
+def check_privileges() -> None:
+    """Root, or CAP_BPF + CAP_PERFMON + CAP_SYS_ADMIN, is needed to load and attach the sensors."""
+    if os.geteuid() == 0:
+        return
+    need = {21: "CAP_SYS_ADMIN", 38: "CAP_PERFMON", 39: "CAP_BPF"}
+    eff = 0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                eff = int(line.split()[1], 16)
+    missing = [name for bit, name in need.items() if not eff >> bit & 1]
+    if missing:
+        raise AgentError(
+            "tetragon needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN) to load BPF programs; missing: "
+            + ", ".join(missing)
+        )
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.node = node_name()
+        self.bus = EventBus()
+        self.clock = Clock()
+        self.cache = ProcessCache(config.process_cache_size, config.process_cache_gc_interval)
+        unknown = set(config.enable_ancestors) - {
+            "base",
+            "kprobe",
+            "tracepoint",
+            "uprobe",
+            "lsm",
+            "usdt",
+            "loader",
+        }
+        if unknown:
+            raise AgentError(f"--enable-ancestors: unknown event type(s) {', '.join(sorted(unknown))}")
+        if config.enable_ancestors and "base" not in config.enable_ancestors:
+            raise AgentError("--enable-ancestors: 'base' is required when other types are given")
+        self.events = ProcessEvents(
+            self.cache,
+            ProcessOptions(
+                node_name=self.node,
+                enable_process_cred=config.enable_process_cred,
+                enable_process_ns=config.enable_process_ns,
+                enable_ancestors="base" in config.enable_ancestors,
+                host_ns=_host_namespaces(config.procfs),
+            ),
+            self.clock,
+        )
+        self.stop_event = threading.Event()
+        self.ready = threading.Event()
+        self.sensor: BaseSensor | None = None
+        self.exporter: Any = None
+        self.grpc: Any = None
+        self.metrics: Any = None
+        self.handler_errors = 0
+        self.events_emitted = 0
+
+    # --- set-up -------------------------------------------------------------------------------
+    def _open_exporter(self) -> None:
+        cfg = self.config
+        if not cfg.export_filename:
+            return
+        from tetragon.export.fieldfilters import compile_field_filters, parse_field_filter_lines
+        from tetragon.export.filters import FilterError, parse_filter_lines
+        from tetragon.export.jsonfile import ExportError, JsonFileExporter
+        from tetragon.export.redaction import parse_redaction_lines
+
+        try:
+            self.exporter = JsonFileExporter(
+                cfg.export_filename,
+                max_size_mb=cfg.export_file_max_size_mb,
+                max_backups=cfg.export_file_max_backups,
+                compress=cfg.export_file_compress,
+                rotation_interval=cfg.export_file_rotation_interval,
+                perm=cfg.export_file_perm,
+                allow=parse_filter_lines(cfg.export_allowlist),
+                deny=parse_filter_lines(cfg.export_denylist),
+                field_filters=compile_field_filters(parse_field_filter_lines(cfg.field_filters)),
+                redaction=parse_redaction_lines(cfg.redaction_filters),
+                rate_limit=cfg.export_rate_limit,
+                node_name=self.node,
+            )
+        except (ExportError, FilterError, ValueError) as exc:
+            raise AgentError(str(exc)) from exc
+
+    def _start_grpc(self) -> None:
+        if not self.config.server_address:
+            return
+        from tetragon.api.server import GrpcServer, ServerStartError
+
+        self.grpc = GrpcServer(self.bus, self.config.server_address, version=__version__, health=self.health)
+        try:
+            self.grpc.start()
+        except ServerStartError as exc:
+            raise AgentError(str(exc)) from exc
+
+    def _start_metrics(self) -> None:
+        from tetragon.metrics import AgentMetrics
+
+        self.metrics = AgentMetrics(label_filter=self.config.metrics_label_filter)
+        self.metrics.register_source(self._metric_values)
+        if self.config.metrics_server:
+            try:
+                self.metrics.serve(self.config.metrics_server)
+            except OSError as exc:
+                raise AgentError(f"--metrics-server {self.config.metrics_server}: {exc}") from exc
+
+    def _metric_values(self) -> dict[str, Any]:
+        stats = self.sensor.stats() if self.sensor is not None else {}
+        reader = self.sensor.reader if self.sensor is not None else None
+        return {
+            "process_cache_size": len(self.cache),
+            "process_cache_capacity": self.cache.capacity,
+            "process_cache_evictions": self.cache.evictions,
+            "process_cache_misses": {"get": self.cache.misses_get, "remove": self.cache.misses_remove},
+            "ringbuf_received": reader.received if reader is not None else 0,
+            "ringbuf_lost": stats.get(L.STAT_EXEC_LOST, 0)
+            + stats.get(L.STAT_EXIT_LOST, 0)
+            + stats.get(L.STAT_CLONE_LOST, 0),
+            "bpf_missed": {
+                "5": stats.get(L.STAT_EXEC_LOST, 0),
+                "7": stats.get(L.STAT_EXIT_LOST, 0),
+                "23": stats.get(L.STAT_CLONE_LOST, 0),
+            },
+            "missing_process_info": self.events.missing_process_info,
+        }
+
+    def _write_info(self) -> None:
+        run = Path(self.config.run_dir)
+        with contextlib.suppress(OSError):
+            run.mkdir(parents=True, exist_ok=True)
+            (run / "tetragon-info.json").write_text(
+                json.dumps({"server_address": self.config.server_address})
+            )
+            (run / "tetragon.pid").write_text(f"{os.getpid()}\n")
+
+    def health(self) -> list[tuple[str, str]]:
+        return [("HEALTH_STATUS_RUNNING", "running")] if self.ready.is_set() else []
+
+    def start(self) -> None:
+        """Everything up to the first drain; raises AgentError with a one-line reason."""
+        cfg = self.config
+        btf = cfg.btf or DEFAULT_BTF
+        if not os.access(btf, os.R_OK):
+            raise AgentError(
+                f"kernel BTF not found at {btf}: tetragon needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+                " (or --btf pointing to a BTF file for this kernel)"
+            )
+        check_privileges()
+        self._open_exporter()
+        self._start_metrics()
+        from tetragon.bpf.libbpf import BpfError
+
+        try:
+            self.sensor = BaseSensor(cfg.rb_size, btf_path=cfg.btf or None)
+        except BpfError as exc:
+            raise AgentError(f"cannot load the base sensor: {exc}") from exc
+        # attach first, then scan: a process started in between is seen by both, never by neither
+        seeded = self.events.seed_procfs(procfs.scan(cfg.procfs))
+        log.info("process cache seeded from %s with %d processes", cfg.procfs, seeded)
+        self._start_grpc()
+        self._write_info()
+        self.ready.set()
+        log.info(
+            "tetragon %s ready: node %s, export %s, gRPC %s",
+            __version__,
+            self.node,
+            cfg.export_filename or "off",
+            cfg.server_address or "off",
+        )
+
+    # --- pipeline -----------------------------------------------------------------------------
+    def _emit(self, event: Event) -> None:
+        self.events_emitted += 1
+        if self.metrics is not None:
+            self.metrics.record_event(event)
+        if self.exporter is not None:
+            self.exporter.write(event)
+        if self.bus.subscriber_count:
+            self.bus.publish(event)
+
+    def _handle(self, record: memoryview) -> None:
+        op = record[0]
+        try:
+            if op == L.MSG_OP_EXECVE:
+                self._emit(self.events.on_exec(decode_exec(record)))
+            elif op == L.MSG_OP_EXIT:
+                event = self.events.on_exit(decode_exit(record))
+                if event is not None:
+                    self._emit(event)
+            elif op == L.MSG_OP_CLONE:
+                self.events.on_clone(decode_clone(record))
+            else:
+                self._handler_error(op, "unknown_opcode")
+        except Exception:
+            self._handler_error(op, "event_handler_failed")
+            log.exception("failed to handle a record with op %d", op)
+
+    def _handler_error(self, op: int, kind: str) -> None:
+        self.handler_errors += 1
+        if self.metrics is not None:
+            self.metrics.handler_error(str(op), kind)
+
+    def run(self) -> None:
+        """Drain until stop() is called; the kernel wakes us past 256 KiB, the timer otherwise."""
+        assert self.sensor is not None and self.sensor.reader is not None
+        reader = self.sensor.reader
+        next_gc = time.monotonic() + self.config.process_cache_gc_interval
+        next_clock = time.monotonic() + 10
+        while not self.stop_event.is_set():
+            reader.wait(self.config.drain_interval)
+            self.drain_once()
+            now = time.monotonic()
+            if now >= next_gc:
+                self.cache.gc(now)
+                next_gc = now + self.config.process_cache_gc_interval
+            if now >= next_clock:
+                self.clock.refresh()
+                next_clock = now + 10
+        self.drain_once()
+
+    def drain_once(self) -> int:
+        assert self.sensor is not None and self.sensor.reader is not None
+        n = self.sensor.reader.drain(self._handle)
+        if self.exporter is not None:
+            self.exporter.flush()
+        return n
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def close(self) -> None:
+        """Detach and free every BPF object, stop servers, flush and close the export file."""
+        if self.grpc is not None:
+            self.grpc.stop()
+            self.grpc = None
+        if self.sensor is not None:
+            self.sensor.close()
+            self.sensor = None
+        if self.exporter is not None:
+            self.exporter.close()
+            self.exporter = None
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None

@@ -1,0 +1,147 @@
+"""Process cache: exec_id → process, the current process of each pid, parents, ancestors, refcounts.
+
+Reference counting follows Tetragon: a process holds one reference on itself until it exits and one
+on its parent for as long as it lives, so a parent stays resolvable while any child can still emit
+events. Entries whose count reached zero are dropped by `gc()` one interval later (events already in
+flight may still name them); when the cache is full the oldest exited entries go first.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+ProcessDict = dict[str, Any]
+
+
+@dataclass(slots=True)
+class ProcessEntry:
+    exec_id: str
+    pid: int
+    ktime: int
+    parent_exec_id: str
+    # `Process` fields 1-12 (exec_id .. parent_exec_id) and 14-21, around the live refcnt (13)
+    head: ProcessDict
+    tail: ProcessDict = field(default_factory=dict)
+    refcnt: int = 1
+    exited: bool = False
+    zero_since: float = 0.0
+
+    def to_dict(self) -> ProcessDict:
+        d = dict(self.head)
+        if self.refcnt > 0:
+            d["refcnt"] = self.refcnt
+        if self.tail:
+            d.update(self.tail)
+        return d
+
+
+class ProcessCache:
+    def __init__(self, capacity: int = 65536, gc_interval: float = 30.0) -> None:
+        self.capacity = capacity
+        self.gc_interval = gc_interval
+        self._by_exec: dict[str, ProcessEntry] = {}
+        self._by_pid: dict[int, ProcessEntry] = {}
+        self.evictions = 0
+        self.misses_get = 0
+        self.misses_remove = 0
+
+    def __len__(self) -> int:
+        return len(self._by_exec)
+
+    def get(self, exec_id: str) -> ProcessEntry | None:
+        return self._by_exec.get(exec_id)
+
+    def by_pid(self, pid: int) -> ProcessEntry | None:
+        entry = self._by_pid.get(pid)
+        if entry is None:
+            self.misses_get += 1
+        return entry
+
+    def add(self, entry: ProcessEntry, *, replaces: ProcessEntry | None = None) -> None:
+        """Insert a process (exec, clone or /proc scan) and take its reference on its parent.
+
+        `replaces` is the pid's previous process when this is an exec: that image is gone, so it
+        drops its own reference (and, when it never exited, its reference on its parent).
+        """
+        if entry.exec_id in self._by_exec:
+            return  # duplicate (e.g. the /proc scan raced a live exec)
+        self._by_exec[entry.exec_id] = entry
+        self._by_pid[entry.pid] = entry
+        parent = self._by_exec.get(entry.parent_exec_id)
+        if parent is not None:
+            self._ref(parent, 1)
+        if replaces is not None and not replaces.exited:
+            replaces.exited = True
+            self._ref(replaces, -1)
+            self._release_parent(replaces)
+        if len(self._by_exec) > self.capacity:
+            self._evict()
+
+    def exit(self, pid: int) -> ProcessEntry | None:
+        """Mark the current process of `pid` exited; returns it (None if unknown)."""
+        entry = self._by_pid.get(pid)
+        if entry is None or entry.exited:
+            self.misses_remove += 1
+            return None
+        entry.exited = True
+        self._ref(entry, -1)
+        self._release_parent(entry)
+        return entry
+
+    def forget_pid(self, entry: ProcessEntry) -> None:
+        """Stop resolving `entry.pid` to `entry` (its pid may be reused)."""
+        if self._by_pid.get(entry.pid) is entry:
+            del self._by_pid[entry.pid]
+
+    def ancestors(self, entry: ProcessEntry, limit: int = 4096) -> list[ProcessEntry]:
+        """The parent's parent, its parent, ... up to the oldest known ancestor (init)."""
+        out: list[ProcessEntry] = []
+        parent = self._by_exec.get(entry.parent_exec_id)
+        cur = self._by_exec.get(parent.parent_exec_id) if parent is not None else None
+        seen = {entry.exec_id}
+        while cur is not None and cur.exec_id not in seen and len(out) < limit:
+            out.append(cur)
+            seen.add(cur.exec_id)
+            cur = self._by_exec.get(cur.parent_exec_id)
+        return out
+
+    def gc(self, now: float | None = None) -> int:
+        """Drop entries whose refcount has been zero for at least one interval."""
+        now = time.monotonic() if now is None else now
+        dead = [
+            e
+            for e in self._by_exec.values()
+            if e.refcnt <= 0 and e.zero_since and now - e.zero_since >= self.gc_interval
+        ]
+        for e in dead:
+            self._remove(e)
+        return len(dead)
+
+    def _ref(self, entry: ProcessEntry, delta: int) -> None:
+        entry.refcnt += delta
+        if entry.refcnt <= 0 and not entry.zero_since:
+            entry.zero_since = time.monotonic()
+        elif entry.refcnt > 0:
+            entry.zero_since = 0.0
+
+    def _release_parent(self, entry: ProcessEntry) -> None:
+        parent = self._by_exec.get(entry.parent_exec_id)
+        if parent is not None:
+            self._ref(parent, -1)
+
+    def _remove(self, entry: ProcessEntry) -> None:
+        self._by_exec.pop(entry.exec_id, None)
+        self.forget_pid(entry)
+
+    def _evict(self) -> None:
+        # evict a little more than needed so a full cache does not scan on every insert
+        excess = len(self._by_exec) - self.capacity + max(1, self.capacity // 64)
+        victims = [e for e in self._by_exec.values() if e.exited][:excess]
+        if len(victims) < excess:  # nothing exited left to drop: drop the oldest
+            taken = {e.exec_id for e in victims}
+            victims += [e for e in self._by_exec.values() if e.exec_id not in taken][: excess - len(victims)]
+        for e in victims:
+            self._remove(e)
+            self.evictions += 1

@@ -1,0 +1,239 @@
+"""Turns decoded exec/clone/exit records into process-cache updates and Tetragon JSON event dicts."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from typing import Any
+
+from tetragon.events import layout as L
+from tetragon.events.decode import CloneRecord, ExitRecord
+from tetragon.process.cache import ProcessCache, ProcessEntry
+from tetragon.process.model import (
+    Clock,
+    ExecInfo,
+    cap_names,
+    container_id,
+    exec_id,
+    exit_fields,
+    format_flags,
+    quote_arguments,
+    securebit_names,
+)
+
+Event = dict[str, Any]
+
+
+@dataclass(slots=True)
+class ProcessOptions:
+    node_name: str
+    enable_process_cred: bool = False
+    enable_process_ns: bool = False
+    enable_ancestors: bool = False
+    host_ns: tuple[int, ...] = ()  # inode of each namespace of pid 1, in layout.NS_NAMES order
+
+
+class ProcessEvents:
+    def __init__(self, cache: ProcessCache, options: ProcessOptions, clock: Clock | None = None) -> None:
+        self.cache = cache
+        self.opts = options
+        self.clock = clock or Clock()
+        self.missing_process_info = 0
+
+    # --- process entries -------------------------------------------------------------------
+    def _caps(self, info: ExecInfo) -> dict[str, list[str]]:
+        caps: dict[str, list[str]] = {}
+        for key, mask in (
+            ("permitted", info.cap_permitted),
+            ("effective", info.cap_effective),
+            ("inheritable", info.cap_inheritable),
+        ):
+            names = cap_names(mask)
+            if names:
+                caps[key] = names
+        return caps
+
+    def _tail(self, info: ExecInfo, binary: str) -> dict[str, Any]:
+        tail: dict[str, Any] = {}
+        opts = self.opts
+        if opts.enable_process_cred:
+            caps = self._caps(info)
+            if caps:
+                tail["cap"] = caps
+        if opts.enable_process_ns and info.ns:
+            ns: dict[str, Any] = {}
+            for i, name in enumerate(L.NS_NAMES):
+                inum = info.ns[i] if i < len(info.ns) else 0
+                if not inum:
+                    continue
+                entry: dict[str, Any] = {"inum": inum}
+                if opts.host_ns and i < len(opts.host_ns) and opts.host_ns[i] == inum:
+                    entry["is_host"] = True
+                ns[name] = entry
+            if ns:
+                tail["ns"] = ns
+        tail["tid"] = info.tid
+        if opts.enable_process_cred:
+            creds: dict[str, Any] = {
+                "uid": info.uid,
+                "gid": info.gid,
+                "euid": info.euid,
+                "egid": info.egid,
+                "suid": info.suid,
+                "sgid": info.sgid,
+                "fsuid": info.fsuid,
+                "fsgid": info.fsgid,
+            }
+            bits = securebit_names(info.securebits)
+            if bits:
+                creds["securebits"] = bits
+            caps = self._caps(info)
+            if caps:
+                creds["caps"] = caps
+            user_ns: dict[str, Any] = {
+                "level": info.userns_level,
+                "uid": info.userns_uid,
+                "gid": info.userns_gid,
+            }
+            if info.ns and len(info.ns) > 9 and info.ns[9]:
+                ns_entry: dict[str, Any] = {"inum": info.ns[9]}
+                if opts.host_ns and len(opts.host_ns) > 9 and opts.host_ns[9] == info.ns[9]:
+                    ns_entry["is_host"] = True
+                user_ns["ns"] = ns_entry
+            creds["user_ns"] = user_ns
+            tail["process_credentials"] = creds
+        props = self._binary_properties(info, binary)
+        if props:
+            tail["binary_properties"] = props
+        return tail
+
+    @staticmethod
+    def _binary_properties(info: ExecInfo, binary: str) -> dict[str, Any]:
+        props: dict[str, Any] = {}
+        changed: list[str] = []
+        if info.privs & L.EXEC_PRIV_SETUID:
+            props["setuid"] = info.file_uid
+            changed.append("PRIVILEGES_RAISED_EXEC_FILE_SETUID")
+        if info.privs & L.EXEC_PRIV_SETGID:
+            props["setgid"] = info.file_gid
+            changed.append("PRIVILEGES_RAISED_EXEC_FILE_SETGID")
+        if info.privs & L.EXEC_PRIV_FILE_CAP:
+            changed.insert(0, "PRIVILEGES_RAISED_EXEC_FILE_CAP")
+        if changed:
+            props["privileges_changed"] = changed
+        if info.file_nlink == 0 and "procFS" not in info.flags:
+            # executed from a file with no name left: memfd, deleted, or O_TMPFILE
+            props["file"] = {"inode": {"number": str(info.file_ino), "links": 0}, "path": binary}
+        return props
+
+    def entry_from_exec(self, info: ExecInfo, parent: ProcessEntry | None) -> ProcessEntry:
+        binary = info.binary
+        if binary and not binary.startswith("/") and info.cwd.startswith("/"):
+            binary = posixpath.normpath(posixpath.join(info.cwd, binary))
+        eid = exec_id(self.opts.node_name, info.ktime, info.pid)
+        head: dict[str, Any] = {
+            "exec_id": eid,
+            "pid": info.pid,
+            "uid": info.euid,
+        }
+        if info.cwd:
+            head["cwd"] = info.cwd
+        if binary:
+            head["binary"] = binary
+        arguments = quote_arguments(info.argv[1:])
+        if arguments:
+            head["arguments"] = arguments
+        head["flags"] = format_flags(info.flags)
+        head["start_time"] = self.clock.rfc3339(info.ktime)
+        head["auid"] = info.auid
+        docker = container_id(info.cgroup_name)
+        if docker:
+            head["docker"] = docker[:31]
+        parent_id = parent.exec_id if parent is not None else ""
+        if parent_id:
+            head["parent_exec_id"] = parent_id
+        return ProcessEntry(
+            exec_id=eid,
+            pid=info.pid,
+            ktime=info.ktime,
+            parent_exec_id=parent_id,
+            head=head,
+            tail=self._tail(info, binary),
+        )
+
+    def entry_from_clone(self, rec: CloneRecord, parent: ProcessEntry) -> ProcessEntry:
+        eid = exec_id(self.opts.node_name, rec.ktime, rec.pid)
+        head = dict(parent.head)
+        head["exec_id"] = eid
+        head["pid"] = rec.pid
+        head["flags"] = "clone"
+        head["start_time"] = self.clock.rfc3339(rec.ktime)
+        head["parent_exec_id"] = parent.exec_id
+        tail = dict(parent.tail)
+        tail["tid"] = rec.tid
+        tail.pop("binary_properties", None)
+        return ProcessEntry(eid, rec.pid, rec.ktime, parent.exec_id, head, tail)
+
+    # --- events -----------------------------------------------------------------------------
+    def _with_family(self, body: Event, entry: ProcessEntry, parent: ProcessEntry | None) -> None:
+        body["process"] = entry.to_dict()
+        if parent is not None:
+            body["parent"] = parent.to_dict()
+
+    def _ancestors(self, entry: ProcessEntry) -> list[dict[str, Any]]:
+        return [a.to_dict() for a in self.cache.ancestors(entry)]
+
+    def seed_procfs(self, infos: list[ExecInfo]) -> int:
+        """Insert processes found by the /proc scan (parents first); no events are emitted."""
+        added = 0
+        for info in infos:
+            parent = self.cache.by_pid(info.ppid) if info.ppid else None
+            self.cache.add(self.entry_from_exec(info, parent))
+            added += 1
+        return added
+
+    def on_exec(self, info: ExecInfo) -> Event:
+        cache = self.cache
+        prev = cache.by_pid(info.pid)
+        if prev is not None and prev.head.get("flags") == "clone" and not prev.exited:
+            info.flags.add("clone")
+        parent = cache.by_pid(info.ppid)
+        if parent is None:
+            self.missing_process_info += 1
+        entry = self.entry_from_exec(info, parent)
+        cache.add(entry, replaces=prev if prev is not None and not prev.exited else None)
+        body: Event = {}
+        self._with_family(body, entry, parent)
+        if self.opts.enable_ancestors:
+            ancestors = self._ancestors(entry)
+            if ancestors:
+                body["ancestors"] = ancestors
+        return {"process_exec": body, "node_name": self.opts.node_name, "time": entry.head["start_time"]}
+
+    def on_clone(self, rec: CloneRecord) -> None:
+        parent = self.cache.by_pid(rec.ppid)
+        if parent is None:
+            self.missing_process_info += 1
+            return
+        self.cache.add(self.entry_from_clone(rec, parent))
+
+    def on_exit(self, rec: ExitRecord) -> Event | None:
+        entry = self.cache.exit(rec.pid)
+        if entry is None:
+            self.missing_process_info += 1
+            return None
+        parent = self.cache.get(entry.parent_exec_id)
+        body: Event = {}
+        self._with_family(body, entry, parent)
+        signal, status = exit_fields(rec.exit_code)
+        if signal:
+            body["signal"] = signal
+        if status:
+            body["status"] = status
+        when = self.clock.rfc3339(rec.ktime)
+        body["time"] = when
+        if self.opts.enable_ancestors:
+            ancestors = self._ancestors(entry)
+            if ancestors:
+                body["ancestors"] = ancestors
+        return {"process_exit": body, "node_name": self.opts.node_name, "time": when}

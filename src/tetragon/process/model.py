@@ -1,0 +1,238 @@
+"""Pieces of Tetragon's `Process` message built from kernel records: ids, flags, times, caps, ns.
+
+Everything here is pure and typed; the process cache calls it, tests call it without root.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+
+# CapabilitiesType enum names by bit number (Tetragon's quirk: bit 1 is "DAC_OVERRIDE").
+CAP_NAMES = (
+    "CAP_CHOWN",
+    "DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+)
+
+SECUREBITS = (
+    (1, "SecBitNoRoot"),
+    (2, "SecBitNoRootLocked"),
+    (4, "SecBitNoSetUidFixup"),
+    (8, "SecBitNoSetUidFixupLocked"),
+    (16, "SecBitKeepCaps"),
+    (32, "SecBitKeepCapsLocked"),
+    (64, "SecBitNoCapAmbientRaise"),
+    (128, "SecBitNoCapAmbientRaiseLocked"),
+)
+
+# Order of Tetragon's process flags string.
+FLAG_ORDER = (
+    "execve",
+    "procFS",
+    "errorEnvs",
+    "truncArgs",
+    "miss",
+    "errorFilename",
+    "errorArgs",
+    "nocwd",
+    "rootcwd",
+    "errorCWD",
+    "clone",
+    "errorCgroupName",
+    "errorCgroupID",
+    "errorCgroupSubsysCgrp",
+    "errorCgroupSubsys",
+    "errorCgroups",
+    "errorPathResolutionCwd",
+    "dataFilename",
+    "dataArgs",
+    "inInitTree",
+)
+_FLAG_RANK = {name: i for i, name in enumerate(FLAG_ORDER)}
+
+SIGNAL_NAMES = {
+    1: "SIGHUP",
+    2: "SIGINT",
+    3: "SIGQUIT",
+    4: "SIGILL",
+    5: "SIGTRAP",
+    6: "SIGABRT",
+    7: "SIGBUS",
+    8: "SIGFPE",
+    9: "SIGKILL",
+    10: "SIGUSR1",
+    11: "SIGSEGV",
+    12: "SIGUSR2",
+    13: "SIGPIPE",
+    14: "SIGALRM",
+    15: "SIGTERM",
+    16: "SIGSTKFLT",
+    17: "SIGCHLD",
+    18: "SIGCONT",
+    19: "SIGSTOP",
+    20: "SIGTSTP",
+    21: "SIGTTIN",
+    22: "SIGTTOU",
+    23: "SIGURG",
+    24: "SIGXCPU",
+    25: "SIGXFSZ",
+    26: "SIGVTALRM",
+    27: "SIGPROF",
+    28: "SIGWINCH",
+    29: "SIGIO",
+    30: "SIGPWR",
+    31: "SIGSYS",
+}
+
+
+def node_name() -> str:
+    """Tetragon's node name: HUBBLE_NODE_NAME, else NODE_NAME, else the host name."""
+    return os.environ.get("HUBBLE_NODE_NAME") or os.environ.get("NODE_NAME") or socket.gethostname()
+
+
+def exec_id(node: str, ktime: int, pid: int) -> str:
+    return base64.b64encode(f"{node}:{ktime}:{pid}".encode()).decode()
+
+
+def format_flags(flags: set[str] | list[str]) -> str:
+    return " ".join(sorted(flags, key=_FLAG_RANK.__getitem__))
+
+
+def cap_names(mask: int) -> list[str]:
+    return [name for bit, name in enumerate(CAP_NAMES) if mask >> bit & 1]
+
+
+def securebit_names(bits: int) -> list[str]:
+    return [name for value, name in SECUREBITS if bits & value]
+
+
+def exit_fields(exit_code: int) -> tuple[str, int]:
+    """(signal name, status) of a kernel exit code, as Tetragon reports them."""
+    sig = exit_code & 0x7F if exit_code & 0x80 else exit_code & 0xFF
+    if sig:
+        return SIGNAL_NAMES.get(sig, f"SIG{sig}" if sig < 32 else f"SIGRT{sig - 34}"), 0
+    return "", (exit_code >> 8) & 0xFF
+
+
+def quote_arguments(argv: list[str]) -> str:
+    """argv[1:] as Tetragon joins it: single spaces, an argument with a space wrapped in quotes."""
+    return " ".join(f'"{a}"' if " " in a else a for a in argv)
+
+
+def container_id(cgroup_name: str) -> str:
+    """The container id in a cgroup leaf name (docker-<id>.scope, cri-containerd-<id>.scope, <id>, ...)."""
+    name = cgroup_name.removesuffix(".scope")
+    tail = name.rsplit("-", 1)[-1].rsplit(":", 1)[-1]
+    if len(tail) == 64 and all(c in "0123456789abcdef" for c in tail):
+        return tail
+    return ""
+
+
+class Clock:
+    """Converts kernel boot-time nanoseconds to RFC 3339 wall-clock strings."""
+
+    def __init__(self) -> None:
+        self.refresh()
+
+    def refresh(self) -> None:
+        self._offset = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+    def wall_ns(self, ktime: int) -> int:
+        return ktime + self._offset
+
+    def rfc3339(self, ktime: int) -> str:
+        return format_timestamp(ktime + self._offset)
+
+
+def format_timestamp(wall_ns: int) -> str:
+    """protojson Timestamp: UTC, fraction of 0, 3, 6 or 9 digits."""
+    secs, nanos = divmod(wall_ns, 1_000_000_000)
+    base = _dt.datetime.fromtimestamp(secs, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    if nanos == 0:
+        return base + "Z"
+    if nanos % 1_000_000 == 0:
+        return f"{base}.{nanos // 1_000_000:03d}Z"
+    if nanos % 1000 == 0:
+        return f"{base}.{nanos // 1000:06d}Z"
+    return f"{base}.{nanos:09d}Z"
+
+
+@dataclass(slots=True)
+class ExecInfo:
+    """What is known about one program image, from an exec record or from /proc."""
+
+    ktime: int
+    pid: int
+    tid: int
+    ppid: int
+    nspid: int = 0
+    uid: int = 0
+    gid: int = 0
+    euid: int = 0
+    egid: int = 0
+    suid: int = 0
+    sgid: int = 0
+    fsuid: int = 0
+    fsgid: int = 0
+    auid: int = 0xFFFFFFFF
+    securebits: int = 0
+    cap_permitted: int = 0
+    cap_effective: int = 0
+    cap_inheritable: int = 0
+    ns: tuple[int, ...] = ()
+    userns_level: int = 0
+    userns_uid: int = 0
+    userns_gid: int = 0
+    binary: str = ""
+    argv: list[str] = field(default_factory=list)
+    cwd: str = ""
+    cgroup_name: str = ""
+    flags: set[str] = field(default_factory=set)
+    privs: int = 0
+    file_uid: int = 0
+    file_gid: int = 0
+    file_nlink: int = 1
+    file_ino: int = 0

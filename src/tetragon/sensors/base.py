@@ -1,0 +1,82 @@
+"""Base sensor: loads bpf/process.bpf.c, attaches its tracepoints, owns the event ring buffer."""
+
+from __future__ import annotations
+
+import logging
+import struct
+from pathlib import Path
+from types import TracebackType
+
+from tetragon.bpf.libbpf import BpfError, BpfObject
+from tetragon.bpf.ringbuf import RingBufferReader
+from tetragon.events import layout as L
+
+log = logging.getLogger(__name__)
+
+OBJ_DIR = Path(__file__).resolve().parent.parent / "_bpfobj"
+PROGRAMS = ("tg_process_exec", "tg_process_fork", "tg_process_exit")
+DEFAULT_RB_SIZE = 8 * 1024 * 1024
+MAX_WAKEUP_BYTES = 256 * 1024
+
+
+def ring_size(requested: int) -> int:
+    """--rb-size in bytes: 0 = default; otherwise rounded up to a power of two of at least one page."""
+    if requested <= 0:
+        return DEFAULT_RB_SIZE
+    size = 4096
+    while size < requested:
+        size <<= 1
+    return size
+
+
+class BaseSensor:
+    """Owns the base object, its three links and the ring-buffer reader; close() undoes all of it."""
+
+    name = "__base__"
+
+    def __init__(self, rb_size: int = 0, obj_path: Path | None = None, btf_path: str | None = None) -> None:
+        path = obj_path or OBJ_DIR / "process.bpf.o"
+        if not path.exists():
+            raise BpfError(f"BPF object {path} is missing: build it with `make -C bpf` (pip install does it)")
+        self.obj = BpfObject(path, btf_path=btf_path)
+        self.reader: RingBufferReader | None = None
+        try:
+            size = ring_size(rb_size)
+            self.obj.map("tg_rb_events").set_max_entries(size)
+            self.obj.set_global(
+                ".rodata", "tg_wakeup_bytes", struct.pack("<Q", min(MAX_WAKEUP_BYTES, size // 4))
+            )
+            self.obj.load()
+            for prog in PROGRAMS:
+                self.obj.attach(prog)
+            self.reader = RingBufferReader(self.obj.map("tg_rb_events"))
+        except BaseException:
+            self.obj.close()
+            raise
+        self._stats_map = self.obj.map("tg_stats")
+
+    def stats(self) -> dict[int, int]:
+        """Kernel-side counters (layout.STAT_*), summed over CPUs."""
+        out: dict[int, int] = {}
+        for slot in L.STAT_NAMES:
+            per_cpu = self._stats_map.lookup_percpu(struct.pack("<I", slot))
+            out[slot] = sum(struct.unpack("<Q", v)[0] for v in per_cpu)
+        return out
+
+    def lost(self) -> int:
+        s = self.stats()
+        return s[L.STAT_EXEC_LOST] + s[L.STAT_EXIT_LOST] + s[L.STAT_CLONE_LOST]
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+        self.obj.close()
+
+    def __enter__(self) -> BaseSensor:
+        return self
+
+    def __exit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
