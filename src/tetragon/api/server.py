@@ -102,7 +102,8 @@ class _Servicer(sensors_pb2_grpc.FineGuidanceSensorsServicer):
         results = self._owner.health() if self._owner.health else [("HEALTH_STATUS_RUNNING", "running")]
         statuses = []
         for name, details in results:
-            status = tetragon_pb2.HealthStatusResult.Value(name)
+            values = tetragon_pb2.HealthStatusResult.DESCRIPTOR.values_by_name
+            status = values[name].number if name in values else tetragon_pb2.HEALTH_STATUS_UNDEF
             statuses.append(
                 tetragon_pb2.HealthStatus(
                     event=tetragon_pb2.HEALTH_STATUS_TYPE_STATUS, status=status, details=details
