@@ -134,16 +134,17 @@ class Agent:
         self.metrics: Any = None
         self.handler_errors = 0
         self.events_emitted = 0
+        self.op_counts: dict[int, int] = {L.MSG_OP_EXECVE: 0, L.MSG_OP_EXIT: 0, L.MSG_OP_CLONE: 0}
 
     # --- set-up -------------------------------------------------------------------------------
     def _open_exporter(self) -> None:
         cfg = self.config
         if not cfg.export_filename:
             return
-        from tetragon.export.fieldfilters import compile_field_filters, parse_field_filter_lines
+        from tetragon.export.fieldfilters import parse_field_filter_lines
         from tetragon.export.filters import FilterError, parse_filter_lines
         from tetragon.export.jsonfile import ExportError, JsonFileExporter
-        from tetragon.export.redaction import parse_redaction_lines
+        from tetragon.export.redaction import parse_redaction_filter_lines
 
         try:
             self.exporter = JsonFileExporter(
@@ -155,8 +156,8 @@ class Agent:
                 perm=cfg.export_file_perm,
                 allow=parse_filter_lines(cfg.export_allowlist),
                 deny=parse_filter_lines(cfg.export_denylist),
-                field_filters=compile_field_filters(parse_field_filter_lines(cfg.field_filters)),
-                redaction=parse_redaction_lines(cfg.redaction_filters),
+                field_filters=parse_field_filter_lines(cfg.field_filters),
+                redaction=parse_redaction_filter_lines(cfg.redaction_filters),
                 rate_limit=cfg.export_rate_limit,
                 node_name=self.node,
             )
@@ -179,6 +180,8 @@ class Agent:
 
         self.metrics = AgentMetrics(label_filter=self.config.metrics_label_filter)
         self.metrics.register_source(self._metric_values)
+        if self.exporter is not None:
+            self.metrics.watch_exporter(self.exporter)
         if self.config.metrics_server:
             try:
                 self.metrics.serve(self.config.metrics_server)
@@ -197,11 +200,13 @@ class Agent:
             "ringbuf_lost": stats.get(L.STAT_EXEC_LOST, 0)
             + stats.get(L.STAT_EXIT_LOST, 0)
             + stats.get(L.STAT_CLONE_LOST, 0),
+            # bpf_ringbuf_output() fails with EAGAIN when the ring has no room
             "bpf_missed": {
-                "5": stats.get(L.STAT_EXEC_LOST, 0),
-                "7": stats.get(L.STAT_EXIT_LOST, 0),
-                "23": stats.get(L.STAT_CLONE_LOST, 0),
+                "5": {"EAGAIN": stats.get(L.STAT_EXEC_LOST, 0)},
+                "7": {"EAGAIN": stats.get(L.STAT_EXIT_LOST, 0)},
+                "23": {"EAGAIN": stats.get(L.STAT_CLONE_LOST, 0)},
             },
+            "msg_op": {str(op): n for op, n in self.op_counts.items()},
             "missing_process_info": self.events.missing_process_info,
         }
 
@@ -261,6 +266,8 @@ class Agent:
 
     def _handle(self, record: memoryview) -> None:
         op = record[0]
+        if op in self.op_counts:
+            self.op_counts[op] += 1
         try:
             if op == L.MSG_OP_EXECVE:
                 self._emit(self.events.on_exec(decode_exec(record)))
@@ -279,7 +286,7 @@ class Agent:
     def _handler_error(self, op: int, kind: str) -> None:
         self.handler_errors += 1
         if self.metrics is not None:
-            self.metrics.handler_error(str(op), kind)
+            self.metrics.record_handler_error(op, kind)
 
     def run(self) -> None:
         """Drain until stop() is called; the kernel wakes us past 256 KiB, the timer otherwise."""
@@ -315,11 +322,17 @@ class Agent:
             self.grpc.stop()
             self.grpc = None
         if self.sensor is not None:
+            reader = self.sensor.reader
+            log.info(
+                "ring buffer: received %d records, lost %d",
+                reader.received if reader is not None else 0,
+                self.sensor.lost(),
+            )
             self.sensor.close()
             self.sensor = None
         if self.exporter is not None:
             self.exporter.close()
             self.exporter = None
         if self.metrics is not None:
-            self.metrics.close()
+            self.metrics.shutdown()
             self.metrics = None

@@ -36,14 +36,16 @@ def _c_layout(struct_name: str, fields: tuple[str, ...], tmp_path: Path) -> list
     lines = [f'printf("%zu\\n", offsetof(struct {struct_name}, {f}));' for f in fields]
     src = tmp_path / "layout.c"
     src.write_text(
-        "#include <stdio.h>\n#include <stddef.h>\n#include \"events.h\"\nint main(void) {\n"
+        '#include <stdio.h>\n#include <stddef.h>\n#include "events.h"\nint main(void) {\n'
         + f'printf("%zu\\n", sizeof(struct {struct_name}));\n'
         + "\n".join(lines)
         + "\nreturn 0; }\n"
     )
     exe = tmp_path / "layout"
     subprocess.run([CC, "-I", str(ROOT / "bpf/include"), str(src), "-o", str(exe)], check=True)
-    return [int(x) for x in subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split()]
+    return [
+        int(x) for x in subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split()
+    ]
 
 
 @pytest.mark.skipif(CC is None, reason="no C compiler")
@@ -55,7 +57,9 @@ def _c_layout(struct_name: str, fields: tuple[str, ...], tmp_path: Path) -> list
         ("msg_exit", layout.MSG_EXIT, layout.EXIT_FIELDS),
     ],
 )
-def test_struct_matches_header(name: str, fmt: struct.Struct, fields: tuple[str, ...], tmp_path: Path) -> None:
+def test_struct_matches_header(
+    name: str, fmt: struct.Struct, fields: tuple[str, ...], tmp_path: Path
+) -> None:
     c = _c_layout(name, fields, tmp_path)
     assert c[0] == fmt.size, f"sizeof(struct {name})"
     assert c[1:] == _field_offsets(fmt), f"offsets of struct {name} fields {fields}"
@@ -64,9 +68,22 @@ def test_struct_matches_header(name: str, fmt: struct.Struct, fields: tuple[str,
 def test_constants_match_header() -> None:
     header = (ROOT / "bpf/include/events.h").read_text()
     defines = dict(re.findall(r"#define (\w+) \(?(\d+)", header))
-    for name in ("MSG_OP_EXECVE", "MSG_OP_EXIT", "MSG_OP_CLONE", "EXEC_FILENAME_MAX", "EXEC_ARGS_MAX", "EXEC_CWD_MAX",
-                 "EXEC_CGROUP_MAX", "STAT_COUNT", "STAT_EXEC_SENT", "STAT_EXEC_LOST", "STAT_EXIT_SENT",
-                 "STAT_EXIT_LOST", "STAT_CLONE_SENT", "STAT_CLONE_LOST"):
+    for name in (
+        "MSG_OP_EXECVE",
+        "MSG_OP_EXIT",
+        "MSG_OP_CLONE",
+        "EXEC_FILENAME_MAX",
+        "EXEC_ARGS_MAX",
+        "EXEC_CWD_MAX",
+        "EXEC_CGROUP_MAX",
+        "STAT_COUNT",
+        "STAT_EXEC_SENT",
+        "STAT_EXEC_LOST",
+        "STAT_EXIT_SENT",
+        "STAT_EXIT_LOST",
+        "STAT_CLONE_SENT",
+        "STAT_CLONE_LOST",
+    ):
         assert int(defines[name]) == getattr(layout, name), name
     for name, value in re.findall(r"#define (EXEC_(?:F|PRIV)_\w+) \(1 << (\d+)\)", header):
         assert getattr(layout, name) == 1 << int(value), name

@@ -80,6 +80,7 @@ FLAGS: dict[str, tuple[str, Any, Any, str]] = {
     "rb-size": ("rb_size", int, 0, "ring buffer bytes (0: 8 MiB), rounded up to a power of two"),
     "procfs": ("procfs", str, "/proc", "procfs mount to scan at start"),
     "btf": ("btf", str, "", "kernel BTF file (default /sys/kernel/btf/vmlinux)"),
+    "run-dir": ("run_dir", str, "/var/run/tetragon", "where tetragon-info.json and tetragon.pid go"),
     "log-level": ("log_level", str, "info", "debug, info, warn or error"),
 }
 BOOL_FLAGS = {name for name, (_, typ, _, _) in FLAGS.items() if typ is _bool}

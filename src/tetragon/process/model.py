@@ -187,10 +187,17 @@ class Clock:
         return format_timestamp(ktime + self._offset)
 
 
+_last_second: tuple[int, str] = (-1, "")
+
+
 def format_timestamp(wall_ns: int) -> str:
     """protojson Timestamp: UTC, fraction of 0, 3, 6 or 9 digits."""
     secs, nanos = divmod(wall_ns, 1_000_000_000)
-    base = _dt.datetime.fromtimestamp(secs, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    global _last_second
+    cached_secs, base = _last_second  # one tuple: threads never see a half-updated pair
+    if cached_secs != secs:  # events come in bursts within one second: format it once
+        base = _dt.datetime.fromtimestamp(secs, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _last_second = (secs, base)
     if nanos == 0:
         return base + "Z"
     if nanos % 1_000_000 == 0:

@@ -1,0 +1,45 @@
+# The two commands of the README: `make run` and `make test`. Both set up what they need first.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+APT_PKGS := clang-19 llvm-19 libbpf-dev libbpf1 bpftool libelf-dev gcc make
+EXPORT ?= /var/log/tetragon/tetragon.log
+ARGS ?=
+
+.PHONY: setup deps venv bpf run test lint bench clean
+
+setup: deps venv
+
+# Debian build tools for the BPF objects; installed only when something is missing.
+deps:
+	@if ! command -v clang-19 >/dev/null || ! command -v bpftool >/dev/null || \
+	    [ ! -e /usr/include/bpf/bpf_helpers.h ] || ! ldconfig -p | grep -q 'libbpf.so.1 '; then \
+		echo "installing $(APT_PKGS)"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PKGS); \
+	fi
+
+# The package build compiles bpf/*.bpf.c and generates the gRPC modules (hatch_build.py).
+venv: deps
+	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+
+bpf:
+	$(MAKE) -C bpf
+
+run: setup
+	$(VENV)/bin/tetragon --export-filename $(EXPORT) $(ARGS)
+
+test: setup
+	$(VENV)/bin/python -m pytest -ra tests $(ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+bench: setup
+	$(VENV)/bin/python bench/exec_storm.py $(ARGS)
+
+clean:
+	$(MAKE) -C bpf clean
+	rm -rf build dist src/tetragon/api/gen

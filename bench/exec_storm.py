@@ -1,0 +1,166 @@
+"""Exec storm: N fork+exec of /bin/true, interleaved runs without and with the agent.
+
+The agent runs as users run it (the `tetragon` command, JSON export to a file on, gRPC on). Prints
+the ratio of median wall times (agent / no agent), events received against expected, events the
+kernel could not reserve (lost), agent CPU seconds and peak RSS, and writes bench/results/exec_storm.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.e2e.agentproc import AgentProcess  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def build_storm() -> Path:
+    out = BENCH / "build" / "storm"
+    src = BENCH / "storm.c"
+    if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
+        out.parent.mkdir(exist_ok=True)
+        subprocess.run([shutil.which("gcc") or "cc", "-O2", "-o", str(out), str(src)], check=True)
+    return out
+
+
+def run_storm(storm: Path, n: int, binary: str) -> float:
+    res = subprocess.run([str(storm), str(n), binary], check=True, capture_output=True, text=True)
+    return float(res.stdout.strip())
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def peak_rss_mb(pid: int) -> float:
+    m = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    return int(m.group(1)) / 1024 if m else 0.0
+
+
+def agent_run(storm: Path, n: int, binary: str, tmp: Path) -> dict[str, Any]:
+    agent = AgentProcess(tmp)
+    try:
+        agent.wait_ready(60)
+        time.sleep(0.5)  # let the /proc scan's aftermath settle
+        cpu0 = cpu_seconds(agent.proc.pid)
+        wall = run_storm(storm, n, binary)
+        # wait until the agent has drained and written everything (timer drain: <= 50 ms + export)
+        deadline = time.monotonic() + 30
+        execs = exits = 0
+        while time.monotonic() < deadline:
+            events = agent.read_events()
+            execs = sum(
+                1
+                for e in events
+                if "process_exec" in e and e["process_exec"]["process"].get("binary") == binary
+            )
+            exits = sum(
+                1
+                for e in events
+                if "process_exit" in e and e["process_exit"]["process"].get("binary") == binary
+            )
+            if execs >= n and exits >= n:
+                break
+            time.sleep(0.2)
+        cpu = cpu_seconds(agent.proc.pid) - cpu0
+        rss = peak_rss_mb(agent.proc.pid)
+    finally:
+        rc = agent.stop()
+    m = re.search(r"ring buffer: received (\d+) records, lost (\d+)", agent.stderr())
+    if rc != 0 or m is None:
+        raise RuntimeError(f"agent exited with {rc}:\n{agent.stderr()[-2000:]}")
+    return {
+        "wall": wall,
+        "execs": execs,
+        "exits": exits,
+        "lost": int(m.group(2)),
+        "records": int(m.group(1)),
+        "agent_cpu_s": cpu,
+        "peak_rss_mb": rss,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, default=20000, help="fork+exec per run")
+    ap.add_argument("--reps", type=int, default=5, help="runs per condition (median taken)")
+    ap.add_argument("--binary", default="/bin/true")
+    ap.add_argument("--out", default=str(BENCH / "results" / "exec_storm.json"))
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("exec_storm: needs root", file=sys.stderr)
+        return 1
+    storm = build_storm()
+    run_storm(storm, min(args.n, 500), args.binary)  # warm caches
+    base: list[float] = []
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="tg-bench-") as tmpdir:
+        for rep in range(args.reps):
+            # alternate which condition goes first so drift hits both alike
+            order = ("base", "agent") if rep % 2 == 0 else ("agent", "base")
+            for cond in order:
+                if cond == "base":
+                    base.append(run_storm(storm, args.n, args.binary))
+                    print(f"rep {rep} base  {base[-1]:.3f}s", flush=True)
+                else:
+                    r = agent_run(storm, args.n, args.binary, Path(tmpdir) / f"rep{rep}")
+                    runs.append(r)
+                    print(
+                        f"rep {rep} agent {r['wall']:.3f}s execs {r['execs']}/{args.n}"
+                        f" exits {r['exits']}/{args.n} lost {r['lost']} cpu {r['agent_cpu_s']:.2f}s rss {r['peak_rss_mb']:.1f}MB",
+                        flush=True,
+                    )
+    base_med = statistics.median(base)
+    agent_med = statistics.median(r["wall"] for r in runs)
+    result = {
+        "benchmark": "exec_storm",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "kernel": platform.release(),
+        "n": args.n,
+        "reps": args.reps,
+        "binary": args.binary,
+        "baseline_wall_s": base,
+        "agent_wall_s": [r["wall"] for r in runs],
+        "baseline_median_s": base_med,
+        "agent_median_s": agent_med,
+        "ratio": agent_med / base_med,
+        "paired_ratios": [r["wall"] / b for r, b in zip(runs, base, strict=True)],
+        "events_expected_per_run": 2 * args.n,
+        "events_received_per_run": [r["execs"] + r["exits"] for r in runs],
+        "lost_per_run": [r["lost"] for r in runs],
+        "agent_cpu_s_per_run": [r["agent_cpu_s"] for r in runs],
+        "agent_peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "targets": {"ratio": 1.02, "lost": 0, "rss_mb": 100},
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"exec_storm n={args.n} reps={args.reps}: ratio {result['ratio']:.3f} "
+        f"(base {base_med:.3f}s, agent {agent_med:.3f}s), events {min(result['events_received_per_run'])}"
+        f"/{2 * args.n}, lost {max(result['lost_per_run'])}, agent cpu "
+        f"{statistics.median(result['agent_cpu_s_per_run']):.2f}s, "
+        f"peak rss {result['agent_peak_rss_mb']:.1f} MB"
+    )
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""A real `tetragon` agent process for end-to-end tests, and helpers to wait for its events."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tests.conftest import VENV_BIN
+
+Event = dict[str, Any]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class AgentProcess:
+    def __init__(self, tmp: Path, *extra: str, export: bool = True, server: str | None = None) -> None:
+        self.tmp = tmp
+        self.export = tmp / "events.log" if export else None
+        self.server = server if server is not None else f"127.0.0.1:{free_port()}"
+        self.stderr_path = tmp / "agent.stderr"
+        args = [str(VENV_BIN / "tetragon"), "--server-address", self.server, "--run-dir", str(tmp / "run")]
+        if self.export is not None:
+            args += ["--export-filename", str(self.export)]
+        args += list(extra)
+        self.args = args
+        self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(args, stdout=self._stderr, stderr=self._stderr)
+        self._offset = 0
+        self.events: list[Event] = []
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agent exited with {self.proc.returncode}:\n{self.stderr()}")
+            if b" ready: " in self.stderr_path.read_bytes():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"agent not ready after {timeout}s:\n{self.stderr()}")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def read_events(self) -> list[Event]:
+        """Events appended to the export file since the last call (whole lines only)."""
+        assert self.export is not None
+        if not self.export.exists():
+            return self.events
+        with open(self.export, "rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        for line in data[:end].splitlines():
+            self.events.append(orjson.loads(line))
+        self._offset += end
+        return self.events
+
+    def wait_for(self, pred: Callable[[Event], bool], timeout: float = 10.0) -> Event:
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while True:
+            events = self.read_events()
+            for ev in events[seen:]:
+                if pred(ev):
+                    return ev
+            seen = len(events)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no matching event in {len(events)} events after {timeout}s")
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._stderr.close()
+        return int(self.proc.returncode)
+
+
+def body(ev: Event) -> Event:
+    return next(iter(ev.values()))
+
+
+def kind(ev: Event) -> str:
+    return next(iter(ev))
+
+
+def is_exec_of(pid: int, binary: str | None = None) -> Callable[[Event], bool]:
+    def pred(ev: Event) -> bool:
+        if kind(ev) != "process_exec":
+            return False
+        p = body(ev)["process"]
+        return bool(p["pid"] == pid and (binary is None or p.get("binary") == binary))
+
+    return pred
+
+
+def is_exit_of(pid: int, binary: str | None = None) -> Callable[[Event], bool]:
+    def pred(ev: Event) -> bool:
+        if kind(ev) != "process_exit":
+            return False
+        p = body(ev)["process"]
+        return bool(p["pid"] == pid and (binary is None or p.get("binary") == binary))
+
+    return pred
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

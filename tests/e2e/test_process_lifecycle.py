@@ -1,0 +1,133 @@
+"""Process lifecycle end to end: real BPF, a real agent process, real workloads, exact fields."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_bpf
+from tests.e2e.agentproc import AgentProcess, Event, body, is_exec_of, is_exit_of
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    require_bpf()
+    tmp = tmp_path_factory.mktemp("agent")
+    a = AgentProcess(tmp, "--enable-ancestors", "base", "--enable-process-cred", "--enable-process-ns")
+    try:
+        a.wait_ready()
+        yield a
+    finally:
+        assert a.stop() == 0, a.stderr()
+
+
+@pytest.fixture(scope="module")
+def workload(agent: AgentProcess, tmp_path_factory: pytest.TempPathFactory) -> dict[str, int | Path]:
+    """Runs the workload once; returns the pids it wrote down and its directories."""
+    base = tmp_path_factory.mktemp("workload")
+    work = base / "work dir"
+    work.mkdir()
+    script = work / "script.sh"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o755)
+    pids = base / "pids"
+    pids.mkdir()
+    run = base / "run.sh"
+    run.write_text(
+        textwrap.dedent(
+            f"""\
+            #!/bin/sh
+            echo $$ > '{pids}/shell'
+            cd '{work}'
+            sh -c 'echo $$ > "{pids}/echo"; exec /bin/echo "hello world" it'"'"'s quote\\"d' > /dev/null
+            sh -c 'echo $$ > "{pids}/script"; exec ./script.sh one "two three"'
+            /bin/sleep 30 &
+            echo $! > '{pids}/killed'
+            kill -9 $!
+            wait
+            sh -c 'echo $$ > "{pids}/three"; exit 3'
+            exit 0
+            """
+        )
+    )
+    run.chmod(0o755)
+    subprocess.run([str(run)], check=True)
+    out: dict[str, int | Path] = {name: int((pids / name).read_text()) for name in os.listdir(pids)}
+    out["work"] = work
+    out["run"] = run
+    return out
+
+
+def _exec(agent: AgentProcess, pid: int, binary: str) -> Event:
+    return body(agent.wait_for(is_exec_of(pid, binary)))
+
+
+def test_exec_fields_of_a_binary_with_quoted_arguments(agent: AgentProcess, workload: dict) -> None:
+    ev = _exec(agent, workload["echo"], "/bin/echo")
+    p = ev["process"]
+    assert p["binary"] == "/bin/echo"
+    assert p["arguments"] == '"hello world" it\'s quote"d'
+    assert p["cwd"] == str(workload["work"])
+    assert p["pid"] == workload["echo"]
+    assert p["tid"] == workload["echo"]
+    assert p["uid"] == os.geteuid()
+    assert p["auid"] == int(Path("/proc/self/loginuid").read_text())
+    assert p["flags"] == "execve"  # an exec replacing an exec (sh -c ... exec), not the first after fork
+    assert p["exec_id"] and p["start_time"].endswith("Z")
+    assert p["process_credentials"]["euid"] == os.geteuid()
+    assert "CAP_SYS_ADMIN" in p["cap"]["effective"]
+    assert p["ns"]["pid"]["inum"] == os.stat("/proc/self/ns/pid").st_ino
+
+
+def test_parent_chain_and_procfs(agent: AgentProcess, workload: dict) -> None:
+    shell = _exec(agent, workload["shell"], str(workload["run"]))
+    sh = shell["process"]
+    assert sh["flags"] == "execve clone"
+    assert sh["cwd"] == os.getcwd()
+    # the test runner started before the agent: known from the /proc scan
+    assert shell["parent"]["pid"] == os.getpid()
+    assert "procFS" in shell["parent"]["flags"]
+    assert sh["parent_exec_id"] == shell["parent"]["exec_id"]
+    echo = _exec(agent, workload["echo"], "/bin/echo")
+    assert echo["process"]["parent_exec_id"] == sh["exec_id"]
+    assert echo["parent"]["exec_id"] == sh["exec_id"]
+    assert echo["parent"]["binary"] == str(workload["run"])
+
+
+def test_ancestors_reach_init(agent: AgentProcess, workload: dict) -> None:
+    echo = _exec(agent, workload["echo"], "/bin/echo")
+    ancestors = echo["ancestors"]
+    assert ancestors[0]["pid"] == os.getpid()  # the parent's parent: this test runner
+    assert ancestors[-1]["pid"] == 1
+    chain = [echo["parent"], *ancestors]
+    for child, parent in zip(chain, chain[1:], strict=False):
+        assert child["parent_exec_id"] == parent["exec_id"]
+
+
+def test_shebang_script(agent: AgentProcess, workload: dict) -> None:
+    ev = _exec(agent, workload["script"], str(workload["work"] / "script.sh"))
+    # the kernel rewrites argv for #! scripts: interpreter argv[0], then the script as it was named
+    assert ev["process"]["arguments"] == './script.sh one "two three"'
+    assert ev["process"]["cwd"] == str(workload["work"])
+
+
+def test_exit_by_sigkill(agent: AgentProcess, workload: dict) -> None:
+    ev = body(agent.wait_for(is_exit_of(workload["killed"], "/bin/sleep")))
+    assert ev["signal"] == "SIGKILL"
+    assert "status" not in ev
+    assert ev["process"]["arguments"] == "30"
+    assert ev["parent"]["pid"] == workload["shell"]
+
+
+def test_exit_status(agent: AgentProcess, workload: dict) -> None:
+    ev = body(agent.wait_for(is_exit_of(workload["three"])))
+    assert ev["status"] == 3
+    assert "signal" not in ev
+    assert ev["process"]["binary"] == "/usr/bin/sh" or ev["process"]["binary"].endswith("/sh")
+    shell_exit = body(agent.wait_for(is_exit_of(workload["shell"], str(workload["run"]))))
+    assert "status" not in shell_exit and "signal" not in shell_exit

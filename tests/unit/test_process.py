@@ -1,0 +1,110 @@
+"""Pure pieces of the process model and the process cache."""
+
+from __future__ import annotations
+
+from tetragon.process.cache import ProcessCache, ProcessEntry
+from tetragon.process.model import (
+    cap_names,
+    container_id,
+    exec_id,
+    exit_fields,
+    format_flags,
+    format_timestamp,
+    quote_arguments,
+    securebit_names,
+)
+
+
+def test_exec_id_matches_tetragon() -> None:
+    # from Tetragon's testdata/events.json: decodes to gke-...-l8zr:13665822624856:68790
+    assert (
+        exec_id("gke-michi-22038-default-pool-43730fab-l8zr", 13665822624856, 68790)
+        == "Z2tlLW1pY2hpLTIyMDM4LWRlZmF1bHQtcG9vbC00MzczMGZhYi1sOHpyOjEzNjY1ODIyNjI0ODU2OjY4Nzkw"
+    )
+
+
+def test_exit_fields() -> None:
+    assert exit_fields(3 << 8) == ("", 3)
+    assert exit_fields(0) == ("", 0)
+    assert exit_fields(9) == ("SIGKILL", 0)
+    assert exit_fields(0x80 | 11) == ("SIGSEGV", 0)  # core dumped
+    assert exit_fields(15) == ("SIGTERM", 0)
+
+
+def test_arguments_quoting() -> None:
+    assert quote_arguments(["-c", "curl https://x"]) == '-c "curl https://x"'
+    assert quote_arguments(["it's", 'q"d']) == "it's q\"d"
+    assert quote_arguments([]) == ""
+
+
+def test_flags_order() -> None:
+    assert format_flags({"clone", "rootcwd", "execve"}) == "execve rootcwd clone"
+    assert format_flags({"truncArgs", "procFS"}) == "procFS truncArgs"
+
+
+def test_caps_and_securebits() -> None:
+    assert cap_names(0b11) == ["CAP_CHOWN", "DAC_OVERRIDE"]
+    assert cap_names(1 << 21) == ["CAP_SYS_ADMIN"]
+    assert cap_names(1 << 40) == ["CAP_CHECKPOINT_RESTORE"]
+    assert securebit_names(1 | 16) == ["SecBitNoRoot", "SecBitKeepCaps"]
+
+
+def test_container_id_from_cgroup_names() -> None:
+    cid = "19a02291e106ce6227b684197be232ea57c4e1a5ab2604a12608c325d701c7f4"
+    assert container_id(f"cri-containerd-{cid}.scope") == cid
+    assert container_id(f"docker-{cid}.scope") == cid
+    assert container_id(cid) == cid
+    assert container_id("session-3.scope") == ""
+    assert container_id("") == ""
+
+
+def test_timestamps() -> None:
+    assert format_timestamp(1666062978273546829) == "2022-10-18T03:16:18.273546829Z"
+    assert format_timestamp(1666062978000000000) == "2022-10-18T03:16:18Z"
+    assert format_timestamp(1666062978100000000) == "2022-10-18T03:16:18.100Z"
+    assert format_timestamp(1666062978000001000) == "2022-10-18T03:16:18.000001Z"
+
+
+def _entry(eid: str, pid: int, parent: str = "") -> ProcessEntry:
+    return ProcessEntry(
+        exec_id=eid, pid=pid, ktime=pid, parent_exec_id=parent, head={"exec_id": eid, "pid": pid}
+    )
+
+
+def test_cache_refcounts_follow_children() -> None:
+    c = ProcessCache(capacity=100, gc_interval=0.0)
+    c.add(_entry("init", 1))
+    c.add(_entry("sh", 10, "init"))
+    c.add(_entry("ls", 11, "sh"))
+    assert [c.get(x).refcnt for x in ("init", "sh", "ls")] == [2, 2, 1]
+    assert c.by_pid(11).exec_id == "ls"
+    assert c.exit(11).exec_id == "ls"
+    assert c.get("ls").refcnt == 0 and c.get("sh").refcnt == 1
+    assert c.exit(11) is None  # twice: a miss
+    assert c.misses_remove == 1
+    # the parent stays resolvable until gc; gc drops only zero-refcount entries
+    assert c.gc(now=1e12) == 1
+    assert c.get("ls") is None and c.get("sh") is not None
+
+
+def test_cache_exec_replaces_clone() -> None:
+    c = ProcessCache(capacity=100)
+    c.add(_entry("sh", 10))
+    c.add(_entry("clone", 12, "sh"))
+    assert c.get("sh").refcnt == 2
+    c.add(_entry("exec", 12, "sh"), replaces=c.by_pid(12))
+    assert c.by_pid(12).exec_id == "exec"
+    assert c.get("clone").refcnt == 0 and c.get("clone").exited
+    assert c.get("sh").refcnt == 2  # held by the exec, no longer by the clone
+
+
+def test_cache_ancestors_and_capacity() -> None:
+    c = ProcessCache(capacity=4)
+    c.add(_entry("a", 1))
+    c.add(_entry("b", 2, "a"))
+    c.add(_entry("c", 3, "b"))
+    c.add(_entry("d", 4, "c"))
+    assert [e.exec_id for e in c.ancestors(c.get("d"))] == ["b", "a"]
+    c.exit(4)
+    c.add(_entry("e", 5, "c"))  # over capacity: the exited entry goes first
+    assert len(c) <= 4 and c.get("d") is None and c.evictions >= 1
