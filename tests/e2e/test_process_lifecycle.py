@@ -37,6 +37,8 @@ def workload(agent: AgentProcess, tmp_path_factory: pytest.TempPathFactory) -> d
     script.chmod(0o755)
     pids = base / "pids"
     pids.mkdir()
+    echo = base / "echo.sh"
+    echo.write_text(f"""echo $$ > '{pids}/echo'\nexec /bin/echo "hello world" "it's" 'quote"d'\n""")
     run = base / "run.sh"
     run.write_text(
         textwrap.dedent(
@@ -44,10 +46,11 @@ def workload(agent: AgentProcess, tmp_path_factory: pytest.TempPathFactory) -> d
             #!/bin/sh
             echo $$ > '{pids}/shell'
             cd '{work}'
-            sh -c 'echo $$ > "{pids}/echo"; exec /bin/echo "hello world" it'"'"'s quote\\"d' > /dev/null
+            /bin/sh '{echo}' > /dev/null
             sh -c 'echo $$ > "{pids}/script"; exec ./script.sh one "two three"'
             /bin/sleep 30 &
             echo $! > '{pids}/killed'
+            until grep -q '^sleep$' /proc/$!/comm; do :; done  # exec'd, not a fork about to exec
             kill -9 $!
             wait
             sh -c 'echo $$ > "{pids}/three"; exit 3'

@@ -1,0 +1,210 @@
+"""The same events through the gRPC stream, the JSON file and `tetra`, from a real agent."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from tests.conftest import VENV_BIN, require_bpf
+from tests.e2e.agentproc import AgentProcess, Event, body, is_exec_of, is_exit_of, kind
+from tetragon.api.convert import proto_to_event
+from tetragon.api.gen.tetragon import events_pb2, sensors_pb2_grpc
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    require_bpf()
+    tmp = tmp_path_factory.mktemp("agent-grpc")
+    a = AgentProcess(tmp, "--enable-ancestors", "base")
+    try:
+        a.wait_ready()
+        yield a
+    finally:
+        assert a.stop() == 0, a.stderr()
+
+
+class Stream:
+    """A GetEvents stream collected in a background thread."""
+
+    def __init__(self, address: str, request: Any = None) -> None:
+        self.channel = grpc.insecure_channel(address)
+        stub = sensors_pb2_grpc.FineGuidanceSensorsStub(self.channel)
+        self.call = stub.GetEvents(request or events_pb2.GetEventsRequest())
+        self.events: list[Event] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for msg in self.call:
+                self.events.append(proto_to_event(msg))
+        except grpc.RpcError:
+            pass
+
+    def wait_for(self, pred: Any, timeout: float = 10.0) -> Event:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for ev in list(self.events):
+                if pred(ev):
+                    return ev
+            time.sleep(0.05)
+        raise AssertionError(f"no matching event among {len(self.events)} streamed")
+
+    def close(self) -> None:
+        self.call.cancel()
+        self.channel.close()
+
+
+def _run_marked(tmp: Path) -> tuple[int, str]:
+    marker = f"marker-{uuid.uuid4().hex[:8]}"
+    pidfile = tmp / f"{marker}.pid"
+    subprocess.run(
+        ["/bin/sh", "-c", f"echo $$ > {pidfile}; exec /bin/echo {marker} 'with space'"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return int(pidfile.read_text()), marker
+
+
+def _wait_connected(stream: Stream, agent: AgentProcess, tmp: Path) -> None:
+    """GetEvents subscribes asynchronously: run probes until one shows up on the stream."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pid, _ = _run_marked(tmp)
+        try:
+            stream.wait_for(is_exec_of(pid), timeout=0.5)
+            return
+        except AssertionError:
+            continue
+    raise AssertionError("stream never delivered an event")
+
+
+def test_grpc_stream_equals_json_file(agent: AgentProcess, tmp_path: Path) -> None:
+    stream = Stream(agent.server)
+    try:
+        _wait_connected(stream, agent, tmp_path)
+        pid, marker = _run_marked(tmp_path)
+        streamed_exec = stream.wait_for(is_exec_of(pid, "/bin/echo"))
+        streamed_exit = stream.wait_for(is_exit_of(pid, "/bin/echo"))
+    finally:
+        stream.close()
+    file_exec = agent.wait_for(is_exec_of(pid, "/bin/echo"))
+    file_exit = agent.wait_for(is_exit_of(pid, "/bin/echo"))
+    assert streamed_exec == file_exec
+    assert streamed_exit == file_exit
+    p = body(streamed_exec)["process"]
+    assert p["arguments"] == f'{marker} "with space"'
+    assert p["pid"] == pid and p["binary"] == "/bin/echo"
+    assert body(streamed_exec)["ancestors"][-1]["pid"] == 1
+
+
+def test_grpc_filters_by_event_type_and_pid(agent: AgentProcess, tmp_path: Path) -> None:
+    req = events_pb2.GetEventsRequest(
+        allow_list=[events_pb2.Filter(event_set=[events_pb2.PROCESS_EXIT], binary_regex=["^/bin/echo$"])]
+    )
+    stream = Stream(agent.server, req)
+    try:
+        time.sleep(0.5)
+        pid, _ = _run_marked(tmp_path)
+        ev = stream.wait_for(is_exit_of(pid))
+        assert body(ev)["process"]["binary"] == "/bin/echo"
+        time.sleep(0.3)
+        assert all(kind(e) == "process_exit" for e in stream.events)
+        assert all(body(e)["process"]["binary"] == "/bin/echo" for e in stream.events)
+    finally:
+        stream.close()
+
+
+def _tetra(*args: str) -> list[str]:
+    return [str(VENV_BIN / "tetra"), *args]
+
+
+def test_tetra_getevents_compact_live(agent: AgentProcess, tmp_path: Path) -> None:
+    out = tmp_path / "compact.txt"
+    with open(out, "wb") as f:
+        proc = subprocess.Popen(
+            _tetra("--server-address", agent.server, "getevents", "-o", "compact", "--process", "/bin/echo"),
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        deadline = time.monotonic() + 15
+        marker = ""
+        while time.monotonic() < deadline:
+            _, marker = _run_marked(tmp_path)
+            time.sleep(0.3)
+            if marker in out.read_text():
+                break
+        lines = out.read_text().splitlines()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    node = agent.wait_for(lambda e: True)["node_name"]
+    # arguments with a space are Go-quoted (strconv.Quote), as tetra prints them
+    assert f'🚀 process {node} /bin/echo "{marker} \\"with space\\""' in lines
+    assert f'💥 exit    {node} /bin/echo "{marker} \\"with space\\"" 0' in lines
+
+
+def test_tetra_reads_the_export_file_from_stdin(agent: AgentProcess, tmp_path: Path) -> None:
+    pid, marker = _run_marked(tmp_path)
+    agent.wait_for(is_exit_of(pid, "/bin/echo"))
+    assert agent.export is not None
+    with open(agent.export, "rb") as log:
+        res = subprocess.run(
+            _tetra("getevents", "-o", "compact", "--pid", str(pid), "--process", "^/bin/echo$"),
+            stdin=log,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert res.returncode == 0, res.stderr
+    node = agent.events[0]["node_name"]
+    assert res.stdout.splitlines() == [
+        f'🚀 process {node} /bin/echo "{marker} \\"with space\\""',
+        f'💥 exit    {node} /bin/echo "{marker} \\"with space\\"" 0',
+    ]
+
+
+def test_tetra_status_and_version(agent: AgentProcess) -> None:
+    res = subprocess.run(_tetra("--server-address", agent.server, "status"), capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.startswith("Health Status: "), res.stdout + res.stderr
+    res = subprocess.run(
+        _tetra("--server-address", agent.server, "version", "--server"), capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr
+    assert "Server version: 0.1.0" in res.stdout
+
+
+def test_garbage_on_the_grpc_port_does_not_disturb_clients(agent: AgentProcess, tmp_path: Path) -> None:
+    stream = Stream(agent.server)
+    try:
+        _wait_connected(stream, agent, tmp_path)
+        host, port = agent.server.rsplit(":", 1)
+        for payload in (
+            os.urandom(4096),
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + os.urandom(64),
+        ):
+            with socket.create_connection((host, int(port)), timeout=5) as s:
+                s.sendall(payload)
+                s.settimeout(1)
+                try:
+                    s.recv(1024)
+                except OSError:
+                    pass
+        pid, _ = _run_marked(tmp_path)
+        assert body(stream.wait_for(is_exec_of(pid, "/bin/echo")))["process"]["pid"] == pid
+    finally:
+        stream.close()
+    assert agent.proc.poll() is None
