@@ -124,7 +124,8 @@ def main() -> int:
                     runs.append(r)
                     print(
                         f"rep {rep} agent {r['wall']:.3f}s execs {r['execs']}/{args.n}"
-                        f" exits {r['exits']}/{args.n} lost {r['lost']} cpu {r['agent_cpu_s']:.2f}s rss {r['peak_rss_mb']:.1f}MB",
+                        f" exits {r['exits']}/{args.n} lost {r['lost']}"
+                        f" cpu {r['agent_cpu_s']:.2f}s rss {r['peak_rss_mb']:.1f}MB",
                         flush=True,
                     )
     base_med = statistics.median(base)
