@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
-APT_PKGS := clang-19 llvm-19 libbpf-dev libbpf1 bpftool libelf-dev gcc make
+APT_PKGS := clang-19 llvm-19 libbpf-dev libbpf1 bpftool libelf-dev gcc make libcap2-bin
 EXPORT ?= /var/log/tetragon/tetragon.log
 ARGS ?=
 

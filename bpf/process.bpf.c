@@ -180,8 +180,7 @@ static __always_inline void read_creds(struct task_struct *task, struct msg_exec
 
 /*
  * Privileges this exec raised. The old creds are gone at this tracepoint, so the executed file's
- * mode and owner tell setuid/setgid, and bprm->per_clear (set by the capability LSM when ids change
- * or file capabilities add permitted bits) tells a file-capability raise.
+ * mode and owner tell setuid/setgid; bprm->secureexec tells a file-capability raise.
  */
 static __always_inline void read_privileges(struct linux_binprm *bprm, struct msg_exec *e)
 {
@@ -196,7 +195,12 @@ static __always_inline void read_privileges(struct linux_binprm *bprm, struct ms
 		e->privs |= EXEC_PRIV_SETUID;
 	if ((mode & S_ISGID) && (mode & S_IXGRP) && e->egid == e->file_gid && e->gid != e->egid)
 		e->privs |= EXEC_PRIV_SETGID;
-	if (BPF_CORE_READ(bprm, per_clear) && !(e->privs & (EXEC_PRIV_SETUID | EXEC_PRIV_SETGID)))
+	/*
+	 * The capability LSM marks an exec secure (AT_SECURE) when ids change or file capabilities
+	 * grant a non-root task capabilities; without an id change, that is a file-capability raise.
+	 */
+	if (BPF_CORE_READ_BITFIELD_PROBED(bprm, secureexec) && !(e->privs & (EXEC_PRIV_SETUID | EXEC_PRIV_SETGID)) &&
+	    e->euid != 0 && e->cap_permitted != 0)
 		e->privs |= EXEC_PRIV_FILE_CAP;
 }
 

@@ -27,6 +27,7 @@ def free_port() -> int:
 class AgentProcess:
     def __init__(self, tmp: Path, *extra: str, export: bool = True, server: str | None = None) -> None:
         self.tmp = tmp
+        tmp.mkdir(parents=True, exist_ok=True)
         self.export = tmp / "events.log" if export else None
         self.server = server if server is not None else f"127.0.0.1:{free_port()}"
         self.stderr_path = tmp / "agent.stderr"
