@@ -6,14 +6,18 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import orjson
 
 from tests.conftest import VENV_BIN
+from tetragon.api.convert import proto_to_event
+from tetragon.api.gen.tetragon import events_pb2, sensors_pb2_grpc
 
 Event = dict[str, Any]
 
@@ -127,3 +131,35 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+class Stream:
+    """A GetEvents stream collected in a background thread."""
+
+    def __init__(self, address: str, request: Any = None) -> None:
+        self.channel = grpc.insecure_channel(address)
+        stub = sensors_pb2_grpc.FineGuidanceSensorsStub(self.channel)
+        self.call = stub.GetEvents(request or events_pb2.GetEventsRequest())
+        self.events: list[Event] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for msg in self.call:
+                self.events.append(proto_to_event(msg))
+        except grpc.RpcError:
+            pass
+
+    def wait_for(self, pred: Any, timeout: float = 10.0) -> Event:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for ev in list(self.events):
+                if pred(ev):
+                    return ev
+            time.sleep(0.05)
+        raise AssertionError(f"no matching event among {len(self.events)} streamed")
+
+    def close(self) -> None:
+        self.call.cancel()
+        self.channel.close()

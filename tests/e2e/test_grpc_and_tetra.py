@@ -6,20 +6,16 @@ import contextlib
 import os
 import socket
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import grpc
 import pytest
 
 from tests.conftest import VENV_BIN, require_bpf
-from tests.e2e.agentproc import AgentProcess, Event, body, is_exec_of, is_exit_of, kind
-from tetragon.api.convert import proto_to_event
-from tetragon.api.gen.tetragon import events_pb2, sensors_pb2_grpc
+from tests.e2e.agentproc import AgentProcess, Stream, body, is_exec_of, is_exit_of, kind
+from tetragon.api.gen.tetragon import events_pb2
 
 
 @pytest.fixture(scope="module")
@@ -32,38 +28,6 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
         yield a
     finally:
         assert a.stop() == 0, a.stderr()
-
-
-class Stream:
-    """A GetEvents stream collected in a background thread."""
-
-    def __init__(self, address: str, request: Any = None) -> None:
-        self.channel = grpc.insecure_channel(address)
-        stub = sensors_pb2_grpc.FineGuidanceSensorsStub(self.channel)
-        self.call = stub.GetEvents(request or events_pb2.GetEventsRequest())
-        self.events: list[Event] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            for msg in self.call:
-                self.events.append(proto_to_event(msg))
-        except grpc.RpcError:
-            pass
-
-    def wait_for(self, pred: Any, timeout: float = 10.0) -> Event:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for ev in list(self.events):
-                if pred(ev):
-                    return ev
-            time.sleep(0.05)
-        raise AssertionError(f"no matching event among {len(self.events)} streamed")
-
-    def close(self) -> None:
-        self.call.cancel()
-        self.channel.close()
 
 
 def _run_marked(tmp: Path) -> tuple[int, str]:

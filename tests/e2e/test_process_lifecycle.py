@@ -1,4 +1,8 @@
-"""Process lifecycle end to end: real BPF, a real agent process, real workloads, exact fields."""
+"""Process lifecycle end to end: real BPF, a real agent process, real workloads, exact fields.
+
+Every assertion is made twice: on the JSON export file and on a gRPC GetEvents stream opened before
+the workload ran.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_bpf
-from tests.e2e.agentproc import AgentProcess, Event, body, is_exec_of, is_exit_of
+from tests.e2e.agentproc import AgentProcess, Event, Stream, body, is_exec_of, is_exit_of
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +31,31 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
 
 
 @pytest.fixture(scope="module")
-def workload(agent: AgentProcess, tmp_path_factory: pytest.TempPathFactory) -> dict[str, int | Path]:
+def stream(agent: AgentProcess) -> Iterator[Stream]:
+    s = Stream(agent.server)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def workload(
+    agent: AgentProcess, stream: Stream, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, int | Path]:
     """Runs the workload once; returns the pids it wrote down and its directories."""
     base = tmp_path_factory.mktemp("workload")
+    # the stream subscribes asynchronously: wait until it delivers before running the workload
+    for _ in range(100):
+        probe = subprocess.Popen(["/bin/true"])
+        probe.wait()
+        try:
+            stream.wait_for(is_exec_of(probe.pid), timeout=0.2)
+            break
+        except AssertionError:
+            continue
+    else:
+        pytest.fail("the gRPC stream never delivered an event")
     work = base / "work dir"
     work.mkdir()
     script = work / "script.sh"
@@ -66,12 +92,24 @@ def workload(agent: AgentProcess, tmp_path_factory: pytest.TempPathFactory) -> d
     return out
 
 
-def _exec(agent: AgentProcess, pid: int, binary: str) -> Event:
-    return body(agent.wait_for(is_exec_of(pid, binary)))
+class Source:
+    """Where a test reads events: the export file or the gRPC stream."""
+
+    def __init__(self, agent: AgentProcess, stream: Stream, name: str) -> None:
+        self.wait_for = agent.wait_for if name == "file" else stream.wait_for
 
 
-def test_exec_fields_of_a_binary_with_quoted_arguments(agent: AgentProcess, workload: dict) -> None:
-    ev = _exec(agent, workload["echo"], "/bin/echo")
+@pytest.fixture(params=["file", "grpc"])
+def events(request: pytest.FixtureRequest, agent: AgentProcess, stream: Stream) -> Source:
+    return Source(agent, stream, request.param)
+
+
+def _exec(events: Source, pid: int, binary: str) -> Event:
+    return body(events.wait_for(is_exec_of(pid, binary)))
+
+
+def test_exec_fields_of_a_binary_with_quoted_arguments(events: Source, workload: dict) -> None:
+    ev = _exec(events, workload["echo"], "/bin/echo")
     p = ev["process"]
     assert p["binary"] == "/bin/echo"
     assert p["arguments"] == '"hello world" it\'s quote"d'
@@ -87,8 +125,8 @@ def test_exec_fields_of_a_binary_with_quoted_arguments(agent: AgentProcess, work
     assert p["ns"]["pid"]["inum"] == os.stat("/proc/self/ns/pid").st_ino
 
 
-def test_parent_chain_and_procfs(agent: AgentProcess, workload: dict) -> None:
-    shell = _exec(agent, workload["shell"], str(workload["run"]))
+def test_parent_chain_and_procfs(events: Source, workload: dict) -> None:
+    shell = _exec(events, workload["shell"], str(workload["run"]))
     sh = shell["process"]
     assert sh["flags"] == "execve clone"
     assert sh["cwd"] == os.getcwd()
@@ -96,14 +134,14 @@ def test_parent_chain_and_procfs(agent: AgentProcess, workload: dict) -> None:
     assert shell["parent"]["pid"] == os.getpid()
     assert "procFS" in shell["parent"]["flags"]
     assert sh["parent_exec_id"] == shell["parent"]["exec_id"]
-    echo = _exec(agent, workload["echo"], "/bin/echo")
+    echo = _exec(events, workload["echo"], "/bin/echo")
     assert echo["process"]["parent_exec_id"] == sh["exec_id"]
     assert echo["parent"]["exec_id"] == sh["exec_id"]
     assert echo["parent"]["binary"] == str(workload["run"])
 
 
-def test_ancestors_reach_init(agent: AgentProcess, workload: dict) -> None:
-    echo = _exec(agent, workload["echo"], "/bin/echo")
+def test_ancestors_reach_init(events: Source, workload: dict) -> None:
+    echo = _exec(events, workload["echo"], "/bin/echo")
     ancestors = echo["ancestors"]
     assert ancestors[0]["pid"] == os.getpid()  # the parent's parent: this test runner
     assert ancestors[-1]["pid"] == 1
@@ -112,25 +150,25 @@ def test_ancestors_reach_init(agent: AgentProcess, workload: dict) -> None:
         assert child["parent_exec_id"] == parent["exec_id"]
 
 
-def test_shebang_script(agent: AgentProcess, workload: dict) -> None:
-    ev = _exec(agent, workload["script"], str(workload["work"] / "script.sh"))
+def test_shebang_script(events: Source, workload: dict) -> None:
+    ev = _exec(events, workload["script"], str(workload["work"] / "script.sh"))
     # the kernel rewrites argv for #! scripts: interpreter argv[0], then the script as it was named
     assert ev["process"]["arguments"] == './script.sh one "two three"'
     assert ev["process"]["cwd"] == str(workload["work"])
 
 
-def test_exit_by_sigkill(agent: AgentProcess, workload: dict) -> None:
-    ev = body(agent.wait_for(is_exit_of(workload["killed"], "/bin/sleep")))
+def test_exit_by_sigkill(events: Source, workload: dict) -> None:
+    ev = body(events.wait_for(is_exit_of(workload["killed"], "/bin/sleep")))
     assert ev["signal"] == "SIGKILL"
     assert "status" not in ev
     assert ev["process"]["arguments"] == "30"
     assert ev["parent"]["pid"] == workload["shell"]
 
 
-def test_exit_status(agent: AgentProcess, workload: dict) -> None:
-    ev = body(agent.wait_for(is_exit_of(workload["three"])))
+def test_exit_status(events: Source, workload: dict) -> None:
+    ev = body(events.wait_for(is_exit_of(workload["three"])))
     assert ev["status"] == 3
     assert "signal" not in ev
     assert ev["process"]["binary"] == "/usr/bin/sh" or ev["process"]["binary"].endswith("/sh")
-    shell_exit = body(agent.wait_for(is_exit_of(workload["shell"], str(workload["run"]))))
+    shell_exit = body(events.wait_for(is_exit_of(workload["shell"], str(workload["run"]))))
     assert "status" not in shell_exit and "signal" not in shell_exit
