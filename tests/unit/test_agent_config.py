@@ -8,7 +8,7 @@ import pytest
 
 from tetragon.agent import AgentError
 from tetragon.cli.agent import parse_config
-from tetragon.cli.durations import parse_duration
+from tetragon.timefmt import parse_duration
 
 
 def test_defaults_match_tetragon() -> None:

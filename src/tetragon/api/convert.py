@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -23,6 +22,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from tetragon.api.gen.tetragon import events_pb2
+from tetragon.timefmt import format_timestamp as format_wall_ns
 
 Event = dict[str, Any]
 _Convert = Callable[[Any], Any]
@@ -174,9 +174,6 @@ def _message_converter(desc: Descriptor) -> _Convert:
     return message_to_json
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 def _fraction(nanos: int) -> str:
     """Go protojson prints 0, 3, 6 or 9 fractional digits."""
     if nanos == 0:
@@ -190,11 +187,7 @@ def _fraction(nanos: int) -> str:
 
 def format_timestamp(seconds: int, nanos: int) -> str:
     """RFC 3339 UTC text of a Timestamp, as Go protojson writes it."""
-    t = _EPOCH + timedelta(seconds=seconds)
-    return (
-        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
-        f"{_fraction(nanos)}Z"
-    )
+    return format_wall_ns(seconds * 1_000_000_000 + nanos)
 
 
 def format_duration(seconds: int, nanos: int) -> str:

@@ -18,19 +18,10 @@ import yaml
 
 from tetragon import __version__
 from tetragon.agent import Agent, AgentConfig, AgentError
-from tetragon.cli.durations import parse_duration
+from tetragon.cli.argtypes import duration, go_bool
 
 CONFIG_FILE = Path("/etc/tetragon/tetragon.yaml")
 CONFIG_DROPIN = Path("/etc/tetragon/tetragon.conf.d")
-
-
-def _bool(text: str) -> bool:
-    v = text.strip().lower()
-    if v in ("true", "1", "yes", "on"):
-        return True
-    if v in ("false", "0", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
 
 
 def _perm(text: str) -> int:
@@ -38,13 +29,6 @@ def _perm(text: str) -> int:
         return int(text, 8)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an octal file mode: {text!r}") from None
-
-
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _list(text: str) -> list[str]:
@@ -56,10 +40,10 @@ FLAGS: dict[str, tuple[str, Any, Any, str]] = {
     "export-filename": ("export_filename", str, "", "JSON events file (empty: no file export)"),
     "export-file-max-size-mb": ("export_file_max_size_mb", int, 10, "rotate the export file at this size"),
     "export-file-max-backups": ("export_file_max_backups", int, 5, "rotated files to keep"),
-    "export-file-compress": ("export_file_compress", _bool, False, "gzip rotated files"),
+    "export-file-compress": ("export_file_compress", go_bool, False, "gzip rotated files"),
     "export-file-rotation-interval": (
         "export_file_rotation_interval",
-        _duration,
+        duration,
         0.0,
         "also rotate this often",
     ),
@@ -72,18 +56,18 @@ FLAGS: dict[str, tuple[str, Any, Any, str]] = {
     "server-address": ("server_address", str, "localhost:54321", "gRPC address (host:port or unix://path)"),
     "metrics-server": ("metrics_server", str, "", "Prometheus address, e.g. :2112 (empty: off)"),
     "metrics-label-filter": ("metrics_label_filter", str, "namespace,workload,pod,binary", "metric labels"),
-    "enable-process-cred": ("enable_process_cred", _bool, False, "export capabilities and credentials"),
-    "enable-process-ns": ("enable_process_ns", _bool, False, "export namespaces"),
+    "enable-process-cred": ("enable_process_cred", go_bool, False, "export capabilities and credentials"),
+    "enable-process-ns": ("enable_process_ns", go_bool, False, "export namespaces"),
     "enable-ancestors": ("enable_ancestors", _list, [], "event types with ancestors: base,..."),
     "process-cache-size": ("process_cache_size", int, 65536, "process cache capacity"),
-    "process-cache-gc-interval": ("process_cache_gc_interval", _duration, 30.0, "process cache GC period"),
+    "process-cache-gc-interval": ("process_cache_gc_interval", duration, 30.0, "process cache GC period"),
     "rb-size": ("rb_size", int, 0, "ring buffer bytes (0: 8 MiB), rounded up to a power of two"),
     "procfs": ("procfs", str, "/proc", "procfs mount to scan at start"),
     "btf": ("btf", str, "", "kernel BTF file (default /sys/kernel/btf/vmlinux)"),
     "run-dir": ("run_dir", str, "/var/run/tetragon", "where tetragon-info.json and tetragon.pid go"),
     "log-level": ("log_level", str, "info", "debug, info, warn or error"),
 }
-BOOL_FLAGS = {name for name, (_, typ, _, _) in FLAGS.items() if typ is _bool}
+BOOL_FLAGS = {name for name, (_, typ, _, _) in FLAGS.items() if typ is go_bool}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"tetragon {__version__}")
     p.add_argument("--config-dir", default="", help="directory of one-file-per-flag configuration")
     for name, (dest, typ, default, help_text) in FLAGS.items():
-        if typ is _bool:
+        if typ is go_bool:
             # `--enable-process-cred` alone means true, as with Go's boolean flags
             p.add_argument(
                 f"--{name}", dest=dest, type=typ, nargs="?", const=True, default=default, help=help_text
@@ -102,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--enable-process-ancestors",
         dest="legacy_ancestors",
-        type=_bool,
+        type=go_bool,
         nargs="?",
         const=True,
         default=False,

@@ -27,7 +27,7 @@ from google.protobuf import field_mask_pb2, json_format
 from tetragon import __version__
 from tetragon.api.convert import dumps_event, event_to_proto, proto_to_event
 from tetragon.api.gen.tetragon import events_pb2, sensors_pb2, sensors_pb2_grpc, tetragon_pb2
-from tetragon.cli.durations import parse_duration
+from tetragon.cli.argtypes import go_bool, positive_duration
 from tetragon.events.compact import format_compact
 
 log = logging.getLogger("tetragon.cli.tetra")
@@ -70,25 +70,6 @@ class _ListAction(argparse.Action):
         setattr(ns, self.dest, items)
 
 
-def _bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("true", "1", "t", "yes"):
-        return True
-    if lowered in ("false", "0", "f", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"invalid boolean {text!r}")
-
-
-def _duration(text: str) -> float:
-    try:
-        seconds = parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"duration must be positive: {text!r}")
-    return seconds
-
-
 def _non_negative(text: str) -> int:
     try:
         value = int(text)
@@ -108,7 +89,9 @@ def _add_globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
         help="gRPC server address, host:port or unix:///path (default: from "
         f"{INFO_FILE}, else {DEFAULT_ADDRESS})",
     )
-    parser.add_argument("--timeout", type=_duration, default=default(30.0), help="connect/RPC timeout (30s)")
+    parser.add_argument(
+        "--timeout", type=positive_duration, default=default(30.0), help="connect/RPC timeout (30s)"
+    )
     parser.add_argument("--retries", type=_non_negative, default=default(1), help="retries on UNAVAILABLE")
 
 
@@ -129,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--host", action="store_true", help="also match host (non-pod) processes")
     ge.add_argument("--policy-names", action=_ListAction, default=[], metavar="NAMES")
     ge.add_argument("--timestamps", action="store_true", help="prefix compact lines with the event time")
-    ge.add_argument("--stack-traces", type=_bool, nargs="?", const=True, default=True, metavar="BOOL")
-    ge.add_argument("--ima-hash", type=_bool, nargs="?", const=True, default=True, metavar="BOOL")
+    ge.add_argument("--stack-traces", type=go_bool, nargs="?", const=True, default=True, metavar="BOOL")
+    ge.add_argument("--ima-hash", type=go_bool, nargs="?", const=True, default=True, metavar="BOOL")
     ge.add_argument("-f", "--include-fields", action=_ListAction, default=[], metavar="FIELDS")
     ge.add_argument("-F", "--exclude-fields", action=_ListAction, default=[], metavar="FIELDS")
 

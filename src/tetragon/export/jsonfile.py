@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +28,7 @@ from tetragon.export.filters import compile_allow_deny
 from tetragon.export.ratelimit import RateLimiter
 from tetragon.export.redaction import compile_redaction
 from tetragon.export.rotation import RotatingFile, WriteFailed
+from tetragon.timefmt import format_timestamp, parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -43,38 +43,8 @@ class ExportError(Exception):
     """The export file cannot be used; the message says which path and why."""
 
 
-_DURATION_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-
-
-def parse_go_duration(text: str) -> float:
-    """Seconds in a Go duration string (`"0"`, `"90s"`, `"1h30m"`, `"1.5h"`, `"-2m"`)."""
-    s = text.strip()
-    sign = 1.0
-    if s[:1] in ("+", "-"):
-        sign = -1.0 if s[0] == "-" else 1.0
-        s = s[1:]
-    if s == "0":
-        return 0.0
-    pos, total = 0, 0.0
-    while pos < len(s):
-        m = _DURATION_PART.match(s, pos)
-        if m is None:
-            break
-        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-        pos = m.end()
-    if not s or pos != len(s):
-        raise ValueError(f'time: invalid duration "{text}"')
-    return sign * total
+# Tetragon's flag parsing and protojson timestamps, shared with the rest of the agent
+parse_go_duration = parse_duration
 
 
 def parse_file_perm(text: str) -> int:
@@ -88,19 +58,6 @@ def parse_file_perm(text: str) -> int:
     except ValueError as e:
         log.warning("Failed to parse export file permission %r (%s), falling back to 600", text, e)
         return 0o600
-
-
-def format_timestamp(ns: int) -> str:
-    """RFC 3339 UTC with 0, 3, 6 or 9 fraction digits, as protojson writes a Timestamp."""
-    secs, frac = divmod(ns, 1_000_000_000)
-    out = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
-    if frac == 0:
-        return out + "Z"
-    if frac % 1_000_000 == 0:
-        return f"{out}.{frac // 1_000_000:03d}Z"
-    if frac % 1000 == 0:
-        return f"{out}.{frac // 1000:06d}Z"
-    return f"{out}.{frac:09d}Z"
 
 
 class JsonFileExporter:

@@ -6,11 +6,12 @@ Everything here is pure and typed; the process cache calls it, tests call it wit
 from __future__ import annotations
 
 import base64
-import datetime as _dt
 import os
 import socket
 import time
 from dataclasses import dataclass, field
+
+from tetragon.timefmt import format_timestamp
 
 # CapabilitiesType enum names by bit number (Tetragon's quirk: bit 1 is "DAC_OVERRIDE").
 CAP_NAMES = (
@@ -185,26 +186,6 @@ class Clock:
 
     def rfc3339(self, ktime: int) -> str:
         return format_timestamp(ktime + self._offset)
-
-
-_last_second: tuple[int, str] = (-1, "")
-
-
-def format_timestamp(wall_ns: int) -> str:
-    """protojson Timestamp: UTC, fraction of 0, 3, 6 or 9 digits."""
-    secs, nanos = divmod(wall_ns, 1_000_000_000)
-    global _last_second
-    cached_secs, base = _last_second  # one tuple: threads never see a half-updated pair
-    if cached_secs != secs:  # events come in bursts within one second: format it once
-        base = _dt.datetime.fromtimestamp(secs, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        _last_second = (secs, base)
-    if nanos == 0:
-        return base + "Z"
-    if nanos % 1_000_000 == 0:
-        return f"{base}.{nanos // 1_000_000:03d}Z"
-    if nanos % 1000 == 0:
-        return f"{base}.{nanos // 1000:06d}Z"
-    return f"{base}.{nanos:09d}Z"
 
 
 @dataclass(slots=True)
