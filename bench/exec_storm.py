@@ -8,6 +8,7 @@ kernel could not reserve (lost), agent CPU seconds and peak RSS, and writes benc
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import platform
@@ -24,6 +25,8 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
+
+import orjson  # noqa: E402
 
 from tests.e2e.agentproc import AgentProcess  # noqa: E402
 
@@ -52,6 +55,20 @@ def cpu_seconds(pid: int) -> float:
 def peak_rss_mb(pid: int) -> float:
     m = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
     return int(m.group(1)) / 1024 if m else 0.0
+
+
+def count_events(export: Path, binary: str) -> tuple[int, int]:
+    """(execs, exits) of `binary` in the export file and its rotated backups (lumberjack names)."""
+    execs = exits = 0
+    for path in export.parent.glob(f"{export.stem}*{export.suffix}*"):
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        for line in data.splitlines():
+            ev = orjson.loads(line)
+            if "process_exec" in ev:
+                execs += ev["process_exec"]["process"].get("binary") == binary
+            elif "process_exit" in ev:
+                exits += ev["process_exit"]["process"].get("binary") == binary
+    return execs, exits
 
 
 def agent_run(storm: Path, n: int, binary: str, tmp: Path) -> dict[str, Any]:

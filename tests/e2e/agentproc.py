@@ -63,6 +63,8 @@ class AgentProcess:
         assert self.export is not None
         if not self.export.exists():
             return self.events
+        if self.export.stat().st_size < self._offset:
+            self._offset = 0  # rotated: a new file began
         with open(self.export, "rb") as f:
             f.seek(self._offset)
             data = f.read()

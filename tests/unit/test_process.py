@@ -94,8 +94,17 @@ def test_cache_exec_replaces_clone() -> None:
     assert c.get("sh").refcnt == 2
     c.add(_entry("exec", 12, "sh"), replaces=c.by_pid(12))
     assert c.by_pid(12).exec_id == "exec"
-    assert c.get("clone").refcnt == 0 and c.get("clone").exited
+    assert c.get("clone") is None  # replaced and unreferenced: dropped at once
     assert c.get("sh").refcnt == 2  # held by the exec, no longer by the clone
+
+
+def test_cache_exec_keeps_a_replaced_image_its_children_still_name() -> None:
+    c = ProcessCache(capacity=100)
+    c.add(_entry("sh", 10))
+    c.add(_entry("clone", 12, "sh"))
+    c.add(_entry("grandchild", 13, "clone"))  # forked by the clone before it exec'd
+    c.add(_entry("exec", 12, "sh"), replaces=c.by_pid(12))
+    assert c.get("clone") is not None and c.get("clone").exited and c.get("clone").refcnt == 1
 
 
 def test_cache_ancestors_and_capacity() -> None:

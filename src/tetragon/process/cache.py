@@ -9,7 +9,7 @@ flight may still name them); when the cache is full the oldest exited entries go
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 ProcessDict = dict[str, Any]
@@ -21,9 +21,13 @@ class ProcessEntry:
     pid: int
     ktime: int
     parent_exec_id: str
-    # `Process` fields 1-12 (exec_id .. parent_exec_id) and 14-21, around the live refcnt (13)
+    # `Process` fields 1-12 (exec_id .. parent_exec_id); refcnt (13) is live; then cap and ns (14-15),
+    # tid (16), process_credentials and binary_properties (17-18). Optional parts stay None, and
+    # strings repeated across processes are interned: tens of thousands of entries live here.
     head: ProcessDict
-    tail: ProcessDict = field(default_factory=dict)
+    tid: int = 0
+    caps_ns: ProcessDict | None = None
+    extra: ProcessDict | None = None
     refcnt: int = 1
     exited: bool = False
     zero_since: float = 0.0
@@ -32,8 +36,12 @@ class ProcessEntry:
         d = dict(self.head)
         if self.refcnt > 0:
             d["refcnt"] = self.refcnt
-        if self.tail:
-            d.update(self.tail)
+        if self.caps_ns:
+            d.update(self.caps_ns)
+        if self.tid:
+            d["tid"] = self.tid
+        if self.extra:
+            d.update(self.extra)
         return d
 
 
@@ -76,6 +84,9 @@ class ProcessCache:
             replaces.exited = True
             self._ref(replaces, -1)
             self._release_parent(replaces)
+            if replaces.refcnt <= 0:
+                # no event can name the replaced image any more: its pid now resolves to `entry`
+                self._remove(replaces)
         if len(self._by_exec) > self.capacity:
             self._evict()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
+from sys import intern
 from typing import Any
 
 from tetragon.events import layout as L
@@ -53,7 +54,8 @@ class ProcessEvents:
                 caps[key] = names
         return caps
 
-    def _tail(self, info: ExecInfo, binary: str) -> dict[str, Any]:
+    def _caps_ns(self, info: ExecInfo) -> dict[str, Any] | None:
+        """`cap` and `ns` (Process fields 14-15), when enabled."""
         tail: dict[str, Any] = {}
         opts = self.opts
         if opts.enable_process_cred:
@@ -72,7 +74,12 @@ class ProcessEvents:
                 ns[name] = entry
             if ns:
                 tail["ns"] = ns
-        tail["tid"] = info.tid
+        return tail or None
+
+    def _extra(self, info: ExecInfo, binary: str) -> dict[str, Any] | None:
+        """`process_credentials` and `binary_properties` (Process fields 17-18)."""
+        tail: dict[str, Any] = {}
+        opts = self.opts
         if opts.enable_process_cred:
             creds: dict[str, Any] = {
                 "uid": info.uid,
@@ -105,7 +112,7 @@ class ProcessEvents:
         props = self._binary_properties(info, binary)
         if props:
             tail["binary_properties"] = props
-        return tail
+        return tail or None
 
     @staticmethod
     def _binary_properties(info: ExecInfo, binary: str) -> dict[str, Any]:
@@ -137,13 +144,13 @@ class ProcessEvents:
             "uid": info.euid,
         }
         if info.cwd:
-            head["cwd"] = info.cwd
+            head["cwd"] = intern(info.cwd)
         if binary:
-            head["binary"] = binary
+            head["binary"] = intern(binary)
         arguments = quote_arguments(info.argv[1:])
         if arguments:
-            head["arguments"] = arguments
-        head["flags"] = format_flags(info.flags)
+            head["arguments"] = intern(arguments)
+        head["flags"] = intern(format_flags(info.flags))
         head["start_time"] = self.clock.rfc3339(info.ktime)
         head["auid"] = info.auid
         docker = container_id(info.cgroup_name)
@@ -158,7 +165,9 @@ class ProcessEvents:
             ktime=info.ktime,
             parent_exec_id=parent_id,
             head=head,
-            tail=self._tail(info, binary),
+            tid=info.tid,
+            caps_ns=self._caps_ns(info),
+            extra=self._extra(info, binary),
         )
 
     def entry_from_clone(self, rec: CloneRecord, parent: ProcessEntry) -> ProcessEntry:
@@ -169,10 +178,8 @@ class ProcessEvents:
         head["flags"] = "clone"
         head["start_time"] = self.clock.rfc3339(rec.ktime)
         head["parent_exec_id"] = parent.exec_id
-        tail = dict(parent.tail)
-        tail["tid"] = rec.tid
-        tail.pop("binary_properties", None)
-        return ProcessEntry(eid, rec.pid, rec.ktime, parent.exec_id, head, tail)
+        extra = {k: v for k, v in (parent.extra or {}).items() if k != "binary_properties"} or None
+        return ProcessEntry(eid, rec.pid, rec.ktime, parent.exec_id, head, rec.tid, parent.caps_ns, extra)
 
     # --- events -----------------------------------------------------------------------------
     def _with_family(self, body: Event, entry: ProcessEntry, parent: ProcessEntry | None) -> None:
