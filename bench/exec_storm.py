@@ -81,21 +81,12 @@ def agent_run(storm: Path, n: int, binary: str, tmp: Path) -> dict[str, Any]:
         # wait until the agent has drained and written everything (timer drain: <= 50 ms + export)
         deadline = time.monotonic() + 30
         execs = exits = 0
+        assert agent.export is not None
         while time.monotonic() < deadline:
-            events = agent.read_events()
-            execs = sum(
-                1
-                for e in events
-                if "process_exec" in e and e["process_exec"]["process"].get("binary") == binary
-            )
-            exits = sum(
-                1
-                for e in events
-                if "process_exit" in e and e["process_exit"]["process"].get("binary") == binary
-            )
+            time.sleep(1.0)
+            execs, exits = count_events(agent.export, binary)
             if execs >= n and exits >= n:
                 break
-            time.sleep(0.2)
         cpu = cpu_seconds(agent.proc.pid) - cpu0
         rss = peak_rss_mb(agent.proc.pid)
     finally:
