@@ -134,6 +134,7 @@ class Agent:
         self.metrics: Any = None
         self.handler_errors = 0
         self.events_emitted = 0
+        self._event_counts: dict[Any, int] = {}  # tetragon_events_total, added once per drain
         self.op_counts: dict[int, int] = {L.MSG_OP_EXECVE: 0, L.MSG_OP_EXIT: 0, L.MSG_OP_CLONE: 0}
 
     # --- set-up -------------------------------------------------------------------------------
@@ -258,7 +259,8 @@ class Agent:
     def _emit(self, event: Event) -> None:
         self.events_emitted += 1
         if self.metrics is not None:
-            self.metrics.record_event(event)
+            key = self.metrics.event_key(event)
+            self._event_counts[key] = self._event_counts.get(key, 0) + 1
         if self.exporter is not None:
             self.exporter.write(event)
         if self.bus.subscriber_count:
@@ -311,6 +313,9 @@ class Agent:
         n = self.sensor.reader.drain(self._handle)
         if self.exporter is not None:
             self.exporter.flush()
+        if self._event_counts and self.metrics is not None:
+            self.metrics.add_event_counts(self._event_counts)
+            self._event_counts = {}
         return n
 
     def stop(self) -> None:

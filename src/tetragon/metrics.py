@@ -29,6 +29,8 @@ from prometheus_client.registry import Collector
 log = logging.getLogger(__name__)
 
 Labels = tuple[str, ...]
+# (event key, binary, namespace, workload, pod, node name, event has no process info)
+EventKey = tuple[str, str, str, str, str, str, bool]
 Source = Callable[[], float | Mapping[Labels, float]]
 
 PROCESS_LABELS = ("namespace", "workload", "pod", "binary", "node_name")
@@ -288,37 +290,51 @@ class AgentMetrics:
 
     # -- recording ----------------------------------------------------------------------------
 
-    def record_event(self, event: Mapping[str, Any]) -> None:
-        """Count one event in tetragon_events_total (and missing process info)."""
-        if not self.enable_event_metrics:
-            return
+    def event_key(self, event: Mapping[str, Any]) -> EventKey:
+        """What tetragon_events_total (and the missing-process-info counter) counts `event` under.
+
+        Cheap and lock-free, so a pipeline can count events per batch and hand the counts to
+        `add_event_counts` once.
+        """
         key = next(iter(event))
         body = event[key]
         proc = body.get("process") if isinstance(body, dict) else None
+        node = event.get("node_name", "")
         if proc is None:
-            raw = (key, "", "", "", "", event.get("node_name", ""))
-            with self._lock:
-                missing = self._values["tetragon_events_missing_process_info_total"]
-                missing[()] = missing.get((), 0.0) + 1.0
-        else:
-            pod = proc.get("pod")
-            if pod is None:
-                raw = (key, proc.get("binary", ""), "", "", "", event.get("node_name", ""))
-            else:
-                raw = (
-                    key,
-                    proc.get("binary", ""),
-                    pod.get("namespace", ""),
-                    pod.get("workload", ""),
-                    pod.get("name", ""),
-                    event.get("node_name", ""),
-                )
-        labels = self._event_labels.get(raw)
-        if labels is None:
-            labels = self._event_label_values(raw)
+            return (key, "", "", "", "", node, True)
+        pod = proc.get("pod")
+        if pod is None:
+            return (key, proc.get("binary", ""), "", "", "", node, False)
+        return (
+            key,
+            proc.get("binary", ""),
+            pod.get("namespace", ""),
+            pod.get("workload", ""),
+            pod.get("name", ""),
+            node,
+            False,
+        )
+
+    def add_event_counts(self, counts: Mapping[EventKey, int]) -> None:
+        """Add per-key event counts (from `event_key`) to tetragon_events_total, under one lock."""
+        if not self.enable_event_metrics or not counts:
+            return
         values = self._values["tetragon_events_total"]
+        missing = self._values["tetragon_events_missing_process_info_total"]
         with self._lock:
-            values[labels] = values.get(labels, 0.0) + 1.0
+            for key, n in counts.items():
+                if key[6]:
+                    missing[()] = missing.get((), 0.0) + n
+                raw = key[:6]
+                labels = self._event_labels.get(raw)
+                if labels is None:
+                    labels = self._event_label_values(raw)  # type: ignore[arg-type]
+                values[labels] = values.get(labels, 0.0) + n
+
+    def record_event(self, event: Mapping[str, Any]) -> None:
+        """Count one event in tetragon_events_total (and missing process info)."""
+        if self.enable_event_metrics:
+            self.add_event_counts({self.event_key(event): 1})
 
     def _event_label_values(self, raw: tuple[str, str, str, str, str, str]) -> Labels:
         key, binary, namespace, workload, pod, node = raw

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from tetragon.events.decode import CloneRecord, ExitRecord
 from tetragon.process.cache import ProcessCache, ProcessEntry
+from tetragon.process.events import ProcessEvents
 from tetragon.process.model import (
+    ExecInfo,
     cap_names,
     container_id,
     exec_id,
@@ -117,3 +120,43 @@ def test_cache_ancestors_and_capacity() -> None:
     c.exit(4)
     c.add(_entry("e", 5, "c"))  # over capacity: the exited entry goes first
     assert len(c) <= 4 and c.get("d") is None and c.evictions >= 1
+
+
+def _events() -> ProcessEvents:
+    from tetragon.process.events import ProcessOptions
+
+    return ProcessEvents(ProcessCache(capacity=100), ProcessOptions(node_name="n"))
+
+
+def _exec_info(pid: int, ppid: int, ktime: int, binary: str) -> ExecInfo:
+    return ExecInfo(
+        ktime=ktime, pid=pid, tid=pid, ppid=ppid, binary=binary, argv=[binary, "x"], cwd="/", flags={"execve"}
+    )
+
+
+def test_fork_without_exec_exits_as_a_clone_of_its_parent() -> None:
+    ev = _events()
+    ev.on_exec(_exec_info(10, 1, 100, "/bin/sh"))
+    ev.on_clone(CloneRecord(ktime=200, pid=11, tid=11, ppid=10, nspid=11))
+    ev.on_clone(CloneRecord(ktime=300, pid=12, tid=12, ppid=11, nspid=12))  # a fork of the fork
+    out = ev.on_exit(ExitRecord(ktime=400, pid=12, tid=12, exit_code=3 << 8))
+    assert out is not None
+    body = out["process_exit"]
+    assert body["process"]["pid"] == 12 and body["process"]["binary"] == "/bin/sh"
+    assert body["process"]["flags"] == "clone"
+    assert body["process"]["exec_id"] == exec_id("n", 300, 12)
+    assert body["parent"]["pid"] == 11 and body["parent"]["exec_id"] == exec_id("n", 200, 11)
+    assert body["status"] == 3
+
+
+def test_exec_after_fork_is_flagged_clone_and_parented() -> None:
+    ev = _events()
+    ev.on_exec(_exec_info(10, 1, 100, "/bin/sh"))
+    ev.on_clone(CloneRecord(ktime=200, pid=11, tid=11, ppid=10, nspid=11))
+    out = ev.on_exec(_exec_info(11, 10, 250, "/bin/ls"))
+    p = out["process_exec"]["process"]
+    assert p["flags"] == "execve clone"
+    assert p["parent_exec_id"] == exec_id("n", 100, 10)
+    assert out["process_exec"]["parent"]["binary"] == "/bin/sh"
+    again = ev.on_exec(_exec_info(11, 10, 260, "/bin/cat"))  # exec of an exec: no clone flag
+    assert again["process_exec"]["process"]["flags"] == "execve"

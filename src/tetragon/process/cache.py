@@ -67,6 +67,10 @@ class ProcessCache:
             self.misses_get += 1
         return entry
 
+    def get_by_pid(self, pid: int) -> ProcessEntry | None:
+        """Like by_pid, without counting a miss."""
+        return self._by_pid.get(pid)
+
     def add(self, entry: ProcessEntry, *, replaces: ProcessEntry | None = None) -> None:
         """Insert a process (exec, clone or /proc scan) and take its reference on its parent.
 

@@ -40,6 +40,19 @@ class ProcessEvents:
         self.opts = options
         self.clock = clock or Clock()
         self.missing_process_info = 0
+        # Forked processes whose entry is not built yet: most exec within microseconds, so the
+        # entry (a copy of the parent's) is built only when something needs it: an exit, a child.
+        self._pending: dict[int, tuple[CloneRecord, ProcessEntry]] = {}
+
+    def current(self, pid: int) -> ProcessEntry | None:
+        """The process `pid` is now, building a pending clone's entry if need be."""
+        pending = self._pending.pop(pid, None)
+        if pending is not None:
+            rec, parent = pending
+            entry = self.entry_from_clone(rec, parent)
+            self.cache.add(entry)
+            return entry
+        return self.cache.by_pid(pid)
 
     # --- process entries -------------------------------------------------------------------
     def _caps(self, info: ExecInfo) -> dict[str, list[str]]:
@@ -201,10 +214,14 @@ class ProcessEvents:
 
     def on_exec(self, info: ExecInfo) -> Event:
         cache = self.cache
-        prev = cache.by_pid(info.pid)
-        if prev is not None and prev.head.get("flags") == "clone" and not prev.exited:
-            info.flags.add("clone")
-        parent = cache.by_pid(info.ppid)
+        if self._pending.pop(info.pid, None) is not None:
+            info.flags.add("clone")  # the first exec after fork; the clone needs no entry now
+            prev = cache.get_by_pid(info.pid)  # an older process with this pid whose exit was lost
+        else:
+            prev = cache.by_pid(info.pid)
+            if prev is not None and prev.head.get("flags") == "clone" and not prev.exited:
+                info.flags.add("clone")
+        parent = self.current(info.ppid)
         if parent is None:
             self.missing_process_info += 1
         entry = self.entry_from_exec(info, parent)
@@ -218,13 +235,17 @@ class ProcessEvents:
         return {"process_exec": body, "node_name": self.opts.node_name, "time": entry.head["start_time"]}
 
     def on_clone(self, rec: CloneRecord) -> None:
-        parent = self.cache.by_pid(rec.ppid)
+        parent = self.current(rec.ppid)
         if parent is None:
             self.missing_process_info += 1
             return
-        self.cache.add(self.entry_from_clone(rec, parent))
+        self._pending[rec.pid] = (rec, parent)
+        if len(self._pending) > self.cache.capacity:  # exits were lost: forget the oldest
+            del self._pending[next(iter(self._pending))]
+            self.cache.evictions += 1
 
     def on_exit(self, rec: ExitRecord) -> Event | None:
+        self.current(rec.pid)  # a forked process that never exec'd gets its entry now
         entry = self.cache.exit(rec.pid)
         if entry is None:
             self.missing_process_info += 1
