@@ -122,58 +122,59 @@ static __always_inline int walk_path(struct path *pwd, struct path *root, __u32 
 	return w.pos;
 }
 
-static __always_inline __u32 ns_inum(void *ns_common_ptr)
-{
-	struct ns_common *ns = ns_common_ptr;
-	return ns ? BPF_CORE_READ(ns, inum) : 0;
-}
-
+/*
+ * tp_btf arguments are BTF pointers: plain dereferences compile to CO-RE-relocated, fault-safe
+ * loads, much cheaper than one bpf_probe_read_kernel() call per field. Helpers remain where the
+ * verifier needs them (variable array index, reads into buffers).
+ */
 static __always_inline void read_namespaces(struct task_struct *task, struct msg_exec *e)
 {
-	struct nsproxy *nsp = BPF_CORE_READ(task, nsproxy);
-	struct pid *tpid = BPF_CORE_READ(task, thread_pid);
-	unsigned int level = BPF_CORE_READ(tpid, level);
+	struct nsproxy *nsp = task->nsproxy;
+	struct pid *tpid = task->thread_pid;
+	unsigned int level = tpid->level;
 	struct upid up;
 
 	bpf_core_read(&up, sizeof(up), &tpid->numbers[level & 31]);
 	e->nspid = up.nr;
-	e->ns[NS_PID] = ns_inum(&up.ns->ns);
+	e->ns[NS_PID] = up.ns ? BPF_CORE_READ(up.ns, ns.inum) : 0;
 	if (!nsp)
 		return;
-	e->ns[NS_UTS] = BPF_CORE_READ(nsp, uts_ns, ns.inum);
-	e->ns[NS_IPC] = BPF_CORE_READ(nsp, ipc_ns, ns.inum);
-	e->ns[NS_MNT] = BPF_CORE_READ(nsp, mnt_ns, ns.inum);
-	e->ns[NS_PID_FOR_CHILDREN] = BPF_CORE_READ(nsp, pid_ns_for_children, ns.inum);
-	e->ns[NS_NET] = BPF_CORE_READ(nsp, net_ns, ns.inum);
+	e->ns[NS_UTS] = nsp->uts_ns->ns.inum;
+	e->ns[NS_IPC] = nsp->ipc_ns->ns.inum;
+	e->ns[NS_MNT] = nsp->mnt_ns->ns.inum;
+	e->ns[NS_PID_FOR_CHILDREN] = nsp->pid_ns_for_children->ns.inum;
+	e->ns[NS_NET] = nsp->net_ns->ns.inum;
 	if (bpf_core_field_exists(nsp->time_ns)) {
-		e->ns[NS_TIME] = BPF_CORE_READ(nsp, time_ns, ns.inum);
-		e->ns[NS_TIME_FOR_CHILDREN] = BPF_CORE_READ(nsp, time_ns_for_children, ns.inum);
+		e->ns[NS_TIME] = nsp->time_ns->ns.inum;
+		e->ns[NS_TIME_FOR_CHILDREN] = nsp->time_ns_for_children->ns.inum;
 	}
-	e->ns[NS_CGROUP] = BPF_CORE_READ(nsp, cgroup_ns, ns.inum);
+	e->ns[NS_CGROUP] = nsp->cgroup_ns->ns.inum;
 }
 
 static __always_inline void read_creds(struct task_struct *task, struct msg_exec *e)
 {
-	const struct cred *c = BPF_CORE_READ(task, cred);
+	const struct cred *c = task->cred;
+	struct user_namespace *uns = c->user_ns;
 
-	e->uid = BPF_CORE_READ(c, uid.val);
-	e->gid = BPF_CORE_READ(c, gid.val);
-	e->euid = BPF_CORE_READ(c, euid.val);
-	e->egid = BPF_CORE_READ(c, egid.val);
-	e->suid = BPF_CORE_READ(c, suid.val);
-	e->sgid = BPF_CORE_READ(c, sgid.val);
-	e->fsuid = BPF_CORE_READ(c, fsuid.val);
-	e->fsgid = BPF_CORE_READ(c, fsgid.val);
-	e->securebits = BPF_CORE_READ(c, securebits);
+	e->uid = c->uid.val;
+	e->gid = c->gid.val;
+	e->euid = c->euid.val;
+	e->egid = c->egid.val;
+	e->suid = c->suid.val;
+	e->sgid = c->sgid.val;
+	e->fsuid = c->fsuid.val;
+	e->fsgid = c->fsgid.val;
+	e->securebits = c->securebits;
+	/* kernel_cap_t is u64 since 6.3 and u32[2] before: copy the 8 bytes either way */
 	bpf_core_read(&e->cap_permitted, sizeof(__u64), &c->cap_permitted);
 	bpf_core_read(&e->cap_effective, sizeof(__u64), &c->cap_effective);
 	bpf_core_read(&e->cap_inheritable, sizeof(__u64), &c->cap_inheritable);
-	e->ns[NS_USER] = BPF_CORE_READ(c, user_ns, ns.inum);
-	e->userns_level = BPF_CORE_READ(c, user_ns, level);
-	e->userns_uid = BPF_CORE_READ(c, user_ns, owner.val);
-	e->userns_gid = BPF_CORE_READ(c, user_ns, group.val);
+	e->ns[NS_USER] = uns->ns.inum;
+	e->userns_level = uns->level;
+	e->userns_uid = uns->owner.val;
+	e->userns_gid = uns->group.val;
 	if (bpf_core_field_exists(task->loginuid))
-		e->auid = BPF_CORE_READ(task, loginuid.val);
+		e->auid = task->loginuid.val;
 	else
 		e->auid = (__u32)-1;
 }
@@ -184,13 +185,13 @@ static __always_inline void read_creds(struct task_struct *task, struct msg_exec
  */
 static __always_inline void read_privileges(struct linux_binprm *bprm, struct msg_exec *e)
 {
-	struct inode *inode = BPF_CORE_READ(bprm, file, f_inode);
-	umode_t mode = BPF_CORE_READ(inode, i_mode);
+	struct inode *inode = bprm->file->f_inode;
+	umode_t mode = inode->i_mode;
 
-	e->file_uid = BPF_CORE_READ(inode, i_uid.val);
-	e->file_gid = BPF_CORE_READ(inode, i_gid.val);
-	e->file_nlink = BPF_CORE_READ(inode, __i_nlink);
-	e->file_ino = BPF_CORE_READ(inode, i_ino);
+	e->file_uid = inode->i_uid.val;
+	e->file_gid = inode->i_gid.val;
+	e->file_nlink = inode->__i_nlink;
+	e->file_ino = inode->i_ino;
 	if ((mode & S_ISUID) && e->euid == e->file_uid && e->uid != e->euid)
 		e->privs |= EXEC_PRIV_SETUID;
 	if ((mode & S_ISGID) && (mode & S_IXGRP) && e->egid == e->file_gid && e->gid != e->egid)
@@ -220,11 +221,11 @@ int BPF_PROG(tg_process_exec, struct task_struct *task, pid_t old_pid, struct li
 	__builtin_memset(e, 0, sizeof(*e));
 	e->common.op = MSG_OP_EXECVE;
 	e->common.ktime = bpf_ktime_get_boot_ns();
-	e->pid = BPF_CORE_READ(task, tgid);
-	e->tid = BPF_CORE_READ(task, pid);
-	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	e->pid = task->tgid;
+	e->tid = task->pid;
+	e->ppid = task->real_parent->tgid;
 	e->cgroup_id = bpf_get_current_cgroup_id();
-	e->argc = BPF_CORE_READ(bprm, argc);
+	e->argc = bprm->argc;
 	read_creds(task, e);
 	read_namespaces(task, e);
 	read_privileges(bprm, e);
@@ -307,18 +308,18 @@ SEC("tp_btf/sched_process_fork")
 int BPF_PROG(tg_process_fork, struct task_struct *parent, struct task_struct *child)
 {
 	struct msg_clone m = {};
-	__u32 tgid = BPF_CORE_READ(child, tgid);
+	__u32 tgid = child->tgid;
 
-	if (tgid == BPF_CORE_READ(parent, tgid))
+	if (tgid == parent->tgid)
 		return 0; /* a new thread, not a new process */
 	m.common.op = MSG_OP_CLONE;
 	m.common.size = sizeof(m);
 	m.common.ktime = bpf_ktime_get_boot_ns();
 	m.pid = tgid;
-	m.tid = BPF_CORE_READ(child, pid);
-	m.ppid = BPF_CORE_READ(parent, tgid);
-	struct pid *tpid = BPF_CORE_READ(child, thread_pid);
-	unsigned int level = BPF_CORE_READ(tpid, level);
+	m.tid = child->pid;
+	m.ppid = parent->tgid;
+	struct pid *tpid = child->thread_pid;
+	unsigned int level = tpid->level;
 	m.nspid = BPF_CORE_READ(tpid, numbers[level & 31].nr);
 	tg_submit(&m, sizeof(m), STAT_CLONE_SENT, STAT_CLONE_LOST);
 	return 0;
@@ -330,14 +331,14 @@ int BPF_PROG(tg_process_exit, struct task_struct *task)
 	struct msg_exit m = {};
 
 	/* do_exit() decrements signal->live before this tracepoint: 0 means the whole group is gone */
-	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+	if (task->signal->live.counter != 0)
 		return 0;
 	m.common.op = MSG_OP_EXIT;
 	m.common.size = sizeof(m);
 	m.common.ktime = bpf_ktime_get_boot_ns();
-	m.pid = BPF_CORE_READ(task, tgid);
-	m.tid = BPF_CORE_READ(task, pid);
-	m.exit_code = BPF_CORE_READ(task, exit_code);
+	m.pid = task->tgid;
+	m.tid = task->pid;
+	m.exit_code = task->exit_code;
 	tg_submit(&m, sizeof(m), STAT_EXIT_SENT, STAT_EXIT_LOST);
 	return 0;
 }
