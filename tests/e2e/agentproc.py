@@ -8,14 +8,14 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import orjson
 
-from tests.conftest import VENV_BIN
+from tests.conftest import VENV_BIN, require_bpf
 from tetragon.api.convert import proto_to_event
 from tetragon.api.gen.tetragon import events_pb2, sensors_pb2_grpc
 
@@ -97,6 +97,17 @@ class AgentProcess:
                 self.proc.wait()
         self._stderr.close()
         return int(self.proc.returncode)
+
+
+def running_agent(tmp_path_factory: Any, name: str, *flags: str) -> Iterator[AgentProcess]:
+    """Body of a module-scoped agent fixture: needs BPF, waits until ready, must exit 0."""
+    require_bpf()
+    agent = AgentProcess(tmp_path_factory.mktemp(name), *flags)
+    try:
+        agent.wait_ready()
+        yield agent
+    finally:
+        assert agent.stop() == 0, agent.stderr()
 
 
 def body(ev: Event) -> Event:

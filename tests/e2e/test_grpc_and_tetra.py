@@ -13,21 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import VENV_BIN, require_bpf
-from tests.e2e.agentproc import AgentProcess, Stream, body, is_exec_of, is_exit_of, kind
+from tests.conftest import VENV_BIN
+from tests.e2e.agentproc import AgentProcess, Stream, body, is_exec_of, is_exit_of, kind, running_agent
 from tetragon.api.gen.tetragon import events_pb2
 
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
-    require_bpf()
-    tmp = tmp_path_factory.mktemp("agent-grpc")
-    a = AgentProcess(tmp, "--enable-ancestors", "base")
-    try:
-        a.wait_ready()
-        yield a
-    finally:
-        assert a.stop() == 0, a.stderr()
+    yield from running_agent(tmp_path_factory, "agent-grpc", "--enable-ancestors", "base")
 
 
 def _run_marked(tmp: Path) -> tuple[int, str]:

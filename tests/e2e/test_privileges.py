@@ -11,21 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_bpf
-from tests.e2e.agentproc import AgentProcess, body, is_exec_of
+from tests.e2e.agentproc import AgentProcess, body, is_exec_of, running_agent
 
 NOBODY = 65534
 
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
-    require_bpf()
-    a = AgentProcess(tmp_path_factory.mktemp("agent-priv"), "--enable-process-cred")
-    try:
-        a.wait_ready()
-        yield a
-    finally:
-        assert a.stop() == 0, a.stderr()
+    yield from running_agent(tmp_path_factory, "agent-priv", "--enable-process-cred")
 
 
 @pytest.fixture(scope="module")

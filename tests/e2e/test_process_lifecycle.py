@@ -14,20 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_bpf
-from tests.e2e.agentproc import AgentProcess, Event, Stream, body, is_exec_of, is_exit_of
+from tests.e2e.agentproc import AgentProcess, Event, Stream, body, is_exec_of, is_exit_of, running_agent
 
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
-    require_bpf()
-    tmp = tmp_path_factory.mktemp("agent")
-    a = AgentProcess(tmp, "--enable-ancestors", "base", "--enable-process-cred", "--enable-process-ns")
-    try:
-        a.wait_ready()
-        yield a
-    finally:
-        assert a.stop() == 0, a.stderr()
+    yield from running_agent(
+        tmp_path_factory,
+        "agent",
+        "--enable-ancestors",
+        "base",
+        "--enable-process-cred",
+        "--enable-process-ns",
+    )
 
 
 @pytest.fixture(scope="module")

@@ -37,17 +37,7 @@ def exit_event(pid: int, binary: str = "/bin/true") -> dict[str, Any]:
     return {"process_exit": body, "node_name": "n", "time": "2024-01-01T00:00:00Z"}
 
 
-@pytest.fixture
-def bus() -> EventBus:
-    return EventBus()
-
-
-@pytest.fixture
-def server(bus: EventBus) -> Iterator[GrpcServer]:
-    srv = GrpcServer(bus, "localhost:0", version="v9.9.9")
-    srv.start()
-    yield srv
-    srv.stop(grace=0.5)
+SERVER_VERSION = "v9.9.9"  # what the `server` fixture (conftest.py) reports
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,17 +45,7 @@ def kprobe_event(pid: int) -> dict[str, Any]:
     return {"process_kprobe": body, "node_name": "node1"}
 
 
-@pytest.fixture
-def bus() -> EventBus:
-    return EventBus()
-
-
-@pytest.fixture
-def server(bus: EventBus) -> Iterator[GrpcServer]:
-    srv = GrpcServer(bus, "localhost:0", version="v1.2.3-test")
-    srv.start()
-    yield srv
-    srv.stop(grace=0.5)
+SERVER_VERSION = "v1.2.3-test"  # what the `server` fixture (conftest.py) reports
 
 
 def tetra_cmd(*args: str) -> list[str]:
