@@ -134,6 +134,7 @@ class Agent:
         self.metrics: Any = None
         self.handler_errors = 0
         self.events_emitted = 0
+        self._lost_reported = 0
         self._event_counts: dict[Any, int] = {}  # tetragon_events_total, added once per drain
         self.op_counts: dict[int, int] = {L.MSG_OP_EXECVE: 0, L.MSG_OP_EXIT: 0, L.MSG_OP_CLONE: 0}
 
@@ -305,8 +306,21 @@ class Agent:
                 next_gc = now + self.config.process_cache_gc_interval
             if now >= next_clock:
                 self.clock.refresh()
+                self._warn_lost()
                 next_clock = now + 10
         self.drain_once()
+
+    def _warn_lost(self) -> None:
+        """One warning per 10 s period in which the kernel could not reserve ring-buffer space."""
+        assert self.sensor is not None
+        lost = self.sensor.lost()
+        if lost > self._lost_reported:
+            log.warning(
+                "ring buffer full: %d events lost in the kernel (%d in total); consider a larger --rb-size",
+                lost - self._lost_reported,
+                lost,
+            )
+            self._lost_reported = lost
 
     def drain_once(self) -> int:
         assert self.sensor is not None and self.sensor.reader is not None
