@@ -297,6 +297,7 @@ class Agent:
         reader = self.sensor.reader
         next_gc = time.monotonic() + self.config.process_cache_gc_interval
         next_clock = time.monotonic() + 10
+        next_lost_check = time.monotonic() + 1
         while not self.stop_event.is_set():
             reader.wait(self.config.drain_interval)
             self.drain_once()
@@ -306,12 +307,14 @@ class Agent:
                 next_gc = now + self.config.process_cache_gc_interval
             if now >= next_clock:
                 self.clock.refresh()
-                self._warn_lost()
                 next_clock = now + 10
+            if now >= next_lost_check:
+                self._warn_lost()
+                next_lost_check = now + 1
         self.drain_once()
 
     def _warn_lost(self) -> None:
-        """One warning per 10 s period in which the kernel could not reserve ring-buffer space."""
+        """One warning per second in which the kernel could not reserve ring-buffer space."""
         assert self.sensor is not None
         lost = self.sensor.lost()
         if lost > self._lost_reported:
@@ -343,9 +346,10 @@ class Agent:
         if self.sensor is not None:
             reader = self.sensor.reader
             log.info(
-                "ring buffer: received %d records, lost %d",
+                "ring buffer: received %d records, lost %d (kernel sent %d)",
                 reader.received if reader is not None else 0,
                 self.sensor.lost(),
+                self.sensor.sent(),
             )
             self.sensor.close()
             self.sensor = None

@@ -63,6 +63,10 @@ class BaseSensor:
             out[slot] = sum(struct.unpack("<Q", v)[0] for v in per_cpu)
         return out
 
+    def sent(self) -> int:
+        s = self.stats()
+        return s[L.STAT_EXEC_SENT] + s[L.STAT_EXIT_SENT] + s[L.STAT_CLONE_SENT]
+
     def lost(self) -> int:
         s = self.stats()
         return s[L.STAT_EXEC_LOST] + s[L.STAT_EXIT_LOST] + s[L.STAT_CLONE_LOST]
