@@ -42,7 +42,30 @@ def build_storm() -> Path:
     return out
 
 
+def busy_fraction(interval: float) -> float:
+    """Share of all CPUs busy over `interval` seconds (from /proc/stat)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]
+        return sum(fields), idle
+
+    t0, i0 = sample()
+    time.sleep(interval)
+    t1, i1 = sample()
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+def settle(max_wait: float = 15.0) -> None:
+    """Flush dirty pages (the previous run's export) and wait for a quiet machine."""
+    os.sync()
+    deadline = time.monotonic() + max_wait
+    while busy_fraction(0.5) > 0.08 and time.monotonic() < deadline:
+        pass
+
+
 def run_storm(storm: Path, n: int, binary: str) -> float:
+    settle()
     res = subprocess.run([str(storm), str(n), binary], check=True, capture_output=True, text=True)
     return float(res.stdout.strip())
 
