@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,12 +81,20 @@ def workload(
             kill -9 $!
             wait
             sh -c 'echo $$ > "{pids}/three"; exit 3'
+            ( sh -c 'echo $PPID > "{pids}/subshell"'; exit 4 )
+            '{sys.executable}' -c "$THREADED"
             exit 0
             """
         )
     )
     run.chmod(0o755)
-    subprocess.run([str(run)], check=True)
+    threaded = (
+        "import os, threading\n"
+        f"open('{pids}/threaded', 'w').write(str(os.getpid()))\n"
+        "threading.Thread(target=lambda: os._exit(5)).start()\n"
+        "threading.Event().wait()\n"
+    )
+    subprocess.run([str(run)], check=True, env={**os.environ, "THREADED": threaded})
     out: dict[str, int | Path] = {name: int((pids / name).read_text()) for name in os.listdir(pids)}
     out["work"] = work
     out["run"] = run
@@ -96,6 +106,7 @@ class Source:
 
     def __init__(self, agent: AgentProcess, stream: Stream, name: str) -> None:
         self.wait_for = agent.wait_for if name == "file" else stream.wait_for
+        self.all = agent.read_events if name == "file" else lambda: list(stream.events)
 
 
 @pytest.fixture(params=["file", "grpc"])
@@ -171,3 +182,25 @@ def test_exit_status(events: Source, workload: dict) -> None:
     assert ev["process"]["binary"] == "/usr/bin/sh" or ev["process"]["binary"].endswith("/sh")
     shell_exit = body(events.wait_for(is_exit_of(workload["shell"], str(workload["run"]))))
     assert "status" not in shell_exit and "signal" not in shell_exit
+
+
+def test_exit_of_a_fork_that_never_exec(events: Source, workload: dict) -> None:
+    """A subshell: fork without exec, then exit 4. It is its parent's image, flagged clone."""
+    ev = body(events.wait_for(is_exit_of(workload["subshell"])))
+    assert ev["status"] == 4
+    p = ev["process"]
+    assert p["binary"] == str(workload["run"]) and p["flags"] == "clone"
+    assert p["pid"] == workload["subshell"]
+    assert ev["parent"]["pid"] == workload["shell"]
+    assert p["parent_exec_id"] == ev["parent"]["exec_id"]
+
+
+def test_exit_of_a_multithreaded_process_is_reported_once(events: Source, workload: dict) -> None:
+    """A thread calls exit_group(5) while the main thread waits: one exit, for the whole process."""
+    pid = workload["threaded"]
+    ev = body(events.wait_for(is_exit_of(pid, sys.executable)))
+    assert ev["status"] == 5 and "signal" not in ev
+    assert ev["process"]["pid"] == pid
+    time.sleep(0.2)
+    exits = [e for e in events.all() if is_exit_of(pid)(e)]
+    assert len(exits) == 1
