@@ -56,6 +56,7 @@ struct path_walk {
 	struct vfsmount *root_mnt;
 	int pos;  /* first byte of the path built so far */
 	int done; /* reached the root */
+	int last; /* this component is the last one (a pseudo file's own name) */
 	int err;
 };
 
@@ -85,8 +86,12 @@ static long path_walk_step(__u32 index, void *arg)
 	}
 	struct dentry *up = BPF_CORE_READ(d, d_parent);
 	if (up == d) {
-		w->done = 1;
-		return 1;
+		/* a pseudo file (memfd:, anon): named like d_path does, by its own name */
+		if (w->pos < PATH_BUF_SIZE - 1) {
+			w->done = 1;
+			return 1;
+		}
+		w->last = 1;
 	}
 	struct path_buf *pb = bpf_map_lookup_elem(&tg_path_heap, &zero);
 	if (!pb)
@@ -102,11 +107,15 @@ static long path_walk_step(__u32 index, void *arg)
 	pb->data[pos & (PATH_BUF_SIZE - 1)] = '/';
 	w->pos = pos;
 	w->dentry = up;
+	if (w->last) {
+		w->done = 1;
+		return 1;
+	}
 	return 0;
 }
 
 /* Absolute path of `pwd` as seen from the task's root; returns the start offset in tg_path_heap. */
-static __always_inline int walk_path(struct path *pwd, struct path *root, __u32 *flags)
+static __always_inline int walk_path(const struct path *pwd, const struct path *root, __u32 *flags)
 {
 	struct path_walk w = {
 		.dentry = BPF_CORE_READ(pwd, dentry),
@@ -231,7 +240,7 @@ int BPF_PROG(tg_process_exec, struct task_struct *task, pid_t old_pid, struct li
 	read_privileges(bprm, e);
 
 	/*
-	 * Variable part: cgroup name, filename, args, cwd. Offsets are masked right before each use
+	 * Variable part: cgroup name, filename, args, exe path (unlinked files only), cwd. Offsets are masked right before each use
 	 * (asm keeps clang from folding the mask into an earlier range check the verifier cannot see).
 	 */
 	off = EXEC_DATA_OFF;
@@ -274,9 +283,29 @@ int BPF_PROG(tg_process_exec, struct task_struct *task, pid_t old_pid, struct li
 		e->flags |= EXEC_F_ERR_ARGS;
 	}
 
-	/* cwd */
+	/*
+	 * Executed file with no name left (memfd, deleted, O_TMPFILE): its path, for
+	 * binary_properties.file; the filename given to execve (/proc/self/fd/N) says little.
+	 */
 	struct fs_struct *fs = BPF_CORE_READ(task, fs);
 	pb = bpf_map_lookup_elem(&tg_path_heap, &zero);
+	if (pb && fs && e->file_nlink == 0) {
+		__u32 wflags = 0;
+		int pos = walk_path(&bprm->file->f_path, &fs->root, &wflags);
+		__u32 xsize = (__u32)(PATH_BUF_SIZE - 1 - pos);
+		if (xsize > EXEC_EXE_MAX) { /* keep the end: the name */
+			pos += xsize - EXEC_EXE_MAX;
+			xsize = EXEC_EXE_MAX;
+		}
+		BOUND(xsize, 0x7ff);
+		BOUND_OFF(off);
+		if (xsize && bpf_probe_read_kernel(&buf->data[off], xsize, &pb->data[pos & (PATH_BUF_SIZE - 1)]) == 0) {
+			e->exe_len = xsize;
+			off += xsize;
+		}
+	}
+
+	/* cwd */
 	if (pb && fs) {
 		__u32 wflags = 0;
 		int pos = walk_path(&fs->pwd, &fs->root, &wflags);

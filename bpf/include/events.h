@@ -22,6 +22,7 @@
 #define EXEC_ARGS_MAX 8192     /* argv[0..] NUL-separated, as in mm->arg_start..arg_end */
 #define EXEC_CWD_MAX 4096      /* cwd built by walking dentries and mounts */
 #define EXEC_CGROUP_MAX 256    /* cgroup (default hierarchy) leaf name */
+#define EXEC_EXE_MAX 1024      /* path of an executed file with no links left (memfd, deleted) */
 #define EXEC_PATH_DEPTH 128    /* path components walked before giving up */
 
 /* msg_exec.flags */
@@ -90,7 +91,9 @@ struct msg_exec {
 	__u16 args_len;
 	__u16 cwd_len;
 	__u16 cgroup_len;
-	/* then: cgroup name, filename, args, cwd, back to back */
+	__u16 exe_len; /* 0 unless the executed file has no links left */
+	__u16 pad;
+	/* then: cgroup name, filename, args, exe path, cwd, back to back */
 };
 
 struct msg_clone {

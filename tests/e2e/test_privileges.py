@@ -1,10 +1,11 @@
-"""binary_properties: setuid, setgid and file-capability privilege raises seen at exec."""
+"""binary_properties: setuid, setgid and file-capability raises, and files with no name left (fileless)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,3 +91,47 @@ def test_no_raise_when_root_runs_setuid_root(agent: AgentProcess, bindir: Path) 
     assert proc.returncode == 0
     ev = agent.wait_for(lambda e: "process_exec" in e and body(e)["process"].get("binary") == str(binary))
     assert "binary_properties" not in body(ev)["process"]
+
+
+def _exec_fd(fd: int) -> int:
+    """Runs /proc/self/fd/<fd> (fexecve-style); returns its pid."""
+    code = f"import os; os.execv('/proc/self/fd/{fd}', ['fileless'])"
+    proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(fd,))
+    assert proc.wait(30) == 0
+    return proc.pid
+
+
+def test_fileless_exec_from_memfd(agent: AgentProcess) -> None:
+    fd = os.memfd_create("tg-fileless", 0)
+    try:
+        os.write(fd, Path("/usr/bin/true").read_bytes())
+        ino = os.fstat(fd).st_ino
+        pid = _exec_fd(fd)
+    finally:
+        os.close(fd)
+    p = _props(agent, pid, Path(f"/proc/self/fd/{fd}"))
+    assert p["binary_properties"] == {
+        "file": {"inode": {"number": str(ino), "links": 0}, "path": "/memfd:tg-fileless (deleted)"}
+    }
+
+
+def test_exec_of_a_deleted_file(agent: AgentProcess, bindir: Path) -> None:
+    binary = _copy("/usr/bin/true", bindir / "true-deleted", 0o755)
+    fd = os.open(binary, os.O_RDONLY)
+    try:
+        ino = os.fstat(fd).st_ino
+        binary.unlink()
+        pid = _exec_fd(fd)
+    finally:
+        os.close(fd)
+    p = _props(agent, pid, Path(f"/proc/self/fd/{fd}"))
+    assert p["binary_properties"] == {
+        "file": {"inode": {"number": str(ino), "links": 0}, "path": f"{binary} (deleted)"}
+    }
+
+
+def test_no_file_property_for_a_linked_binary(agent: AgentProcess, bindir: Path) -> None:
+    binary = _copy("/usr/bin/true", bindir / "true-linked", 0o755)
+    proc = subprocess.Popen([str(binary)])
+    assert proc.wait(30) == 0
+    assert "binary_properties" not in _props(agent, proc.pid, binary)

@@ -76,6 +76,7 @@ def test_constants_match_header() -> None:
         "EXEC_ARGS_MAX",
         "EXEC_CWD_MAX",
         "EXEC_CGROUP_MAX",
+        "EXEC_EXE_MAX",
         "STAT_COUNT",
         "STAT_EXEC_SENT",
         "STAT_EXEC_LOST",

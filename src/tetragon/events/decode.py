@@ -78,9 +78,10 @@ def decode_exec(buf: memoryview | bytes) -> ExecInfo:
         args_len,
         cwd_len,
         cgroup_len,
+        exe_len,
     ) = rest[10:]
     off = _EXEC_SIZE
-    end = off + cgroup_len + filename_len + args_len + cwd_len
+    end = off + cgroup_len + filename_len + args_len + exe_len + cwd_len
     if end > len(buf):
         raise DecodeError(f"exec record of {len(buf)} bytes, lengths need {end}")
     cgroup = _text(buf[off : off + cgroup_len])
@@ -89,6 +90,8 @@ def decode_exec(buf: memoryview | bytes) -> ExecInfo:
     off += filename_len
     raw_args = bytes(buf[off : off + args_len])
     off += args_len
+    exe = _text(buf[off : off + exe_len])
+    off += exe_len
     cwd = _text(buf[off : off + cwd_len])
 
     argv = raw_args.split(b"\0")
@@ -140,6 +143,7 @@ def decode_exec(buf: memoryview | bytes) -> ExecInfo:
         file_gid=file_gid,
         file_nlink=file_nlink,
         file_ino=file_ino,
+        exe=exe,
     )
 
 

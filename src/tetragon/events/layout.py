@@ -12,6 +12,7 @@ EXEC_FILENAME_MAX = 4096
 EXEC_ARGS_MAX = 8192
 EXEC_CWD_MAX = 4096
 EXEC_CGROUP_MAX = 256
+EXEC_EXE_MAX = 1024
 
 EXEC_F_TRUNC_ARGS = 1 << 0
 EXEC_F_TRUNC_FILENAME = 1 << 1
@@ -53,7 +54,7 @@ MSG_COMMON = struct.Struct("<BB2xIQ")
 
 # struct msg_exec, field for field (names in EXEC_FIELDS)
 MSG_EXEC = struct.Struct(
-    "<BB2xIQ" + "4I" + "8I" + "2I" + "3Q" + "10I" + "3I" + "2I" + "3I" + "Q" + "Q" + "I" + "4H" + "4x"
+    "<BB2xIQ" + "4I" + "8I" + "2I" + "3Q" + "10I" + "3I" + "2I" + "3I" + "Q" + "Q" + "I" + "5H" + "2x"
 )
 EXEC_FIELDS = (
     ("common.op", "common.flags", "common.size", "common.ktime")
@@ -66,7 +67,7 @@ EXEC_FIELDS = (
     + ("flags", "privs")
     + ("file_uid", "file_gid", "file_nlink")
     + ("file_ino", "cgroup_id", "argc")
-    + ("filename_len", "args_len", "cwd_len", "cgroup_len")
+    + ("filename_len", "args_len", "cwd_len", "cgroup_len", "exe_len")
 )
 
 # struct msg_clone: common, pid, tid, ppid, nspid

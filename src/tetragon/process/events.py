@@ -142,8 +142,11 @@ class ProcessEvents:
         if changed:
             props["privileges_changed"] = changed
         if info.file_nlink == 0 and "procFS" not in info.flags:
-            # executed from a file with no name left: memfd, deleted, or O_TMPFILE
-            props["file"] = {"inode": {"number": str(info.file_ino), "links": 0}, "path": binary}
+            # executed from a file with no name left: memfd, deleted, or O_TMPFILE; named as d_path does
+            file: dict[str, Any] = {"inode": {"number": str(info.file_ino), "links": 0}}
+            if info.exe:
+                file["path"] = f"{info.exe} (deleted)"
+            props["file"] = file
         return props
 
     def entry_from_exec(self, info: ExecInfo, parent: ProcessEntry | None) -> ProcessEntry:

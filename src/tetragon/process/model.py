@@ -224,3 +224,4 @@ class ExecInfo:
     file_gid: int = 0
     file_nlink: int = 1
     file_ino: int = 0
+    exe: str = ""  # path of the executed file when it has no links left (memfd, deleted)
