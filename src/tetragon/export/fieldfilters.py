@@ -18,7 +18,13 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from tetragon.export.filterspec import FilterError, canonical_key, decode_json_objects, normalize_event_set
+from tetragon.export.filterspec import (
+    FilterError,
+    canonical_key,
+    checked_fields,
+    decode_json_objects,
+    normalize_event_set,
+)
 
 Event = dict[str, Any]
 Mask = dict[str, "Mask"]  # {} = the whole subtree
@@ -51,16 +57,8 @@ def _paths(where: str, value: Any) -> list[str]:
 
 def normalize_field_filter(raw: Any, where: str = "field filter") -> dict[str, Any]:
     """Validate one FieldFilter; returns {event_set, fields (list of paths), action, invert_event_set}."""
-    if not isinstance(raw, dict):
-        raise FilterError(f"{where}: expected a JSON object")
     out: dict[str, Any] = {"event_set": [], "fields": [], "action": "INCLUDE", "invert_event_set": False}
-    for raw_key, value in raw.items():
-        key = canonical_key(raw_key)
-        at = f"{where}: field {key!r}"
-        if key not in FIELD_FILTER_KEYS:
-            raise FilterError(f"{where}: unknown field {raw_key!r} (known: {', '.join(FIELD_FILTER_KEYS)})")
-        if value is None:
-            continue
+    for key, at, value in checked_fields(raw, where, FIELD_FILTER_KEYS):
         if key == "event_set":
             out[key] = normalize_event_set(at, value)
         elif key == "fields":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from tetragon.export.labels import LabelSelectorError, parse_label_selector
@@ -95,6 +96,22 @@ _POSIX_CLASSES = {
     "xdigit": "0-9A-Fa-f",
 }  # fmt: skip
 _POSIX_RE = re.compile(r"\[:(\^?)([a-z]+):\]")
+
+
+def checked_fields(raw: Any, where: str, known: Iterable[str]) -> Iterator[tuple[str, str, Any]]:
+    """(canonical key, location for messages, value) of each set field of one JSON filter object.
+
+    Rejects a non-object and unknown fields with a message naming them; skips null values.
+    """
+    if not isinstance(raw, dict):
+        raise FilterError(f"{where}: expected a JSON object")
+    names = sorted(known)
+    for raw_key, value in raw.items():
+        key = canonical_key(raw_key)
+        if key not in names:
+            raise FilterError(f"{where}: unknown field {raw_key!r} (known: {', '.join(names)})")
+        if value is not None:
+            yield key, f"{where}: field {key!r}", value
 
 
 def compile_re2(pattern: str) -> re.Pattern[str]:
@@ -195,20 +212,10 @@ def normalize_filter(
     raw: Any, where: str = "filter", *, enable_pid_set_filter: bool = True
 ) -> dict[str, Any]:
     """Validate one Filter and return it with canonical keys and enum names; `None` fields dropped."""
-    if not isinstance(raw, dict):
-        raise FilterError(f"{where}: expected a JSON object")
     out: dict[str, Any] = {}
-    for raw_key, value in raw.items():
-        key = canonical_key(raw_key)
-        at = f"{where}: field {key!r}"
-        if key not in FILTER_FIELDS:
-            raise FilterError(
-                f"{where}: unknown field {raw_key!r} (known: {', '.join(sorted(FILTER_FIELDS))})"
-            )
+    for key, at, value in checked_fields(raw, where, FILTER_FIELDS):
         if key in out:
             raise FilterError(f"{at} given twice")
-        if value is None:
-            continue
         if key == "cel_expression":
             raise FilterError(f"{at}: cel_expression filters are not supported")
         if key in REGEX_FIELDS:

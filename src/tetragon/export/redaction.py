@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from tetragon.export.filterspec import FilterError, canonical_key, compile_re2, decode_json_objects
+from tetragon.export.filterspec import FilterError, checked_fields, compile_re2, decode_json_objects
 
 Event = dict[str, Any]
 REDACTION_STR = "*****"
@@ -25,16 +25,8 @@ REDACTION_FILTER_KEYS = ("redact", "binary_regex", "match")
 
 
 def normalize_redaction_filter(raw: Any, where: str = "redaction filter") -> dict[str, list[str]]:
-    if not isinstance(raw, dict):
-        raise FilterError(f"{where}: expected a JSON object")
     out: dict[str, list[str]] = {"redact": [], "binary_regex": []}
-    for raw_key, value in raw.items():
-        key = canonical_key(raw_key)
-        at = f"{where}: field {key!r}"
-        if key not in REDACTION_FILTER_KEYS:
-            raise FilterError(f"{where}: unknown field {raw_key!r} (known: redact, binary_regex)")
-        if value is None:
-            continue
+    for key, at, value in checked_fields(raw, where, REDACTION_FILTER_KEYS):
         if key == "match":
             raise FilterError(f"{at}: is deprecated and not supported; use binary_regex")
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
