@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tetragon import __version__
 from tetragon.events import layout as L
@@ -26,6 +26,11 @@ from tetragon.process.cache import ProcessCache
 from tetragon.process.events import ProcessEvents, ProcessOptions
 from tetragon.process.model import Clock, node_name
 from tetragon.sensors.base import BaseSensor
+
+if TYPE_CHECKING:  # imported where used: a config error must not wait for grpc to import
+    from tetragon.api.server import GrpcServer
+    from tetragon.export.jsonfile import JsonFileExporter
+    from tetragon.metrics import AgentMetrics
 
 log = logging.getLogger("tetragon")
 
@@ -99,8 +104,9 @@ def _batch_scheduling() -> None:
     """SCHED_BATCH for the agent (threads started later inherit it).
 
     The pipeline drains in batches on a timer, so it never needs to preempt the workload it
-    watches when it wakes up; with the normal policy it does, and on an exec storm that shows as
-    ~1-2 % of the workload's wall time. Under CPU pressure a batch task keeps its normal share.
+    watches when it wakes up; with the normal policy it does, and on an exec storm that showed as
+    ~3 % of the workload's wall time (bench/sched_batch_ab.py). Under CPU pressure a batch task
+    keeps its normal share.
     """
     try:
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
@@ -142,9 +148,9 @@ class Agent:
         self.stop_event = threading.Event()
         self.ready = threading.Event()
         self.sensor: BaseSensor | None = None
-        self.exporter: Any = None
-        self.grpc: Any = None
-        self.metrics: Any = None
+        self.exporter: JsonFileExporter | None = None
+        self.grpc: GrpcServer | None = None
+        self.metrics: AgentMetrics | None = None
         self.handler_errors = 0
         self.events_emitted = 0
         self._lost_reported = 0
