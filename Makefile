@@ -36,6 +36,7 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
 
 bench: setup
 	$(VENV)/bin/python bench/exec_storm.py $(ARGS)

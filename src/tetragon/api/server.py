@@ -313,8 +313,8 @@ def _remove_stale_socket(path: Path, address: str) -> None:
 
 
 def _check_tcp_free(address: str) -> None:
-    host, _, port_text = address.rpartition(":")
-    host = host.strip("[]") or None
+    host_text, _, port_text = address.rpartition(":")
+    host = host_text.strip("[]") or None
     try:
         port = int(port_text)
     except ValueError:

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def lib() -> ctypes.CDLL:
 
 
 def _declare(lb: ctypes.CDLL) -> None:
-    sig: dict[str, tuple[list[type] | list[object], object]] = {
+    sig: dict[str, tuple[list[Any], Any]] = {
         "libbpf_set_print": ([_PRINT_FN], _c_ptr),
         "bpf_object__open_file": ([ctypes.c_char_p, _c_ptr], _c_ptr),
         "bpf_object__load": ([_c_ptr], ctypes.c_int),
