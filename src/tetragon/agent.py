@@ -151,8 +151,6 @@ class Agent:
         self.exporter: JsonFileExporter | None = None
         self.grpc: GrpcServer | None = None
         self.metrics: AgentMetrics | None = None
-        self.handler_errors = 0
-        self.events_emitted = 0
         self._lost_reported = 0
         self._event_counts: dict[Any, int] = {}  # tetragon_events_total, added once per drain
         self.op_counts: dict[int, int] = {L.MSG_OP_EXECVE: 0, L.MSG_OP_EXIT: 0, L.MSG_OP_CLONE: 0}
@@ -278,7 +276,6 @@ class Agent:
 
     # --- pipeline -----------------------------------------------------------------------------
     def _emit(self, event: Event) -> None:
-        self.events_emitted += 1
         if self.metrics is not None:
             key = self.metrics.event_key(event)
             self._event_counts[key] = self._event_counts.get(key, 0) + 1
@@ -307,7 +304,6 @@ class Agent:
             log.exception("failed to handle a record with op %d", op)
 
     def _handler_error(self, op: int, kind: str) -> None:
-        self.handler_errors += 1
         if self.metrics is not None:
             self.metrics.record_handler_error(op, kind)
 

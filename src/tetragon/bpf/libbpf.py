@@ -309,9 +309,6 @@ class BpfObject:
             raise BpfError(f"no program {name} in {self.path}")
         return int(prog)
 
-    def section(self, name: str) -> str:
-        return str(lib().bpf_program__section_name(self._program(name)).decode())
-
     def set_autoload(self, name: str, autoload: bool) -> None:
         err = lib().bpf_program__set_autoload(self._program(name), autoload)
         if err:
@@ -365,9 +362,6 @@ class BpfObject:
                 f"cannot load BPF object {Path(self.path).name}" + (f"\n{tail}" if tail else ""), -err
             )
         self.loaded = True
-
-    def program_fd(self, name: str) -> int:
-        return int(lib().bpf_program__fd(self._program(name)))
 
     def attach(self, name: str) -> Link:
         """Attach a program by its section (tp_btf/..., raw_tp/..., kprobe/...)."""

@@ -45,9 +45,6 @@ class RingBufferReader:
         """Block until the kernel forces a wake-up or `timeout` seconds pass."""
         self._epoll.poll(timeout)
 
-    def pending_bytes(self) -> int:
-        return int(self._prod[0] - self._cons[0])
-
     def drain(self, handle: Callable[[memoryview], None], limit: int = 1 << 30) -> int:
         """Hand every committed record to `handle` (a view valid only during the call)."""
         cons = int(self._cons[0])

@@ -67,7 +67,6 @@ FLAGS: dict[str, tuple[str, Any, Any, str]] = {
     "run-dir": ("run_dir", str, "/var/run/tetragon", "where tetragon-info.json and tetragon.pid go"),
     "log-level": ("log_level", str, "info", "debug, info, warn or error"),
 }
-BOOL_FLAGS = {name for name, (_, typ, _, _) in FLAGS.items() if typ is go_bool}
 
 
 def build_parser() -> argparse.ArgumentParser:
