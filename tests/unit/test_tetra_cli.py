@@ -81,6 +81,8 @@ def stream_lines(
     proc = subprocess.Popen(
         tetra_cmd("getevents", "--server-address", f"localhost:{server.port}", *args),
         stdin=subprocess.DEVNULL,
+        # unbuffered: a buffered readline could pull two lines at once, hiding the second from select()
+        bufsize=0,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=ENV,
