@@ -25,6 +25,7 @@ EXEC_PRIV_FILE_CAP = 1 << 0
 EXEC_PRIV_SETUID = 1 << 1
 EXEC_PRIV_SETGID = 1 << 2
 
+NS_USER = 9  # slot of the user namespace in msg_exec.ns (events.h NS_USER)
 NS_NAMES = (
     "uts",
     "ipc",

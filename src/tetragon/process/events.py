@@ -67,6 +67,13 @@ class ProcessEvents:
                 caps[key] = names
         return caps
 
+    def _namespace(self, slot: int, inum: int) -> dict[str, Any]:
+        """A Namespace message: inode number, and is_host when it is pid 1's namespace of that kind."""
+        host = self.opts.host_ns
+        if slot < len(host) and host[slot] == inum:
+            return {"inum": inum, "is_host": True}
+        return {"inum": inum}
+
     def _caps_ns(self, info: ExecInfo) -> dict[str, Any] | None:
         """`cap` and `ns` (Process fields 14-15), when enabled."""
         tail: dict[str, Any] = {}
@@ -81,10 +88,7 @@ class ProcessEvents:
                 inum = info.ns[i] if i < len(info.ns) else 0
                 if not inum:
                     continue
-                entry: dict[str, Any] = {"inum": inum}
-                if opts.host_ns and i < len(opts.host_ns) and opts.host_ns[i] == inum:
-                    entry["is_host"] = True
-                ns[name] = entry
+                ns[name] = self._namespace(i, inum)
             if ns:
                 tail["ns"] = ns
         return tail or None
@@ -115,11 +119,9 @@ class ProcessEvents:
                 "uid": info.userns_uid,
                 "gid": info.userns_gid,
             }
-            if info.ns and len(info.ns) > 9 and info.ns[9]:
-                ns_entry: dict[str, Any] = {"inum": info.ns[9]}
-                if opts.host_ns and len(opts.host_ns) > 9 and opts.host_ns[9] == info.ns[9]:
-                    ns_entry["is_host"] = True
-                user_ns["ns"] = ns_entry
+            user_inum = info.ns[L.NS_USER] if len(info.ns) > L.NS_USER else 0
+            if user_inum:
+                user_ns["ns"] = self._namespace(L.NS_USER, user_inum)
             creds["user_ns"] = user_ns
             tail["process_credentials"] = creds
         props = self._binary_properties(info, binary)
