@@ -160,3 +160,12 @@ def test_exec_after_fork_is_flagged_clone_and_parented() -> None:
     assert out["process_exec"]["parent"]["binary"] == "/bin/sh"
     again = ev.on_exec(_exec_info(11, 10, 260, "/bin/cat"))  # exec of an exec: no clone flag
     assert again["process_exec"]["process"]["flags"] == "execve"
+
+
+def test_a_second_exit_record_of_the_same_group_is_ignored() -> None:
+    ev = _events()
+    ev.on_exec(_exec_info(10, 1, 100, "/bin/sh"))
+    assert ev.on_exit(ExitRecord(ktime=200, pid=10, tid=11, exit_code=5 << 8)) is not None
+    missing = ev.missing_process_info
+    assert ev.on_exit(ExitRecord(ktime=201, pid=10, tid=10, exit_code=5 << 8)) is None
+    assert ev.missing_process_info == missing  # a duplicate, not a process we do not know

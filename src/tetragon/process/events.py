@@ -250,7 +250,11 @@ class ProcessEvents:
             self.cache.evictions += 1
 
     def on_exit(self, rec: ExitRecord) -> Event | None:
-        self.current(rec.pid)  # a forked process that never exec'd gets its entry now
+        known = self.current(rec.pid)  # a forked process that never exec'd gets its entry now
+        if known is not None and known.exited and known.ktime <= rec.ktime:
+            # Two threads of one group can both see signal->live == 0 when they exit together
+            # (the kernel decrements before the tracepoint): the group's exit is already reported.
+            return None
         entry = self.cache.exit(rec.pid)
         if entry is None:
             self.missing_process_info += 1
