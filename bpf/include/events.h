@@ -16,6 +16,9 @@
 #define MSG_OP_EXECVE 5
 #define MSG_OP_EXIT 7
 #define MSG_OP_CLONE 23
+#define MSG_OP_GENERIC_KPROBE 13     /* kprobes and syscall hooks: process_kprobe */
+#define MSG_OP_GENERIC_TRACEPOINT 14 /* tracepoints and raw tracepoints: process_tracepoint */
+#define MSG_OP_GENERIC_UPROBE 15     /* uprobes: process_uprobe */
 
 /* Caps on the variable parts of an exec record. */
 #define EXEC_FILENAME_MAX 4096 /* bprm->filename, incl. NUL */
@@ -58,6 +61,8 @@
 #define STAT_EXIT_LOST 3
 #define STAT_CLONE_SENT 4
 #define STAT_CLONE_LOST 5
+#define STAT_GENERIC_SENT 6 /* generic (policy) records written to the ring */
+#define STAT_GENERIC_LOST 7 /* generic records that found no room */
 #define STAT_COUNT 8
 
 struct msg_common {
@@ -111,5 +116,117 @@ struct msg_exit {
 	__u32 exit_code; /* task->exit_code: status << 8 | signal (0x80 = core dump) */
 	__u32 pad;
 };
+
+/*
+ * Generic (TracingPolicy) records: msg_generic, then `nargs` argument blobs back to back, each a
+ * struct gen_arg header followed by `len` payload bytes. The kind says how to read the payload; the
+ * policy's arg `type` (known to the agent by policy_id/hook_id and arg position) says which
+ * KprobeArgument variant it becomes.
+ */
+#define GEN_ARGS_MAX 5         /* EventConfigMaxArgs */
+#define GEN_STRING_MAX 4096    /* string / path payload, NUL not included */
+#define GEN_BYTES_MAX 32768    /* char_buf / char_iovec payload with maxData */
+#define GEN_BYTES_DEFAULT 4096 /* char_buf payload without maxData */
+#define GEN_RECORD_MAX 49152   /* scratch size of one record */
+
+/* msg_generic.flags */
+#define GEN_F_RETURN (1 << 0)   /* `ret` holds the hook's return value (merged entry + return) */
+#define GEN_F_MONITOR (1 << 1)  /* policy in monitor mode: the selector's enforcement was not done */
+#define GEN_F_ENFORCED (1 << 2) /* a Sigkill / Signal / NotifyEnforcer was carried out */
+#define GEN_F_COMPAT (1 << 3)   /* the task made a 32-bit (ia32) syscall */
+
+/* gen_arg.kind */
+#define GEN_KIND_INT 1      /* payload: __u64, the value zero-extended from its kernel size */
+#define GEN_KIND_STR 2      /* payload: the bytes, NUL not included */
+#define GEN_KIND_BYTES 3    /* payload: struct gen_bytes, then the bytes read */
+#define GEN_KIND_PATH 4     /* payload: struct gen_path, then the absolute path */
+#define GEN_KIND_SOCK 5     /* payload: struct gen_sock */
+#define GEN_KIND_SOCKADDR 6 /* payload: struct gen_sockaddr */
+#define GEN_KIND_CRED 7     /* payload: struct gen_cred */
+
+/* gen_arg.flags */
+#define GEN_AF_TRUNC (1 << 0) /* string / path longer than the payload */
+#define GEN_AF_ERR (1 << 1)   /* could not be read (bad pointer, closed fd): payload may be empty */
+
+struct msg_generic {
+	struct msg_common common;
+	__u32 pid;           /* tgid */
+	__u32 tid;
+	__u32 policy_id;     /* the agent's id of the policy */
+	__u32 hook_id;       /* the hook's position in the agent's list for this policy */
+	__u32 action;        /* action id (ACTION_*) of the matched selector's first action; 0 = Post */
+	__u32 return_action; /* action id at return (merged return events) */
+	__u8 selector;       /* index of the matched selector; 255 = the hook has none */
+	__u8 nargs;          /* argument blobs that follow */
+	__u8 flags;          /* GEN_F_* */
+	__u8 pad;
+	__u32 pad2;
+	__s64 ret;           /* return value when GEN_F_RETURN */
+};
+
+struct gen_arg {
+	__u8 kind;  /* GEN_KIND_* */
+	__u8 flags; /* GEN_AF_* */
+	__u8 index; /* position of this argument in the hook's `args` list */
+	__u8 pad;
+	__u32 len;  /* payload bytes that follow this header */
+};
+
+struct gen_bytes {
+	__u32 orig_size; /* the size the program asked for (size argument or return value) */
+	__u32 pad;
+};
+
+struct gen_path {
+	__u32 i_mode;  /* inode mode (type and permission bits); 0 when unknown */
+	__u32 f_flags; /* open flags of the file; 0 for names without an open file */
+};
+
+struct gen_sock {
+	__u16 family;
+	__u16 type;
+	__u16 protocol;
+	__u8 state;
+	__u8 pad;
+	__u32 mark;
+	__u32 priority;
+	__u16 sport; /* host byte order */
+	__u16 dport; /* host byte order */
+	__u32 pad2;
+	__u64 cookie;
+	__u8 saddr[16]; /* IPv4 in the first 4 bytes */
+	__u8 daddr[16];
+};
+
+struct gen_sockaddr {
+	__u16 family;
+	__u16 port; /* host byte order */
+	__u32 pad;
+	__u8 addr[16]; /* IPv4 in the first 4 bytes; AF_UNIX: not filled */
+};
+
+struct gen_cred {
+	__u32 uid, gid, euid, egid, suid, sgid, fsuid, fsgid;
+	__u32 securebits;
+	__u32 pad;
+	__u64 cap_permitted, cap_effective, cap_inheritable;
+	__u32 userns_level, userns_uid, userns_gid, userns_inum;
+};
+
+/* Action ids in msg_generic.action / return_action (Tetragon's kernel action ids) */
+#define ACTION_POST 0
+#define ACTION_FOLLOWFD 1
+#define ACTION_SIGKILL 2
+#define ACTION_UNFOLLOWFD 3
+#define ACTION_OVERRIDE 4
+#define ACTION_COPYFD 5
+#define ACTION_GETURL 6
+#define ACTION_DNSLOOKUP 7
+#define ACTION_NOPOST 8
+#define ACTION_SIGNAL 9
+#define ACTION_TRACKSOCK 10
+#define ACTION_UNTRACKSOCK 11
+#define ACTION_NOTIFYENFORCER 12
+#define ACTION_CLEANUPENFORCER 13
 
 #endif

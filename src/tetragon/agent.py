@@ -69,6 +69,8 @@ class AgentConfig:
     btf: str = ""
     drain_interval: float = 0.05
     run_dir: str = str(RUN_DIR)
+    tracing_policy: str = ""  # one policy file loaded at start (domain "static")
+    tracing_policy_dir: str = "/etc/tetragon/tetragon.tp.d"  # every *.yaml / *.yml in it, sorted
 
 
 def _host_namespaces(proc: str) -> tuple[int, ...]:

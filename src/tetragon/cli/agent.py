@@ -54,6 +54,13 @@ FLAGS: dict[str, tuple[str, Any, Any, str]] = {
     "redaction-filters": ("redaction_filters", str, "", "JSON redaction filters"),
     "export-rate-limit": ("export_rate_limit", int, -1, "events per minute (-1: no limit)"),
     "server-address": ("server_address", str, "localhost:54321", "gRPC address (host:port or unix://path)"),
+    "tracing-policy": ("tracing_policy", str, "", "TracingPolicy YAML file loaded at start"),
+    "tracing-policy-dir": (
+        "tracing_policy_dir",
+        str,
+        "/etc/tetragon/tetragon.tp.d",
+        "load every policy (*.yaml, *.yml) in this directory at start",
+    ),
     "metrics-server": ("metrics_server", str, "", "Prometheus address, e.g. :2112 (empty: off)"),
     "metrics-label-filter": ("metrics_label_filter", str, "namespace,workload,pod,binary", "metric labels"),
     "enable-process-cred": ("enable_process_cred", go_bool, False, "export capabilities and credentials"),
