@@ -26,6 +26,10 @@ def _field_offsets(fmt: struct.Struct) -> list[int]:
         if code == "x":
             prefix += f"{n}x"
             continue
+        if code == "s":  # a char array is one field
+            offsets.append(struct.calcsize(prefix))
+            prefix += f"{n}s"
+            continue
         for _ in range(n):
             offsets.append(struct.calcsize(prefix))
             prefix += code
@@ -55,6 +59,13 @@ def _c_layout(struct_name: str, fields: tuple[str, ...], tmp_path: Path) -> list
         ("msg_exec", layout.MSG_EXEC, layout.EXEC_FIELDS),
         ("msg_clone", layout.MSG_CLONE, layout.CLONE_FIELDS),
         ("msg_exit", layout.MSG_EXIT, layout.EXIT_FIELDS),
+        ("msg_generic", layout.MSG_GENERIC, layout.GENERIC_FIELDS),
+        ("gen_arg", layout.GEN_ARG, layout.GEN_ARG_FIELDS),
+        ("gen_bytes", layout.GEN_BYTES, layout.GEN_BYTES_FIELDS),
+        ("gen_path", layout.GEN_PATH, layout.GEN_PATH_FIELDS),
+        ("gen_sock", layout.GEN_SOCK, layout.GEN_SOCK_FIELDS),
+        ("gen_sockaddr", layout.GEN_SOCKADDR, layout.GEN_SOCKADDR_FIELDS),
+        ("gen_cred", layout.GEN_CRED, layout.GEN_CRED_FIELDS),
     ],
 )
 def test_struct_matches_header(
@@ -87,4 +98,16 @@ def test_constants_match_header() -> None:
     ):
         assert int(defines[name]) == getattr(layout, name), name
     for name, value in re.findall(r"#define (EXEC_(?:F|PRIV)_\w+) \(1 << (\d+)\)", header):
+        assert getattr(layout, name) == 1 << int(value), name
+
+
+def test_generic_constants_match_header() -> None:
+    header = (ROOT / "bpf/include/events.h").read_text()
+    defines = dict(re.findall(r"#define (\w+) (\d+)\b", header))
+    prefixes = ("MSG_OP_GENERIC_", "STAT_GENERIC_", "GEN_ARGS_", "GEN_STRING_", "GEN_BYTES_", "GEN_RECORD_")
+    names = [n for n in defines if n.startswith(prefixes + ("GEN_KIND_", "ACTION_"))]
+    assert len(names) >= 30
+    for name in names:
+        assert int(defines[name]) == getattr(layout, name), name
+    for name, value in re.findall(r"#define (GEN_(?:F|AF)_\w+) \(1 << (\d+)\)", header):
         assert getattr(layout, name) == 1 << int(value), name

@@ -250,27 +250,74 @@ _KPROBES: dict[str, Callable[[list[Event], str, Painter], str]] = {
 # --- raw_syscalls/sys_enter --------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
-def _syscall_names() -> dict[int, str]:
-    """Syscall numbers of this machine's ABI, from the kernel UAPI header when it is installed."""
+_DEFAULT_ABI = "x64"
+_UNISTD = {
+    "x64": ("/usr/include/x86_64-linux-gnu/asm/unistd_64.h", "/usr/include/asm/unistd_64.h"),
+    "i386": ("/usr/include/x86_64-linux-gnu/asm/unistd_32.h", "/usr/include/asm/unistd_32.h"),
+}
+_TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+_FORMAT_FIELD = re.compile(r"^\s*field:(.+?)\s*;\s*offset:", re.MULTILINE)
+
+
+@lru_cache(maxsize=4)
+def _syscall_names(abi: str = _DEFAULT_ABI) -> dict[int, str]:
+    """Syscall numbers of an ABI, from the kernel UAPI header when it is installed."""
     names: dict[int, str] = {}
-    for header in ("/usr/include/x86_64-linux-gnu/asm/unistd_64.h", "/usr/include/asm/unistd_64.h"):
+    for header in _UNISTD.get(abi, ()):
         try:
             text = Path(header).read_text()
         except OSError:
             continue
-        for match in re.finditer(r"^#define __NR_(\w+)\s+(\d+)\s*$", text, re.MULTILINE):
+        for match in re.finditer(r"^#define __NR(?:3264)?_(\w+)\s+(\d+)\s*$", text, re.MULTILINE):
             names[int(match.group(2))] = match.group(1)
         break
     return names
 
 
+@lru_cache(maxsize=512)
+def _syscall_args(name: str) -> tuple[tuple[str, str], ...] | None:
+    """(type, name) of a syscall's arguments, from its sys_enter tracepoint format; None if unknown."""
+    for root in _TRACEFS:
+        try:
+            text = Path(f"{root}/events/syscalls/sys_enter_{name}/format").read_text()
+        except OSError:
+            continue
+        fields = [m.group(1) for m in _FORMAT_FIELD.finditer(text)]
+        if "int __syscall_nr" in fields:
+            fields = fields[fields.index("int __syscall_nr") + 1 :]
+        out = []
+        for decl in fields:
+            typ, _, arg = decl.rpartition(" ")
+            out.append((typ, arg))
+        return tuple(out)
+    return None
+
+
 def _raw_syscall(args: list[Event]) -> str:
+    """Tetragon's rawSyscallEnter: `name(type arg=value, ...)` from the id and the size_arg values."""
     first = _arg(args, 0) or {}
+    abi = _DEFAULT_ABI
     if "long_arg" in first:
         number = int(first["long_arg"])
     elif "syscall_id" in first:
         number = int(first["syscall_id"].get("id", 0))
+        abi = first["syscall_id"].get("abi", "")
     else:
         number = -1
-    return _syscall_names().get(number, "unknown")
+    name = _syscall_names(abi).get(number)
+    if name is None:
+        return "unknown"
+    if abi != _DEFAULT_ABI:
+        name = f"{abi}/{name}"
+    sys_args = _syscall_args(name)
+    if sys_args is None:
+        return name
+    parts = []
+    for i, (typ, arg_name) in enumerate(sys_args, start=1):
+        value, pointer = "?", False
+        arg = _arg(args, i)
+        if arg is not None and "size_arg" in arg:
+            pointer = typ.endswith("*")
+            value = f"0x{int(arg['size_arg']):x}" if pointer else str(int(arg["size_arg"]))
+        parts.append(f"{typ}{arg_name}={value}" if pointer else f"{typ} {arg_name}={value}")
+    return f"{name}({', '.join(parts)})"

@@ -78,3 +78,90 @@ CLONE_FIELDS = ("common.op", "common.flags", "common.size", "common.ktime", "pid
 # struct msg_exit: common, pid, tid, exit_code, pad
 MSG_EXIT = struct.Struct("<BB2xIQ3I4x")
 EXIT_FIELDS = ("common.op", "common.flags", "common.size", "common.ktime", "pid", "tid", "exit_code")
+
+# --- Generic (TracingPolicy) records ----------------------------------------------------------
+
+MSG_OP_GENERIC_KPROBE = 13
+MSG_OP_GENERIC_TRACEPOINT = 14
+MSG_OP_GENERIC_UPROBE = 15
+STAT_GENERIC_SENT = 6
+STAT_GENERIC_LOST = 7
+
+GEN_ARGS_MAX = 5
+GEN_STRING_MAX = 4096
+GEN_BYTES_MAX = 32768
+GEN_BYTES_DEFAULT = 4096
+GEN_RECORD_MAX = 65536
+
+GEN_F_RETURN = 1 << 0
+GEN_F_MONITOR = 1 << 1
+GEN_F_ENFORCED = 1 << 2
+GEN_F_COMPAT = 1 << 3
+
+GEN_KIND_INT = 1
+GEN_KIND_STR = 2
+GEN_KIND_BYTES = 3
+GEN_KIND_PATH = 4
+GEN_KIND_SOCK = 5
+GEN_KIND_SOCKADDR = 6
+GEN_KIND_CRED = 7
+
+GEN_AF_TRUNC = 1 << 0
+GEN_AF_ERR = 1 << 1
+
+ACTION_POST = 0
+ACTION_FOLLOWFD = 1
+ACTION_SIGKILL = 2
+ACTION_UNFOLLOWFD = 3
+ACTION_OVERRIDE = 4
+ACTION_COPYFD = 5
+ACTION_GETURL = 6
+ACTION_DNSLOOKUP = 7
+ACTION_NOPOST = 8
+ACTION_SIGNAL = 9
+ACTION_TRACKSOCK = 10
+ACTION_UNTRACKSOCK = 11
+ACTION_NOTIFYENFORCER = 12
+ACTION_CLEANUPENFORCER = 13
+
+# struct msg_generic: common, pid, tid, policy_id, hook_id, action, return_action,
+# selector, nargs, flags, pad, func_id, ret
+MSG_GENERIC = struct.Struct("<BB2xIQ" + "6I" + "3Bx" + "I" + "q")
+GENERIC_FIELDS = (
+    ("common.op", "common.flags", "common.size", "common.ktime")
+    + ("pid", "tid", "policy_id", "hook_id", "action", "return_action")
+    + ("selector", "nargs", "flags", "func_id", "ret")
+)
+
+# struct gen_arg: kind, flags, index, pad, len
+GEN_ARG = struct.Struct("<3BxI")
+GEN_ARG_FIELDS = ("kind", "flags", "index", "len")
+
+# struct gen_bytes: orig_size, pad
+GEN_BYTES = struct.Struct("<I4x")
+GEN_BYTES_FIELDS = ("orig_size",)
+
+# struct gen_path: i_mode, f_flags
+GEN_PATH = struct.Struct("<2I")
+GEN_PATH_FIELDS = ("i_mode", "f_flags")
+
+# struct gen_sock: family, type, protocol, state, pad, mark, priority, sport, dport, pad2, cookie,
+# saddr[16], daddr[16]
+GEN_SOCK = struct.Struct("<3HBx2I2H4xQ16s16s")
+GEN_SOCK_FIELDS = (
+    ("family", "type", "protocol", "state", "mark", "priority")
+    + ("sport", "dport", "cookie")
+    + ("saddr", "daddr")
+)
+
+# struct gen_sockaddr: family, port, pad, addr[16]
+GEN_SOCKADDR = struct.Struct("<2H4x16s")
+GEN_SOCKADDR_FIELDS = ("family", "port", "addr")
+
+# struct gen_cred: uid .. fsgid, securebits, pad, cap_permitted/effective/inheritable, userns_*
+GEN_CRED = struct.Struct("<8II4x3Q4I")
+GEN_CRED_FIELDS = (
+    ("uid", "gid", "euid", "egid", "suid", "sgid", "fsuid", "fsgid", "securebits")
+    + ("cap_permitted", "cap_effective", "cap_inheritable")
+    + ("userns_level", "userns_uid", "userns_gid", "userns_inum")
+)
