@@ -3,7 +3,8 @@
 GetEvents streams what the pipeline publishes on the EventBus; every stream owns one bus
 subscription (its own bounded queue), so a slow or vanished client only loses its own events.
 Each stream applies the request's allow/deny lists and field filters to the event dicts before
-converting them to protobuf.
+converting them to protobuf. The TracingPolicy RPCs go to `policy_handler`, a PolicyManager, through
+tetragon.api.policy_service (UNIMPLEMENTED without one).
 
 Addresses: `host:port` (TCP, SO_REUSEPORT off so a busy port is an error, not a shared listener) or
 `unix:///abs/path.sock` (created 0600; a stale socket file is replaced, a live one is refused).
@@ -28,6 +29,7 @@ from google.protobuf import json_format
 
 from tetragon.api.convert import event_to_proto
 from tetragon.api.gen.tetragon import events_pb2, sensors_pb2, sensors_pb2_grpc, tetragon_pb2
+from tetragon.api.policy_service import POLICY_UNSUPPORTED, PolicyRpcs
 from tetragon.events.bus import EventBus
 from tetragon.export.fieldfilters import compile_field_filters
 from tetragon.export.filters import compile_filters
@@ -38,7 +40,14 @@ log = logging.getLogger(__name__)
 
 MAX_RECV_BYTES = 10 * 1024 * 1024
 _POLL_SECONDS = 0.25
-_POLICY_UNSUPPORTED = "tracing policies are not supported yet"
+_POLICY_RPCS = {  # RPC -> PolicyRpcs method
+    "AddTracingPolicy": "add",
+    "DeleteTracingPolicy": "delete",
+    "ListTracingPolicies": "list",
+    "ConfigureTracingPolicy": "configure",
+    "EnableTracingPolicy": "enable",
+    "DisableTracingPolicy": "disable",
+}
 _LOG_LEVELS = {  # tetragon.LogLevel -> Python logging level
     sensors_pb2.LOG_LEVEL_PANIC: logging.CRITICAL,
     sensors_pb2.LOG_LEVEL_FATAL: logging.CRITICAL,
@@ -63,6 +72,7 @@ def _filter_dicts(filters: Any) -> list[dict[str, Any]]:
 class _Servicer(sensors_pb2_grpc.FineGuidanceSensorsServicer):
     def __init__(self, owner: GrpcServer) -> None:
         self._owner = owner
+        self._policies = PolicyRpcs(lambda: owner.policy_handler)
 
     # --- events ---------------------------------------------------------------------------------
 
@@ -119,15 +129,18 @@ class _Servicer(sensors_pb2_grpc.FineGuidanceSensorsServicer):
     # --- tracing policies -----------------------------------------------------------------------
 
     def _policy(self, method: str, request: Any, context: grpc.ServicerContext) -> Any:
-        handler = getattr(self._owner.policy_handler, method, None)
+        handler = self._owner.policy_handler
         if handler is None:
-            context.abort(grpc.StatusCode.UNIMPLEMENTED, _POLICY_UNSUPPORTED)
-        try:
-            return handler(request)
-        except LookupError as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        except ValueError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, POLICY_UNSUPPORTED)
+        legacy = getattr(handler, method, None)
+        if legacy is not None:  # an older handler that answers RPCs by name with protobuf messages
+            try:
+                return legacy(request)
+            except LookupError as exc:
+                context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            except ValueError as exc:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return getattr(self._policies, _POLICY_RPCS[method])(request, context)
 
     def AddTracingPolicy(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         return self._policy("AddTracingPolicy", request, context) or sensors_pb2.AddTracingPolicyResponse()
@@ -199,7 +212,7 @@ class GrpcServer:
         *,
         version: str,
         health: HealthCheck | None = None,
-        policy_handler: object | None = None,
+        policy_handler: object | None = None,  # a PolicyManager (tetragon.policy.manager)
         max_workers: int = 32,
     ) -> None:
         self.bus = bus

@@ -4,6 +4,8 @@
     tetra status                                     Health Status: <details>
     tetra version [-s]                               CLI version (and server version)
     tetra probe                                      kernel features this machine offers
+    tetra tracingpolicy (tp) add|delete|enable|disable|set-mode|list|modify|generate
+                                                     manage tracing policies
 
 Errors are one line on stderr and a non-zero exit code; Ctrl-C exits quietly.
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeVar
 
 import grpc
+import yaml
 from google.protobuf import field_mask_pb2, json_format
 
 from tetragon import __version__
@@ -29,6 +32,9 @@ from tetragon.api.convert import dumps_event, event_to_proto, proto_to_event
 from tetragon.api.gen.tetragon import events_pb2, sensors_pb2, sensors_pb2_grpc, tetragon_pb2
 from tetragon.cli.argtypes import go_bool, positive_duration
 from tetragon.events.compact import format_compact
+from tetragon.events.goquote import go_quote
+from tetragon.policy.modeyaml import set_policy_mode
+from tetragon.policy.syscalls import all_syscalls
 
 log = logging.getLogger("tetragon.cli.tetra")
 
@@ -124,7 +130,42 @@ def build_parser() -> argparse.ArgumentParser:
     ve.add_argument("-s", "--server", action="store_true", help="also ask the server")
     pr = commands.add_parser("probe", help="probe the kernel features the agent can use")
     _add_globals(pr, suppress=True)
+    _add_tracingpolicy(commands)
     return parser
+
+
+def _add_tracingpolicy(commands: Any) -> None:
+    tp = commands.add_parser("tracingpolicy", aliases=["tp"], help="manage tracing policies")
+    _add_globals(tp, suppress=True)
+    sub = tp.add_subparsers(dest="tp_command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    def leaf(name: str, text: str, *, namespace: bool = False) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = sub.add_parser(name, help=text)
+        _add_globals(parser, suppress=True)
+        if namespace:
+            parser.add_argument("-n", "--namespace", default="", help="namespace of the tracing policy")
+        return parser
+
+    add = leaf("add", "add a tracing policy")
+    add.add_argument("file", metavar="FILE", help="policy YAML file")
+    add.add_argument("-m", "--mode", default="", help="tracing policy mode (enforce|monitor)")
+    for name, text in (
+        ("delete", "delete a tracing policy"),
+        ("enable", "enable a disabled tracing policy"),
+        ("disable", "disable an enabled tracing policy"),
+    ):
+        leaf(name, text, namespace=True).add_argument("name", metavar="NAME")
+    set_mode = leaf("set-mode", "set a tracing policy to monitor or enforce mode", namespace=True)
+    set_mode.add_argument("name", metavar="NAME")
+    set_mode.add_argument("mode", metavar="MODE", help="enforce or monitor")
+    lst = leaf("list", "list loaded tracing policies")
+    lst.add_argument("-o", "--output", default="text", help="output format: text or json")
+    modify = leaf("modify", "print a tracing policy YAML file, modified")
+    modify.add_argument("file", metavar="FILE", help="policy YAML file")
+    modify.add_argument("-m", "--mode", default="", help="tracing policy mode (enforce|monitor)")
+    gen = leaf("generate", "print a generated tracing policy")
+    gen.add_argument("kind", choices=GENERATE_KINDS, metavar="{" + "|".join(GENERATE_KINDS) + "}")
+    gen.add_argument("-m", "--match-binary", default="", help="add this binary to a matchBinaries selector")
 
 
 # --- gRPC plumbing -----------------------------------------------------------------------------
@@ -356,6 +397,166 @@ def cmd_probe(args: argparse.Namespace, stdout: TextIO) -> int:
     return 0
 
 
+# --- tracingpolicy --------------------------------------------------------------------------------
+
+GENERATE_KINDS = ("empty", "all-syscalls", "all-syscalls-list")
+_MODES = {"enforce": sensors_pb2.TP_MODE_ENFORCE, "monitor": sensors_pb2.TP_MODE_MONITOR}
+_KALLSYMS = Path("/proc/kallsyms")
+
+
+def humanize_bytes(count: int) -> str:
+    """Tetragon's HumanizeByteCount: decimal units, two digits (`4458824` -> `4.46 MB`)."""
+    if count < 1000:
+        return f"{count} B"
+    div, exp, n = 1000, 0, count // 1000
+    while n >= 1000:
+        div *= 1000
+        exp += 1
+        n //= 1000
+    return f"{count / div:.2f} {'kMGTPE'[exp]}B"
+
+
+def _tabwrite(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Go's tabwriter (padding 3) for a header whose last cell is unterminated and rows whose cells
+    all are: every row cell is padded, the header's last cell is not."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    if rows:
+        widths.append(max(len(row[-1]) for row in rows))
+    lines = ["".join(cell.ljust(w + 3) for cell, w in zip(header[:-1], widths, strict=False)) + header[-1]]
+    lines.extend("".join(cell.ljust(w + 3) for cell, w in zip(row, widths, strict=True)) for row in rows)
+    return lines
+
+
+def format_policies(response: sensors_pb2.ListTracingPoliciesResponse) -> list[str]:
+    """`tetra tracingpolicy list` text output, Tetragon v1.4 columns."""
+    header = ["ID", "NAME", "STATE", "FILTERID", "NAMESPACE", "SENSORS", "KERNELMEMORY", "MODE"]
+    rows = []
+    for pol in response.policies:
+        state = sensors_pb2.TracingPolicyState.DESCRIPTOR.values_by_number.get(pol.state)
+        mode = sensors_pb2.TracingPolicyMode.DESCRIPTOR.values_by_number.get(pol.mode)
+        rows.append(
+            [
+                str(pol.id),
+                pol.name,
+                state.name.lower().removeprefix("tp_state_") if state else str(pol.state),
+                str(pol.filter_id),
+                pol.namespace or "(global)",
+                ",".join(pol.sensors),
+                humanize_bytes(pol.kernel_memory_bytes),
+                mode.name.lower().removeprefix("tp_mode_") if mode else str(pol.mode),
+            ]
+        )
+    return _tabwrite(header, rows)
+
+
+def _read_policy(path: str, mode: str) -> str:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise CliError(f"failed to read yaml file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise CliError(f"failed to read yaml file {path}: not UTF-8 text") from None
+    if not mode:
+        return text
+    try:
+        return set_policy_mode(text, mode)
+    except ValueError as exc:
+        raise CliError(f"failed to apply mode {go_quote(mode)} to yaml file {path}: {exc}") from None
+
+
+def _policy_rpc(args: argparse.Namespace, method: str, request: Any, failure: str) -> Any:
+    client = _client(args)
+    try:
+        return client.unary(method, request)
+    except CliError as exc:
+        raise CliError(f"{failure}: {exc}") from None
+    finally:
+        client.close()
+
+
+def _configure(args: argparse.Namespace, failure: str, **fields: Any) -> None:
+    request = sensors_pb2.ConfigureTracingPolicyRequest(name=args.name, namespace=args.namespace, **fields)
+    _policy_rpc(args, "ConfigureTracingPolicy", request, failure)
+
+
+def _kernel_syscalls() -> set[str] | None:
+    """Bare names of the x64 syscalls this kernel has (`__x64_sys_*` in kallsyms); None if unknown."""
+    try:
+        with _KALLSYMS.open() as symbols:
+            found = {
+                line.split()[2].removeprefix("__x64_sys_")
+                for line in symbols
+                if "__x64_sys_" in line and line.split()[2].startswith("__x64_sys_")
+            }
+    except (OSError, IndexError):
+        return None
+    return found or None
+
+
+def generate_policy(kind: str, match_binary: str = "") -> str:
+    """`tetra tracingpolicy generate KIND` as YAML."""
+    policy: dict[str, Any] = {
+        "apiVersion": "cilium.io/v1alpha1",
+        "kind": "TracingPolicy",
+        "metadata": {"name": "empty" if kind == "empty" else "syscalls"},
+        "spec": {},
+    }
+    if kind != "empty":
+        available = _kernel_syscalls()
+        names = [f"sys_{n}" for n in all_syscalls("x64") if available is None or n in available]
+
+        def kprobe(call: str) -> dict[str, Any]:
+            spec: dict[str, Any] = {"call": call, "syscall": True}
+            if match_binary:
+                spec["selectors"] = [{"matchBinaries": [{"operator": "In", "values": [match_binary]}]}]
+            return spec
+
+        if kind == "all-syscalls":
+            policy["spec"]["kprobes"] = [kprobe(name) for name in names]
+        else:
+            policy["spec"]["lists"] = [{"name": "syscalls", "type": "syscalls", "values": names}]
+            policy["spec"]["kprobes"] = [kprobe("list:syscalls")]
+    text: str = yaml.safe_dump(policy, sort_keys=False, default_flow_style=False)
+    return text
+
+
+def cmd_tracingpolicy(args: argparse.Namespace, stdout: TextIO) -> int:
+    command = args.tp_command
+    if command == "generate":
+        stdout.write(generate_policy(args.kind, args.match_binary))
+    elif command == "modify":
+        stdout.write(_read_policy(args.file, args.mode))  # without --mode: the file as it is
+    elif command == "add":
+        request = sensors_pb2.AddTracingPolicyRequest(yaml=_read_policy(args.file, args.mode))
+        _policy_rpc(args, "AddTracingPolicy", request, "failed to add tracing policy")
+        _write(stdout, f"tracing policy {go_quote(args.file)} added")
+    elif command == "delete":
+        request = sensors_pb2.DeleteTracingPolicyRequest(name=args.name, namespace=args.namespace)
+        _policy_rpc(args, "DeleteTracingPolicy", request, "failed to delete tracing policy")
+        _write(stdout, f"tracing policy {go_quote(args.name)} deleted")
+    elif command in ("enable", "disable"):
+        _configure(args, f"failed to {command} tracing policy", enable=command == "enable")
+        _write(stdout, f"tracing policy {go_quote(args.name)} {command}d")
+    elif command == "set-mode":
+        if args.mode not in _MODES:
+            raise CliError(f"invalid mode {go_quote(args.mode)}")
+        _configure(args, f"failed set mode to {go_quote(args.mode)} tracing policy", mode=_MODES[args.mode])
+        _write(stdout, f"tracing policy {go_quote(args.name)} set to mode {go_quote(args.mode)}")
+    else:  # list
+        if args.output not in ("text", "json"):
+            raise CliError(f'invalid value for "output" flag: {args.output}')
+        request = sensors_pb2.ListTracingPoliciesRequest()
+        response = _policy_rpc(args, "ListTracingPolicies", request, "failed to list tracing policies")
+        if args.output == "json":
+            body = json_format.MessageToDict(response)
+            _write(stdout, json.dumps(body, separators=(",", ":"), ensure_ascii=False))
+        else:
+            for line in format_policies(response):
+                _write(stdout, line)
+    stdout.flush()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="tetra: %(message)s")
@@ -366,6 +567,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_status(args, sys.stdout)
         if args.command == "version":
             return cmd_version(args, sys.stdout)
+        if args.command in ("tracingpolicy", "tp"):
+            return cmd_tracingpolicy(args, sys.stdout)
         return cmd_probe(args, sys.stdout)
     except CliError as exc:
         print(f"Error: {exc}", file=sys.stderr)
