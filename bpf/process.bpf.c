@@ -11,12 +11,17 @@
 #include <bpf/bpf_core_read.h>
 #include "events.h"
 #include "ringbuf.h"
+#include "generic_cfg.h"
+#include "execve_map.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
 #define S_ISUID 0004000
 #define S_ISGID 0002000
 #define S_IXGRP 00010
+
+/* The process's tg_execve_map entry is built here, past anything the record can use. */
+#define PROC_SCRATCH_OFF 28672
 
 /* Scratch: the exec record is built here, then copied into the ring with its real size. */
 #define EXEC_BUF_SIZE 32768
@@ -28,12 +33,6 @@ struct exec_buf {
 	char data[EXEC_BUF_SIZE];
 };
 
-/* The cwd is written backwards from the end of this buffer. */
-#define PATH_BUF_SIZE 4096
-struct path_buf {
-	char data[PATH_BUF_SIZE + 256];
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -41,95 +40,7 @@ struct {
 	__type(value, struct exec_buf);
 } tg_exec_heap SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct path_buf);
-} tg_path_heap SEC(".maps");
-
-struct path_walk {
-	struct dentry *dentry;
-	struct vfsmount *vfsmnt;
-	struct mount *mnt;
-	struct dentry *root_dentry;
-	struct vfsmount *root_mnt;
-	int pos;  /* first byte of the path built so far */
-	int done; /* reached the root */
-	int last; /* this component is the last one (a pseudo file's own name) */
-	int err;
-};
-
-static long path_walk_step(__u32 index, void *arg)
-{
-	struct path_walk *w = arg;
-	/* locals, not w->x inside BPF_CORE_READ: that would record a relocation against path_walk */
-	struct dentry *d = w->dentry;
-	struct vfsmount *vfsmnt = w->vfsmnt;
-	struct mount *mnt = w->mnt;
-	__u32 zero = 0;
-
-	if (d == w->root_dentry && vfsmnt == w->root_mnt) {
-		w->done = 1;
-		return 1;
-	}
-	if (d == BPF_CORE_READ(vfsmnt, mnt_root)) {
-		struct mount *parent = BPF_CORE_READ(mnt, mnt_parent);
-		if (parent == mnt) { /* root of the mount tree */
-			w->done = 1;
-			return 1;
-		}
-		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
-		w->mnt = parent;
-		w->vfsmnt = (struct vfsmount *)((char *)parent + bpf_core_field_offset(struct mount, mnt));
-		return 0;
-	}
-	struct dentry *up = BPF_CORE_READ(d, d_parent);
-	if (up == d) {
-		/* a pseudo file (memfd:, anon): named like d_path does, by its own name */
-		if (w->pos < PATH_BUF_SIZE - 1) {
-			w->done = 1;
-			return 1;
-		}
-		w->last = 1;
-	}
-	struct path_buf *pb = bpf_map_lookup_elem(&tg_path_heap, &zero);
-	if (!pb)
-		return 1;
-	__u32 len = BPF_CORE_READ(d, d_name.len);
-	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
-	int pos = w->pos - (int)len - 1;
-	if (len > 255 || pos < 0) {
-		w->err = EXEC_F_TRUNC_CWD;
-		return 1;
-	}
-	bpf_probe_read_kernel(&pb->data[(pos + 1) & (PATH_BUF_SIZE - 1)], len & 255, name);
-	pb->data[pos & (PATH_BUF_SIZE - 1)] = '/';
-	w->pos = pos;
-	w->dentry = up;
-	if (w->last) {
-		w->done = 1;
-		return 1;
-	}
-	return 0;
-}
-
-/* Absolute path of `pwd` as seen from the task's root; returns the start offset in tg_path_heap. */
-static __always_inline int walk_path(const struct path *pwd, const struct path *root, __u32 *flags)
-{
-	struct path_walk w = {
-		.dentry = BPF_CORE_READ(pwd, dentry),
-		.vfsmnt = BPF_CORE_READ(pwd, mnt),
-		.root_dentry = BPF_CORE_READ(root, dentry),
-		.root_mnt = BPF_CORE_READ(root, mnt),
-		.pos = PATH_BUF_SIZE - 1,
-	};
-	w.mnt = (struct mount *)((char *)w.vfsmnt - bpf_core_field_offset(struct mount, mnt));
-	bpf_loop(EXEC_PATH_DEPTH, path_walk_step, &w, 0);
-	if (w.err || !w.done)
-		*flags |= EXEC_F_TRUNC_CWD;
-	return w.pos;
-}
+#include "path.h"
 
 /*
  * tp_btf arguments are BTF pointers: plain dereferences compile to CO-RE-relocated, fault-safe
@@ -212,6 +123,58 @@ static __always_inline void read_privileges(struct linux_binprm *bprm, struct ms
 	if (BPF_CORE_READ_BITFIELD_PROBED(bprm, secureexec) && !(e->privs & (EXEC_PRIV_SETUID | EXEC_PRIV_SETGID)) &&
 	    e->euid != 0 && e->cap_permitted != 0)
 		e->privs |= EXEC_PRIV_FILE_CAP;
+}
+
+
+/*
+ * tg_execve_map entry of the new image: what matchBinaries compares is the interpreter of a script
+ * (bprm->interp), the program itself otherwise, made absolute against the cwd left in tg_path_heap
+ * by the exec program (at tg_path_heap[cwd_pos..PATH_BUF_SIZE-1)).
+ */
+static __always_inline void update_execve_map(struct exec_buf *buf, struct msg_exec *e, struct linux_binprm *bprm,
+					       struct path_buf *pb)
+{
+	struct gen_proc *p = (struct gen_proc *)&buf->data[PROC_SCRATCH_OFF];
+	const char *interp = BPF_CORE_READ(bprm, interp);
+	char first = 0;
+	long n;
+
+	__builtin_memset(p, 0, sizeof(*p));
+	p->ppid = e->ppid;
+	p->exec_pid = e->pid;
+	p->nspid = e->nspid;
+	p->exec_nspid = e->nspid;
+	for (int i = 0; i < NS_COUNT; i++)
+		p->ns[i] = e->ns[i];
+	p->cap_effective = e->cap_effective;
+	bpf_probe_read_kernel(&first, 1, interp);
+	if (first == '/' || !pb || !e->cwd_len) {
+		n = bpf_probe_read_kernel_str(p->bin, GEN_BIN_LEN, interp);
+		p->bin_len = n > 0 ? n - 1 : 0;
+	} else {
+		/* relative: cwd + "/" + name ("./" dropped) */
+		__u32 clen = e->cwd_len;
+		if (clen > GEN_BIN_LEN - 2)
+			clen = GEN_BIN_LEN - 2;
+		BOUND(clen, 0xff);
+		bpf_probe_read_kernel(p->bin, clen, &pb->data[(PATH_BUF_SIZE - 1 - e->cwd_len) & (PATH_BUF_SIZE - 1)]);
+		if (clen == 1) /* cwd "/" */
+			clen = 0;
+		char second = 0;
+		bpf_probe_read_kernel(&second, 1, interp + 1);
+		if (first == '.' && second == '/')
+			interp += 2;
+		__u32 at = clen;
+		BOUND(at, 0xff);
+		p->bin[at] = '/';
+		at += 1;
+		__u32 room = GEN_BIN_LEN - 1 - at;
+		BOUND(at, 0xff);
+		BOUND(room, 0xff);
+		n = bpf_probe_read_kernel_str(&p->bin[at], room, interp);
+		p->bin_len = at + (n > 0 ? n - 1 : 0);
+	}
+	bpf_map_update_elem(&tg_execve_map, &p->exec_pid, p, BPF_ANY);
 }
 
 SEC("tp_btf/sched_process_exec")
@@ -310,7 +273,8 @@ int BPF_PROG(tg_process_exec, struct task_struct *task, pid_t old_pid, struct li
 		__u32 wflags = 0;
 		int pos = walk_path(&fs->pwd, &fs->root, &wflags);
 		int clen = PATH_BUF_SIZE - 1 - pos;
-		e->flags |= wflags;
+		if (wflags)
+			e->flags |= EXEC_F_TRUNC_CWD;
 		if (clen == 0) { /* cwd is the root */
 			pb->data[PATH_BUF_SIZE - 2] = '/';
 			pos = PATH_BUF_SIZE - 2;
@@ -330,6 +294,7 @@ int BPF_PROG(tg_process_exec, struct task_struct *task, pid_t old_pid, struct li
 	BOUND(off, 0x7fff);
 	e->common.size = off;
 	tg_submit(buf->data, off, STAT_EXEC_SENT, STAT_EXEC_LOST);
+	update_execve_map(buf, e, bprm, pb);
 	return 0;
 }
 
@@ -351,6 +316,19 @@ int BPF_PROG(tg_process_fork, struct task_struct *parent, struct task_struct *ch
 	unsigned int level = tpid->level;
 	m.nspid = BPF_CORE_READ(tpid, numbers[level & 31].nr);
 	tg_submit(&m, sizeof(m), STAT_CLONE_SENT, STAT_CLONE_LOST);
+
+	/* the child runs its parent's image until it execs: same tg_execve_map entry, own ids */
+	__u32 zero = 0;
+	__u32 ptgid = m.ppid;
+	struct gen_proc *pp = bpf_map_lookup_elem(&tg_execve_map, &ptgid);
+	struct exec_buf *buf = bpf_map_lookup_elem(&tg_exec_heap, &zero);
+	if (pp && buf) {
+		struct gen_proc *c = (struct gen_proc *)&buf->data[PROC_SCRATCH_OFF];
+		__builtin_memcpy(c, pp, sizeof(*c));
+		c->ppid = ptgid;
+		c->nspid = m.nspid;
+		bpf_map_update_elem(&tg_execve_map, &tgid, c, BPF_ANY);
+	}
 	return 0;
 }
 
@@ -369,5 +347,6 @@ int BPF_PROG(tg_process_exit, struct task_struct *task)
 	m.tid = task->pid;
 	m.exit_code = task->exit_code;
 	tg_submit(&m, sizeof(m), STAT_EXIT_SENT, STAT_EXIT_LOST);
+	bpf_map_delete_elem(&tg_execve_map, &m.pid);
 	return 0;
 }

@@ -127,7 +127,7 @@ struct msg_exit {
 #define GEN_STRING_MAX 4096    /* string / path payload, NUL not included */
 #define GEN_BYTES_MAX 32768    /* char_buf / char_iovec payload with maxData */
 #define GEN_BYTES_DEFAULT 4096 /* char_buf payload without maxData */
-#define GEN_RECORD_MAX 49152   /* scratch size of one record */
+#define GEN_RECORD_MAX 65536   /* largest record */
 
 /* msg_generic.flags */
 #define GEN_F_RETURN (1 << 0)   /* `ret` holds the hook's return value (merged entry + return) */
@@ -160,7 +160,7 @@ struct msg_generic {
 	__u8 nargs;          /* argument blobs that follow */
 	__u8 flags;          /* GEN_F_* */
 	__u8 pad;
-	__u32 pad2;
+	__u32 func_id;       /* syscall-list hooks: the syscall number (bit 31: ia32); else 0 */
 	__s64 ret;           /* return value when GEN_F_RETURN */
 };
 
