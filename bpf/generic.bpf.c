@@ -45,12 +45,20 @@ struct gen_heap {
 	__u8 akind[GEN_ARGS_MAX];
 };
 
+/* One scratch per CPU, too big for a per-CPU map (32 KiB limit): an array indexed by CPU, sized to
+ * the possible CPUs by the agent. Programs run with migration disabled, so a CPU's slot is theirs. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct gen_heap);
 } gen_heap SEC(".maps");
+
+static __always_inline struct gen_heap *heap(void)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	return bpf_map_lookup_elem(&gen_heap, &cpu);
+}
 
 #include "path.h"
 
@@ -92,8 +100,9 @@ struct gen_stash {
 	char data[STASH_MAX];
 };
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096); /* the agent sets 1 for hooks without return */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u64);
 	__type(value, struct gen_stash);
 } gen_stash SEC(".maps");
@@ -107,7 +116,7 @@ struct rl_key {
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
+	__uint(max_entries, 8192); /* the agent sets 1 for hooks without rateLimit */
 	__type(key, struct rl_key);
 	__type(value, __u64);
 } gen_ratelimit SEC(".maps");
@@ -743,6 +752,9 @@ static __always_inline int match_one(const volatile struct gen_match *m, struct 
 		if (h->akind[a] == GEN_KIND_PATH) {
 			off += sizeof(struct gen_path);
 			len -= sizeof(struct gen_path);
+		} else if (h->akind[a] == GEN_KIND_BYTES) {
+			off += sizeof(struct gen_bytes);
+			len -= sizeof(struct gen_bytes);
 		}
 		if (len > GEN_STRING_MAX)
 			len = GEN_STRING_MAX;
@@ -1049,13 +1061,13 @@ static __always_inline int gen_entry(void *ctx)
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
-	__u32 zero = 0, mask = 0, off, matched = 255;
+	__u32 mask = 0, off, matched = 255;
 	struct gen_proc *p = NULL;
 	struct gen_heap *h;
 	struct msg_generic *m;
 
 	gstat(GSTAT_CALLS);
-	h = bpf_map_lookup_elem(&gen_heap, &zero);
+	h = heap();
 	if (!h)
 		return 0;
 	/* syscall-list hooks on raw_syscalls: the syscall id (offset 8) must be in the list */
@@ -1172,13 +1184,12 @@ static __always_inline int gen_entry(void *ctx)
 static __always_inline int gen_return(void *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 zero = 0;
 	struct gen_stash *st = bpf_map_lookup_elem(&gen_stash, &pid_tgid);
 	struct gen_heap *h;
 
 	if (!st)
 		return 0;
-	h = bpf_map_lookup_elem(&gen_heap, &zero);
+	h = heap();
 	if (!h) {
 		bpf_map_delete_elem(&gen_stash, &pid_tgid);
 		return 0;

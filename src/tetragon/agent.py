@@ -21,6 +21,7 @@ from tetragon import __version__
 from tetragon.events import layout as L
 from tetragon.events.bus import EventBus
 from tetragon.events.decode import decode_clone, decode_exec, decode_exit
+from tetragon.events.generic import build_generic_event, decode_generic
 from tetragon.process import procfs
 from tetragon.process.cache import ProcessCache
 from tetragon.process.events import ProcessEvents, ProcessOptions
@@ -31,6 +32,7 @@ if TYPE_CHECKING:  # imported where used: a config error must not wait for grpc 
     from tetragon.api.server import GrpcServer
     from tetragon.export.jsonfile import JsonFileExporter
     from tetragon.metrics import AgentMetrics
+    from tetragon.policy.manager import PolicyManager
 
 log = logging.getLogger("tetragon")
 
@@ -155,7 +157,16 @@ class Agent:
         self.metrics: AgentMetrics | None = None
         self._lost_reported = 0
         self._event_counts: dict[Any, int] = {}  # tetragon_events_total, added once per drain
-        self.op_counts: dict[int, int] = {L.MSG_OP_EXECVE: 0, L.MSG_OP_EXIT: 0, L.MSG_OP_CLONE: 0}
+        self.op_counts: dict[int, int] = {
+            L.MSG_OP_EXECVE: 0,
+            L.MSG_OP_EXIT: 0,
+            L.MSG_OP_CLONE: 0,
+            L.MSG_OP_GENERIC_KPROBE: 0,
+            L.MSG_OP_GENERIC_TRACEPOINT: 0,
+            L.MSG_OP_GENERIC_UPROBE: 0,
+        }
+        self.policies: PolicyManager | None = None
+        self._user_actions: Any = None  # thread pool for GetUrl / DnsLookup, made on first use
 
     # --- set-up -------------------------------------------------------------------------------
     def _open_exporter(self) -> None:
@@ -190,11 +201,41 @@ class Agent:
             return
         from tetragon.api.server import GrpcServer, ServerStartError
 
-        self.grpc = GrpcServer(self.bus, self.config.server_address, version=__version__, health=self.health)
+        self.grpc = GrpcServer(
+            self.bus,
+            self.config.server_address,
+            version=__version__,
+            health=self.health,
+            policy_handler=self.policies,
+        )
         try:
             self.grpc.start()
         except ServerStartError as exc:
             raise AgentError(str(exc)) from exc
+
+    def _start_policies(self) -> None:
+        """The policy manager, then --tracing-policy (must load) and --tracing-policy-dir (each may fail)."""
+        from tetragon.bpf.features import probe_features
+        from tetragon.policy.errors import PolicyError
+        from tetragon.policy.manager import PolicyManager, policy_files
+
+        sensor = self.sensor
+        assert sensor is not None
+        self.policies = PolicyManager(sensor.shared_maps, probe_features(), btf_path=self.config.btf or None)
+        cfg = self.config
+        if cfg.tracing_policy:
+            try:
+                text = Path(cfg.tracing_policy).read_text()
+                self.policies.add(text, domain="static")
+            except OSError as exc:
+                raise AgentError(f"--tracing-policy {cfg.tracing_policy}: {exc.strerror}") from exc
+            except PolicyError as exc:
+                raise AgentError(f"--tracing-policy {cfg.tracing_policy}: {exc}") from exc
+        for path in policy_files(cfg.tracing_policy_dir):
+            try:
+                self.policies.add(path.read_text(), domain="static")
+            except (OSError, PolicyError) as exc:
+                log.error("policy file %s not loaded: %s", path, exc)
 
     def _start_metrics(self) -> None:
         from tetragon.metrics import AgentMetrics
@@ -220,12 +261,14 @@ class Agent:
             "ringbuf_received": reader.received if reader is not None else 0,
             "ringbuf_lost": stats.get(L.STAT_EXEC_LOST, 0)
             + stats.get(L.STAT_EXIT_LOST, 0)
-            + stats.get(L.STAT_CLONE_LOST, 0),
+            + stats.get(L.STAT_CLONE_LOST, 0)
+            + stats.get(L.STAT_GENERIC_LOST, 0),
             # bpf_ringbuf_output() fails with EAGAIN when the ring has no room
             "bpf_missed": {
                 "5": {"EAGAIN": stats.get(L.STAT_EXEC_LOST, 0)},
                 "7": {"EAGAIN": stats.get(L.STAT_EXIT_LOST, 0)},
                 "23": {"EAGAIN": stats.get(L.STAT_CLONE_LOST, 0)},
+                "13": {"EAGAIN": stats.get(L.STAT_GENERIC_LOST, 0)},
             },
             "msg_op": {str(op): n for op, n in self.op_counts.items()},
             "missing_process_info": self.events.missing_process_info,
@@ -263,8 +306,14 @@ class Agent:
         except BpfError as exc:
             raise AgentError(f"cannot load the base sensor: {exc}") from exc
         # attach first, then scan: a process started in between is seen by both, never by neither
-        seeded = self.events.seed_procfs(procfs.scan(cfg.procfs))
+        infos = procfs.scan(cfg.procfs)
+        seeded = self.events.seed_procfs(infos)
+        for info in infos:
+            self.sensor.seed_process(
+                info.pid, info.ppid, info.nspid, info.exe or info.binary, info.ns, info.cap_effective
+            )
         log.info("process cache seeded from %s with %d processes", cfg.procfs, seeded)
+        self._start_policies()
         self._start_grpc()
         self._write_info()
         self.ready.set()
@@ -299,11 +348,54 @@ class Agent:
                     self._emit(event)
             elif op == L.MSG_OP_CLONE:
                 self.events.on_clone(decode_clone(record))
+            elif op in (L.MSG_OP_GENERIC_KPROBE, L.MSG_OP_GENERIC_TRACEPOINT, L.MSG_OP_GENERIC_UPROBE):
+                self._handle_generic(record)
             else:
                 self._handler_error(op, "unknown_opcode")
         except Exception:
             self._handler_error(op, "event_handler_failed")
             log.exception("failed to handle a record with op %d", op)
+
+    def _handle_generic(self, record: memoryview) -> None:
+        rec = decode_generic(record)
+        if self.policies is None:
+            raise ValueError("policy record without a policy manager")
+        hook = self.policies.hook(rec.policy_id, rec.hook_id, rec.func_id)
+        if hook is None:
+            raise ValueError(f"record of unknown policy hook {rec.policy_id}/{rec.hook_id}")
+        entry = self.events.current(rec.pid)
+        if entry is None:
+            self.events.missing_process_info += 1
+        parent = self.cache.get(entry.parent_exec_id) if entry is not None else None
+        ancestors = None
+        kind = hook.event.removeprefix("process_")
+        if entry is not None and kind in self.config.enable_ancestors:
+            ancestors = [a.to_dict() for a in self.cache.ancestors(entry)] or None
+        event = build_generic_event(
+            rec,
+            hook,
+            entry.to_dict() if entry is not None else None,
+            parent.to_dict() if parent is not None else None,
+            ancestors,
+            self.node,
+            self.clock.rfc3339(rec.ktime),
+        )
+        self._emit(event)
+        if rec.selector != 255:
+            actions = self.policies.actions(rec.policy_id, rec.hook_id, rec.selector)
+            if actions:
+                self._run_user_actions(actions)
+
+    def _run_user_actions(self, actions: list[Any]) -> None:
+        """GetUrl / DnsLookup: done from user space, off the pipeline thread."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from tetragon.policy.useractions import run_action
+
+        if self._user_actions is None:
+            self._user_actions = ThreadPoolExecutor(max_workers=4, thread_name_prefix="user-action")
+        for action in actions:
+            self._user_actions.submit(run_action, action)
 
     def _handler_error(self, op: int, kind: str) -> None:
         if self.metrics is not None:
@@ -361,6 +453,12 @@ class Agent:
         if self.grpc is not None:
             self.grpc.stop()
             self.grpc = None
+        if self.policies is not None:
+            self.policies.close()
+            self.policies = None
+        if self._user_actions is not None:
+            self._user_actions.shutdown(wait=False, cancel_futures=True)
+            self._user_actions = None
         if self.sensor is not None:
             reader = self.sensor.reader
             log.info(

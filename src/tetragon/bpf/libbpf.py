@@ -90,6 +90,13 @@ def _declare(lb: ctypes.CDLL) -> None:
         "bpf_program__set_autoload": ([_c_ptr, ctypes.c_bool], ctypes.c_int),
         "bpf_program__autoload": ([_c_ptr], ctypes.c_bool),
         "bpf_program__attach": ([_c_ptr], _c_ptr),
+        "bpf_program__attach_tracepoint": ([_c_ptr, ctypes.c_char_p, ctypes.c_char_p], _c_ptr),
+        "bpf_program__attach_raw_tracepoint": ([_c_ptr, ctypes.c_char_p], _c_ptr),
+        "bpf_program__attach_uprobe_opts": (
+            [_c_ptr, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, _c_ptr],
+            _c_ptr,
+        ),
+        "bpf_map__reuse_fd": ([_c_ptr, ctypes.c_int], ctypes.c_int),
         "bpf_program__fd": ([_c_ptr], ctypes.c_int),
         "bpf_link__destroy": ([_c_ptr], ctypes.c_int),
         "bpf_link__fd": ([_c_ptr], ctypes.c_int),
@@ -158,6 +165,19 @@ class _OpenOpts(ctypes.Structure):
     ]
 
 
+class _UprobeOpts(ctypes.Structure):
+    """struct bpf_uprobe_opts (libbpf 1.x)."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("ref_ctr_offset", ctypes.c_size_t),
+        ("bpf_cookie", ctypes.c_uint64),
+        ("retprobe", ctypes.c_bool),
+        ("func_name", ctypes.c_char_p),
+        ("attach_mode", ctypes.c_int),
+    ]
+
+
 class Link:
     """An attachment of a program; destroying it detaches the program."""
 
@@ -208,6 +228,12 @@ class Map:
     @property
     def value_size(self) -> int:
         return int(lib().bpf_map__value_size(self._ptr))
+
+    def reuse_fd(self, fd: int) -> None:
+        """Before load: use an existing map (another object's) instead of creating this one."""
+        err = lib().bpf_map__reuse_fd(self._ptr, fd)
+        if err:
+            raise BpfError(f"reuse map fd for {self.name}", -err)
 
     def set_max_entries(self, n: int) -> None:
         err = lib().bpf_map__set_max_entries(self._ptr, n)
@@ -363,21 +389,51 @@ class BpfObject:
             )
         self.loaded = True
 
-    def attach(self, name: str) -> Link:
-        """Attach a program by its section (tp_btf/..., raw_tp/..., kprobe/...)."""
+    def _attach_with(self, name: str, what: str, call: Any) -> Link:
         _log_capture.lines = []
         try:
-            ptr = lib().bpf_program__attach(self._program(name))
+            ctypes.set_errno(0)
+            ptr = call(self._program(name))
             err = _errno()
             captured = "".join(_log_capture.lines)
         finally:
             _log_capture.lines = None
         if not ptr:
             detail = captured.strip().splitlines()[-1] if captured.strip() else ""
-            raise BpfError(f"cannot attach {name}" + (f" ({detail})" if detail else ""), err)
+            raise BpfError(f"cannot attach {what}" + (f" ({detail})" if detail else ""), err)
         link = Link(int(ptr), name)
         self.links.append(link)
         return link
+
+    def attach(self, name: str) -> Link:
+        """Attach a program by its section (tp_btf/..., raw_tp/..., kprobe/...)."""
+        return self._attach_with(name, name, lib().bpf_program__attach)
+
+    def attach_tracepoint(self, name: str, category: str, event: str) -> Link:
+        return self._attach_with(
+            name,
+            f"{name} to tracepoint {category}/{event}",
+            lambda prog: lib().bpf_program__attach_tracepoint(prog, category.encode(), event.encode()),
+        )
+
+    def attach_raw_tracepoint(self, name: str, tracepoint: str) -> Link:
+        return self._attach_with(
+            name,
+            f"{name} to raw tracepoint {tracepoint}",
+            lambda prog: lib().bpf_program__attach_raw_tracepoint(prog, tracepoint.encode()),
+        )
+
+    def attach_uprobe(self, name: str, binary: str, symbol: str = "", offset: int = 0, pid: int = -1) -> Link:
+        """Uprobe on `binary` at `symbol` (+ `offset`), or at file `offset` when no symbol is given."""
+        opts = _UprobeOpts(sz=ctypes.sizeof(_UprobeOpts), func_name=symbol.encode() if symbol else None)
+        where = f"{binary}:{symbol or hex(offset)}"
+        return self._attach_with(
+            name,
+            f"{name} to uprobe {where}",
+            lambda prog: lib().bpf_program__attach_uprobe_opts(
+                prog, pid, binary.encode(), offset, ctypes.byref(opts)
+            ),
+        )
 
     def close(self) -> None:
         for link in reversed(self.links):

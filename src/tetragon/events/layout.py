@@ -48,6 +48,8 @@ STAT_NAMES = {
     STAT_EXIT_LOST: ("exit", "lost"),
     STAT_CLONE_SENT: ("clone", "sent"),
     STAT_CLONE_LOST: ("clone", "lost"),
+    6: ("generic", "sent"),
+    7: ("generic", "lost"),
 }
 
 # struct msg_common: op, flags, pad[2], size, ktime

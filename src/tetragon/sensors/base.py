@@ -10,6 +10,7 @@ from types import TracebackType
 from tetragon.bpf.libbpf import BpfError, BpfObject
 from tetragon.bpf.ringbuf import RingBufferReader
 from tetragon.events import layout as L
+from tetragon.sensors.gencfg import GEN_BIN_LEN, GenProc
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +66,31 @@ class BaseSensor:
 
     def sent(self) -> int:
         s = self.stats()
-        return s[L.STAT_EXEC_SENT] + s[L.STAT_EXIT_SENT] + s[L.STAT_CLONE_SENT]
+        return s[L.STAT_EXEC_SENT] + s[L.STAT_EXIT_SENT] + s[L.STAT_CLONE_SENT] + s[L.STAT_GENERIC_SENT]
 
     def lost(self) -> int:
         s = self.stats()
-        return s[L.STAT_EXEC_LOST] + s[L.STAT_EXIT_LOST] + s[L.STAT_CLONE_LOST]
+        return s[L.STAT_EXEC_LOST] + s[L.STAT_EXIT_LOST] + s[L.STAT_CLONE_LOST] + s[L.STAT_GENERIC_LOST]
+
+    def shared_maps(self) -> dict[str, int]:
+        """fds of the maps the generic sensors reuse: ring buffer, counters, process map."""
+        return {name: self.obj.map(name).fd for name in ("tg_rb_events", "tg_stats", "tg_execve_map")}
+
+    def seed_process(
+        self, pid: int, ppid: int, nspid: int, binary: str, ns: tuple[int, ...], cap_eff: int
+    ) -> None:
+        """tg_execve_map entry for a process that was running before the agent (from /proc)."""
+        proc = GenProc(ppid=ppid, exec_pid=pid, nspid=nspid, exec_nspid=nspid, cap_effective=cap_eff)
+        for i, inum in enumerate(ns[:10]):
+            proc.ns[i] = inum
+        raw = binary.encode()[: GEN_BIN_LEN - 1]
+        proc.bin = raw
+        proc.bin_len = len(raw)
+        try:
+            self.obj.map("tg_execve_map").update(struct.pack("<I", pid), bytes(proc), 1)  # BPF_NOEXIST
+        except BpfError as exc:
+            if exc.errno != 17:  # EEXIST: it exec'd since the sensor attached, the kernel's entry is newer
+                raise
 
     def close(self) -> None:
         if self.reader is not None:

@@ -1,0 +1,221 @@
+"""Loaded TracingPolicies: add, delete, enable/disable, mode, list; and hook lookup for decoding.
+
+Called from gRPC threads and at start-up; the pipeline thread only calls `hook()`. A policy that
+fails to parse, compile or load changes nothing: its half-loaded objects are closed and the other
+policies keep running. Hook descriptions are kept after a policy is deleted (ids are never reused),
+so records already in the ring buffer still become events.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tetragon.bpf.libbpf import BpfError
+from tetragon.policy import spec as S
+from tetragon.policy import syscalls as SC
+from tetragon.policy.compile import PolicyPlan, compile_policy
+from tetragon.policy.errors import PolicyError
+from tetragon.policy.hookinfo import HookInfo
+from tetragon.policy.status import PolicyStatus
+from tetragon.sensors import gencfg as G
+from tetragon.sensors.generic import PolicySensor
+
+log = logging.getLogger(__name__)
+
+MODES = ("enforce", "monitor")
+_KEPT_INFOS = 100_000
+
+
+@dataclass
+class _Policy:
+    id: int
+    policy: S.TracingPolicy
+    plan: PolicyPlan
+    mode: str
+    domain: str
+    sensor: PolicySensor | None = None
+    error: str = ""
+    selector_actions: dict[tuple[int, int], list[S.ActionSelector]] = field(default_factory=dict)
+
+
+class PolicyManager:
+    def __init__(
+        self,
+        shared_maps: Callable[[], dict[str, int]],
+        features: dict[str, bool],
+        btf_path: str | None = None,
+    ) -> None:
+        self._shared = shared_maps
+        self._features = features
+        self._btf = btf_path
+        self._lock = threading.RLock()
+        self._policies: dict[tuple[str, str], _Policy] = {}
+        self._next_id = 1
+        # (policy_id, hook_id) -> HookInfo; read lock-free by the pipeline (dict reads are atomic)
+        self._hooks: dict[tuple[int, int], HookInfo] = {}
+        self._list_infos: dict[tuple[int, int, int], HookInfo] = {}
+        self._actions: dict[tuple[int, int, int], list[S.ActionSelector]] = {}
+
+    # --- gRPC / CLI surface --------------------------------------------------------------------
+    def add(self, yaml_text: str, *, mode: str | None = None, domain: str = "grpc") -> PolicyStatus:
+        policy = S.parse_policy(yaml_text)
+        chosen = mode or S.policy_mode(policy)
+        if chosen not in MODES:
+            raise PolicyError(f"invalid policy mode '{chosen}' (want enforce or monitor)")
+        key = (policy.name, policy.namespace)
+        with self._lock:
+            if key in self._policies:
+                raise PolicyError(f"policy {policy.name!r} already exists", kind="exists")
+            pid = self._next_id
+            self._next_id += 1
+            plan = compile_policy(policy, pid, chosen, self._features)
+            for w in plan.warnings:
+                log.warning("policy %s: %s", policy.name, w)
+            entry = _Policy(pid, policy, plan, chosen, domain)
+            self._load(entry)
+            self._register_infos(entry)
+            self._policies[key] = entry
+            log.info("policy %s loaded (%d hooks, mode %s)", policy.name, len(plan.hooks), chosen)
+            return self._status(entry)
+
+    def delete(self, name: str, namespace: str = "") -> None:
+        with self._lock:
+            entry = self._policies.pop((name, namespace), None)
+            if entry is None:
+                raise PolicyError(f"policy {name!r} not found", kind="not_found")
+            if entry.sensor is not None:
+                entry.sensor.close()
+                entry.sensor = None
+            log.info("policy %s deleted", name)
+
+    def configure(
+        self, name: str, namespace: str = "", *, enable: bool | None = None, mode: str | None = None
+    ) -> None:
+        with self._lock:
+            entry = self._policies.get((name, namespace))
+            if entry is None:
+                raise PolicyError(f"policy {name!r} not found", kind="not_found")
+            if mode is not None:
+                if mode not in MODES:
+                    raise PolicyError(f"invalid policy mode '{mode}' (want enforce or monitor)")
+                if mode != entry.mode:
+                    # enforcement that needs a missing kernel feature is checked again for the new mode
+                    plan = compile_policy(entry.policy, entry.id, mode, self._features)
+                    entry.plan = plan
+                    entry.mode = mode
+                    if entry.sensor is not None:
+                        entry.sensor.set_mode(mode)
+            if enable is True and entry.sensor is None:
+                self._load(entry)
+            elif enable is False and entry.sensor is not None:
+                entry.sensor.close()
+                entry.sensor = None
+
+    def list(self) -> list[PolicyStatus]:
+        with self._lock:
+            return [self._status(e) for e in sorted(self._policies.values(), key=lambda e: e.id)]
+
+    # --- pipeline surface --------------------------------------------------------------------------
+    def hook(self, policy_id: int, hook_id: int, func_id: int = 0) -> HookInfo | None:
+        info = self._hooks.get((policy_id, hook_id))
+        if info is None or "syscall_list" not in info.extra:
+            return info
+        key = (policy_id, hook_id, func_id)
+        named = self._list_infos.get(key)
+        if named is None:
+            abi = "i386" if func_id >> 31 else "x64"
+            name = SC.syscall_name(func_id & 0x7FFFFFFF, abi) or str(func_id & 0x7FFFFFFF)
+            fn = ("__ia32_sys_" if abi == "i386" else "__x64_sys_") + name
+            named = dataclasses.replace(info, function_name=fn)
+            self._list_infos[key] = named
+        return named
+
+    def actions(self, policy_id: int, hook_id: int, selector: int) -> builtins.list[S.ActionSelector]:
+        return self._actions.get((policy_id, hook_id, selector), [])
+
+    def counters(self) -> dict[str, builtins.list[int]]:
+        with self._lock:
+            return {e.policy.name: e.sensor.stats() for e in self._policies.values() if e.sensor is not None}
+
+    def close(self) -> None:
+        with self._lock:
+            for entry in self._policies.values():
+                if entry.sensor is not None:
+                    entry.sensor.close()
+                    entry.sensor = None
+            self._policies.clear()
+
+    # --- internals --------------------------------------------------------------------------------
+    def _load(self, entry: _Policy) -> None:
+        try:
+            entry.sensor = PolicySensor(
+                [h for h in entry.plan.hooks],
+                entry.plan.enforcer_syscalls,
+                self._shared(),
+                entry.mode,
+                self._btf,
+            )
+        except BpfError as exc:
+            raise PolicyError(
+                f"policy {entry.policy.name}: cannot load into the kernel: {exc}", kind="unsupported"
+            ) from exc
+        entry.error = ""
+
+    def _register_infos(self, entry: _Policy) -> None:
+        if len(self._hooks) > _KEPT_INFOS:  # very long-lived agents: forget the oldest deleted ones
+            live = {e.id for e in self._policies.values()}
+            for key in [k for k in self._hooks if k[0] not in live][: _KEPT_INFOS // 2]:
+                del self._hooks[key]
+        for plan in entry.plan.hooks:
+            self._hooks[(entry.id, plan.hook_id)] = plan.info
+        hooks = list(S.iter_hooks(entry.policy))
+        hid = 0
+        for section, _, hook in hooks:
+            if section not in ("kprobes", "tracepoints", "uprobes"):
+                continue
+            count = 1
+            if section == "uprobes":
+                assert isinstance(hook, S.UProbeSpec)
+                count = len(hook.symbols) + len(hook.offsets)
+            for _ in range(count):
+                for k, sel in enumerate(hook.selectors):
+                    user = [a for a in sel.match_actions if a.action in ("GetUrl", "DnsLookup")]
+                    if user:
+                        self._actions[(entry.id, hid, k)] = user
+                hid += 1
+
+    def _status(self, entry: _Policy) -> PolicyStatus:
+        stats = entry.sensor.stats() if entry.sensor is not None else [0] * G.GSTAT_COUNT
+        sensors = sorted({h.sensor for h in entry.plan.hooks})
+        if entry.plan.enforcer_syscalls:
+            sensors.append("enforcer")
+        return PolicyStatus(
+            id=entry.id,
+            name=entry.policy.name,
+            namespace=entry.policy.namespace,
+            sensors=sensors,
+            enabled=entry.sensor is not None,
+            state="TP_STATE_ENABLED" if entry.sensor is not None else "TP_STATE_DISABLED",
+            error=entry.error,
+            mode="TP_MODE_MONITOR" if entry.mode == "monitor" else "TP_MODE_ENFORCE",
+            kernel_memory_bytes=entry.sensor.memlock() if entry.sensor is not None else 0,
+            domain=entry.domain,
+            npost=stats[G.GSTAT_POSTED],
+            nenforce=stats[G.GSTAT_ENFORCED],
+            nmonitor=stats[G.GSTAT_MONITORED],
+        )
+
+
+def policy_files(directory: str) -> list[Path]:
+    """*.yaml / *.yml of a policy directory, sorted; a missing directory has none."""
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())

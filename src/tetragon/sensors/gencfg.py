@@ -1,0 +1,223 @@
+"""ctypes mirror of bpf/include/generic_cfg.h (tests/unit/test_gencfg_layout.py checks they agree)."""
+
+from __future__ import annotations
+
+import ctypes
+
+GEN_ARGS_MAX = 5
+GEN_MAX_SELECTORS = 5
+GEN_MAX_MATCHARGS = 5
+GEN_MAX_VALUES = 8
+GEN_STRVAL_LEN = 264
+GEN_MAX_PIDS = 4
+GEN_MAX_PIDVALS = 4
+GEN_MAX_BINVALS = 8
+GEN_BIN_LEN = 256
+GEN_MAX_NS = 10
+GEN_MAX_NSVALS = 4
+GEN_MAX_CAPS = 3
+GEN_MAX_ACTIONS = 4
+GEN_MATCH_RET = 255
+
+MECH_TRACEPOINT, MECH_RAW_TP, MECH_UPROBE, MECH_KPROBE = 1, 2, 3, 4
+
+RD_INT = 1
+RD_USTR = 2
+RD_KSTR = 3
+RD_DATALOC = 4
+RD_FILENAME = 5
+RD_FD = 6
+RD_FILE = 7
+RD_PATH = 8
+RD_BINPRM = 9
+RD_UBUF = 10
+RD_IOVEC = 11
+RD_SOCK_FD = 12
+RD_SOCK = 13
+RD_USOCKADDR = 14
+RD_CRED = 15
+RD_SYSCALL64 = 16
+RD_DENTRY = 17
+RD_CUR_CRED = 18
+
+OP = {
+    "GT": 1,
+    "LT": 2,
+    "Equal": 3,
+    "NotEqual": 4,
+    "In": 5,
+    "NotIn": 6,
+    "Prefix": 8,
+    "Postfix": 9,
+    "InMap": 10,
+    "NotInMap": 11,
+    "Mask": 12,
+    "SAddr": 13,
+    "DAddr": 14,
+    "SPort": 15,
+    "DPort": 16,
+    "Protocol": 17,
+    "NotSPort": 18,
+    "NotDPort": 19,
+    "SPortPriv": 20,
+    "NotSPortPriv": 21,
+    "DPortPriv": 22,
+    "NotDPortPriv": 23,
+    "NotSAddr": 24,
+    "NotDAddr": 25,
+    "NotPrefix": 26,
+    "NotPostfix": 27,
+    "Family": 28,
+    "State": 29,
+    "InRange": 31,
+    "NotInRange": 32,
+}
+
+CMP_INT, CMP_UINT, CMP_STR, CMP_SOCK, CMP_SOCKADDR = 1, 2, 3, 4, 5
+PF_FOLLOW, PF_NSPID = 1, 2
+RL_THREAD, RL_PROCESS, RL_GLOBAL = 0, 1, 2
+POLICY_MODE_ENFORCE, POLICY_MODE_MONITOR = 0, 1
+
+GSTAT_CALLS = 0
+GSTAT_FILTERED = 1
+GSTAT_POSTED = 2
+GSTAT_LOST = 3
+GSTAT_NOPOST = 4
+GSTAT_ENFORCED = 5
+GSTAT_MONITORED = 6
+GSTAT_RATELIMITED = 7
+GSTAT_COUNT = 8
+
+_u8, _u16, _u32, _s32, _u64 = (
+    ctypes.c_uint8,
+    ctypes.c_uint16,
+    ctypes.c_uint32,
+    ctypes.c_int32,
+    ctypes.c_uint64,
+)
+
+
+class ArgCfg(ctypes.Structure):
+    _fields_ = [
+        ("reader", _u8),
+        ("size", _u8),
+        ("is_signed", _u8),
+        ("has_size", _u8),
+        ("has_dirfd", _u8),
+        ("return_copy", _u8),
+        ("off", _u16),
+        ("size_off", _u16),
+        ("dirfd_off", _u16),
+        ("max_data", _u32),
+    ]
+
+
+class Match(ctypes.Structure):
+    _fields_ = [
+        ("arg", _u8),
+        ("op", _u8),
+        ("cmp", _u8),
+        ("nvals", _u8),
+        ("map_id", _u32),
+        ("lo", _u64 * GEN_MAX_VALUES),
+        ("hi", _u64 * GEN_MAX_VALUES),
+        ("len", _u16 * GEN_MAX_VALUES),
+        ("fam", _u8 * GEN_MAX_VALUES),
+        ("str", (ctypes.c_char * GEN_STRVAL_LEN) * GEN_MAX_VALUES),
+    ]
+
+
+class MatchPid(ctypes.Structure):
+    _fields_ = [("op", _u8), ("flags", _u8), ("nvals", _u8), ("pad", _u8), ("vals", _u32 * GEN_MAX_PIDVALS)]
+
+
+class MatchBin(ctypes.Structure):
+    _fields_ = [
+        ("op", _u8),
+        ("flags", _u8),
+        ("nvals", _u8),
+        ("pad", _u8),
+        ("len", _u16 * GEN_MAX_BINVALS),
+        ("str", (ctypes.c_char * GEN_STRVAL_LEN) * GEN_MAX_BINVALS),
+    ]
+
+
+class MatchNs(ctypes.Structure):
+    _fields_ = [("ns", _u8), ("op", _u8), ("nvals", _u8), ("pad", _u8), ("vals", _u32 * GEN_MAX_NSVALS)]
+
+
+class MatchCaps(ctypes.Structure):
+    _fields_ = [("type", _u8), ("op", _u8), ("isns", _u8), ("pad", _u8 * 5), ("mask", _u64)]
+
+
+class Action(ctypes.Structure):
+    _fields_ = [
+        ("id", _u8),
+        ("scope", _u8),
+        ("pad", _u8 * 2),
+        ("arg_error", _s32),
+        ("arg_sig", _u32),
+        ("pad2", _u32),
+        ("rate_limit_ns", _u64),
+    ]
+
+
+class Selector(ctypes.Structure):
+    _fields_ = [
+        ("nmatch", _u8),
+        ("has_ret", _u8),
+        ("npids", _u8),
+        ("has_bin", _u8),
+        ("nns", _u8),
+        ("ncaps", _u8),
+        ("nactions", _u8),
+        ("nret_actions", _u8),
+        ("ns_changes_op", _u8),
+        ("caps_changes_op", _u8),
+        ("ns_changes", _u16),
+        ("pad", _u32),
+        ("caps_changes", _u64),
+        ("match", Match * (GEN_MAX_MATCHARGS + 1)),
+        ("pids", MatchPid * GEN_MAX_PIDS),
+        ("bin", MatchBin),
+        ("ns", MatchNs * GEN_MAX_NS),
+        ("caps", MatchCaps * GEN_MAX_CAPS),
+        ("actions", Action * GEN_MAX_ACTIONS),
+        ("ret_actions", Action * GEN_MAX_ACTIONS),
+    ]
+
+
+class HookCfg(ctypes.Structure):
+    _fields_ = [
+        ("policy_id", _u32),
+        ("hook_id", _u32),
+        ("mech", _u8),
+        ("op", _u8),
+        ("nargs", _u8),
+        ("nselectors", _u8),
+        ("has_return", _u8),
+        ("ret_signed", _u8),
+        ("syscall", _u8),
+        ("pad", _u8),
+        ("args", ArgCfg * GEN_ARGS_MAX),
+        ("sel", Selector * GEN_MAX_SELECTORS),
+    ]
+
+
+class PolicyConf(ctypes.Structure):
+    _fields_ = [("mode", _u32), ("pad", _u32)]
+
+
+# struct gen_proc (tg_execve_map value)
+class GenProc(ctypes.Structure):
+    _fields_ = [
+        ("ppid", _u32),
+        ("exec_pid", _u32),
+        ("nspid", _u32),
+        ("exec_nspid", _u32),
+        ("ns", _u32 * 10),
+        ("cap_effective", _u64),
+        ("bin_len", _u16),
+        ("pad", _u16 * 3),
+        ("bin", ctypes.c_char * GEN_BIN_LEN),
+    ]

@@ -1,0 +1,191 @@
+"""Generic sensors: one BPF object per TracingPolicy hook, plus the policy's enforcer.
+
+Every object is bpf/generic.bpf.c with the hook's configuration in .rodata and only the programs its
+mechanism needs. The event ring buffer, the base sensor's counters and tg_execve_map are reused from
+the base sensor (same fds), and `policy_conf` / `tg_enforcer` are shared by all objects of one
+policy, so one write switches the whole policy between enforce and monitor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from pathlib import Path
+
+from tetragon.bpf.libbpf import BpfError, BpfObject, num_possible_cpus
+from tetragon.policy.compile import HookPlan
+from tetragon.sensors import gencfg as G
+
+log = logging.getLogger(__name__)
+
+OBJ = Path(__file__).resolve().parent.parent / "_bpfobj" / "generic.bpf.o"
+SHARED_MAPS = ("tg_rb_events", "tg_stats", "tg_execve_map")
+POLICY_MAPS = ("policy_conf", "tg_enforcer")
+
+
+def map_memlock(fd: int) -> int:
+    """Kernel memory charged to a map or program fd, from /proc/self/fdinfo."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("memlock:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class GenericObject:
+    """One loaded generic.bpf.o: its programs attached as the plan says."""
+
+    def __init__(
+        self,
+        programs: set[str],
+        cfg: G.HookCfg,
+        shared: dict[str, int],
+        btf_path: str | None,
+        has_return: bool,
+        has_ratelimit: bool,
+        inmap: list[tuple[int, int]],
+    ) -> None:
+        self.obj = BpfObject(OBJ, btf_path=btf_path)
+        try:
+            self.obj.only_programs(programs)
+            for name, fd in shared.items():
+                self.obj.map(name).reuse_fd(fd)
+            if not has_return:
+                self.obj.map("gen_stash").set_max_entries(1)
+            if not has_ratelimit:
+                self.obj.map("gen_ratelimit").set_max_entries(1)
+            self.obj.map("gen_inmap").set_max_entries(max(1, len(inmap)))
+            self.obj.map("gen_heap").set_max_entries(num_possible_cpus())
+            self.obj.set_global(".rodata", "cfg", bytes(cfg))
+            self.obj.load()
+            inm = self.obj.map("gen_inmap")
+            for map_id, value in inmap:
+                inm.update(struct.pack("<IIQ", map_id, 0, value), b"\x01")
+        except BaseException:
+            self.obj.close()
+            raise
+
+    def map_fd(self, name: str) -> int:
+        return self.obj.map(name).fd
+
+    def stats(self) -> list[int]:
+        m = self.obj.map("gen_stats")
+        out = []
+        for slot in range(G.GSTAT_COUNT):
+            out.append(sum(struct.unpack("<Q", v)[0] for v in m.lookup_percpu(struct.pack("<I", slot))))
+        return out
+
+    def memlock(self) -> int:
+        """Memory of this object's own maps (shared ones are counted once, by their owner)."""
+        total = 0
+        for name in (
+            "gen_heap",
+            "gen_stats",
+            "gen_inmap",
+            "gen_stash",
+            "gen_ratelimit",
+            "gen_rl_scratch",
+            "tg_path_heap",
+            ".rodata",
+        ):
+            try:
+                total += map_memlock(self.obj.map(name).fd)
+            except BpfError:
+                continue
+        return total
+
+    def close(self) -> None:
+        self.obj.close()
+
+
+class PolicySensor:
+    """All objects of one policy; close() detaches and frees every one of them."""
+
+    def __init__(
+        self,
+        plans: list[HookPlan],
+        enforcer_syscalls: list[int],
+        shared: dict[str, int],
+        mode: str,
+        btf_path: str | None = None,
+    ) -> None:
+        self.objects: list[GenericObject] = []
+        self.policy_maps: dict[str, int] = {}
+        try:
+            for plan in plans:
+                self._load_hook(plan, shared, btf_path)
+            if enforcer_syscalls:
+                obj = GenericObject(
+                    {"gen_enforcer"},
+                    G.HookCfg(),
+                    {**shared, **self.policy_maps},
+                    btf_path,
+                    False,
+                    False,
+                    [(0, v) for v in enforcer_syscalls],
+                )
+                self.objects.append(obj)
+                obj.obj.attach_tracepoint("gen_enforcer", "raw_syscalls", "sys_exit")
+            self.set_mode(mode)
+        except BaseException:
+            self.close()
+            raise
+
+    def _load_hook(self, plan: HookPlan, shared: dict[str, int], btf_path: str | None) -> None:
+        cfg = plan.cfg
+        has_rl = any(
+            cfg.sel[s].actions[a].rate_limit_ns
+            for s in range(cfg.nselectors)
+            for a in range(cfg.sel[s].nactions)
+        )
+        obj = GenericObject(
+            {a.program for a in plan.attach},
+            cfg,
+            {**shared, **self.policy_maps},
+            btf_path,
+            bool(cfg.has_return),
+            has_rl,
+            plan.inmap,
+        )
+        self.objects.append(obj)
+        if not self.policy_maps:
+            # the first object creates the policy's shared maps; the others reuse them
+            self.policy_maps = {name: os.dup(obj.map_fd(name)) for name in POLICY_MAPS}
+        # exits first: an entry stashed before its exit program is attached would never complete
+        for att in sorted(plan.attach, key=lambda a: a.program != "gen_tp_ret"):
+            if att.kind == "tracepoint":
+                obj.obj.attach_tracepoint(att.program, att.target[0], att.target[1])
+            elif att.kind == "raw_tp":
+                obj.obj.attach_raw_tracepoint(att.program, att.target[0])
+            else:
+                obj.obj.attach_uprobe(att.program, att.target[0], att.target[1], int(att.target[2]))
+
+    def set_mode(self, mode: str) -> None:
+        if not self.objects:
+            return
+        value = G.POLICY_MODE_MONITOR if mode == "monitor" else G.POLICY_MODE_ENFORCE
+        self.objects[0].obj.map("policy_conf").update(struct.pack("<I", 0), struct.pack("<II", value, 0))
+
+    def stats(self) -> list[int]:
+        total = [0] * G.GSTAT_COUNT
+        for obj in self.objects:
+            for i, v in enumerate(obj.stats()):
+                total[i] += v
+        return total
+
+    def memlock(self) -> int:
+        return sum(o.memlock() for o in self.objects) + sum(
+            map_memlock(fd) for fd in self.policy_maps.values()
+        )
+
+    def close(self) -> None:
+        for obj in reversed(self.objects):
+            obj.close()
+        self.objects.clear()
+        for fd in self.policy_maps.values():
+            os.close(fd)
+        self.policy_maps.clear()
