@@ -598,18 +598,31 @@ static __noinline int read_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *of
 /* ------------------------------------------------------------------------------------------ */
 /* selectors */
 
-#define STR_MATCH(p, plen, m, j)                                                                            \
-	({                                                                                                \
-		int __ok = 0;                                                                              \
-		__u32 __vl = (m)->len[j];                                                                  \
-		if ((m)->op == OP_EQ || (m)->op == OP_NEQ || (m)->op == OP_IN || (m)->op == OP_NOTIN)      \
-			__ok = (plen) == __vl && bpf_strncmp((p), __vl & 0x1ff, (const char *)(m)->str[j]) == 0;          \
-		else if ((m)->op == OP_PREFIX || (m)->op == OP_NOTPREFIX)                                  \
-			__ok = (plen) >= __vl && bpf_strncmp((p), __vl & 0x1ff, (const char *)(m)->str[j]) == 0;          \
-		else                                                                                       \
-			__ok = (plen) >= __vl &&                                                           \
-			       bpf_strncmp((p) + (((plen) - __vl) & 0xfff), __vl & 0x1ff, (const char *)(m)->str[j]) == 0; \
-		__ok;                                                                                      \
+/* one string value j of match m against (p, plen); size 0 never reaches bpf_strncmp */
+#define STR_MATCH(p, plen, m, j)                                                                        \
+	({                                                                                            \
+		int __ok = 0;                                                                          \
+		__u32 __vl = (m)->len[j];                                                              \
+		__u32 __sz = __vl;                                                                     \
+		__u32 __op = (m)->op;                                                                  \
+		BOUND(__sz, 0x1ff);                                                                    \
+		if (__op == OP_EQ || __op == OP_NEQ || __op == OP_IN || __op == OP_NOTIN) {            \
+			if (__sz == 0)                                                                 \
+				__ok = (plen) == 0;                                                    \
+			else                                                                           \
+				__ok = (plen) == __vl &&                                               \
+				       bpf_strncmp((p), __sz, (const char *)(m)->str[j]) == 0;         \
+		} else if (__sz == 0) {                                                                \
+			__ok = 1;                                                                      \
+		} else if (__op == OP_PREFIX || __op == OP_NOTPREFIX) {                                \
+			__ok = (plen) >= __vl && bpf_strncmp((p), __sz, (const char *)(m)->str[j]) == 0; \
+		} else {                                                                               \
+			__u32 __at = (plen) - __vl;                                                    \
+			BOUND(__at, 0xfff);                                                            \
+			__ok = (plen) >= __vl &&                                                       \
+			       bpf_strncmp((p) + __at, __sz, (const char *)(m)->str[j]) == 0;          \
+		}                                                                                      \
+		__ok;                                                                                  \
 	})
 
 static __always_inline int negated(__u32 op)
@@ -739,7 +752,9 @@ static __always_inline int match_one(const volatile struct gen_match *m, struct 
 
 	if (a == GEN_MATCH_RET)
 		return match_int(m, (__u64)ret);
-	a %= GEN_ARGS_MAX;
+	BOUND(a, 7);
+	if (a >= GEN_ARGS_MAX)
+		return 0;
 	if (m->cmp == CMP_INT || m->cmp == CMP_UINT) {
 		__u64 v = h->val[a];
 		if (h->akind[a] == GEN_KIND_INT) /* syscall64 may carry the compat bit */

@@ -9,7 +9,6 @@ so records already in the ring buffer still become events.
 from __future__ import annotations
 
 import builtins
-
 import dataclasses
 import logging
 import threading
