@@ -36,6 +36,8 @@ class AgentProcess:
         self.server = server if server is not None else f"127.0.0.1:{free_port()}"
         self.stderr_path = tmp / "agent.stderr"
         args = [str(VENV_BIN / "tetragon"), "--server-address", self.server, "--run-dir", str(tmp / "run")]
+        if not any(a.startswith("--tracing-policy-dir") for a in extra):
+            args += ["--tracing-policy-dir", str(tmp / "tp.d")]  # never the machine's /etc/tetragon
         if self.export is not None:
             args += ["--export-filename", str(self.export)]
         args += list(extra)
@@ -54,6 +56,16 @@ class AgentProcess:
                 return
             time.sleep(0.05)
         raise RuntimeError(f"agent not ready after {timeout}s:\n{self.stderr()}")
+
+    def tetra(
+        self, *args: str, check: bool = True, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `tetra --server-address <this agent> ARGS...` (e.g. "tracingpolicy", "add", FILE)."""
+        cmd = [str(VENV_BIN / "tetra"), "--server-address", self.server, *args]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if check and res.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}): {res.stderr}{res.stdout}")
+        return res
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
