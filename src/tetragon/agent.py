@@ -272,7 +272,20 @@ class Agent:
             },
             "msg_op": {str(op): n for op, n in self.op_counts.items()},
             "missing_process_info": self.events.missing_process_info,
+            **self._policy_metric_values(),
         }
+
+    def _policy_metric_values(self) -> dict[str, Any]:
+        if self.policies is None:
+            return {}
+        statuses = self.policies.list()
+        states: dict[str, int] = {"enabled": 0, "disabled": 0, "load_error": 0, "error": 0}
+        memory: dict[tuple[str, str], int] = {}
+        for st in statuses:
+            state = st.state.removeprefix("TP_STATE_").lower()
+            states[state] = states.get(state, 0) + 1
+            memory[(st.name, st.namespace)] = st.kernel_memory_bytes
+        return {"tracingpolicy_loaded": states, "tracingpolicy_memory": memory}
 
     def _write_info(self) -> None:
         run = Path(self.config.run_dir)
@@ -381,6 +394,14 @@ class Agent:
             self.clock.rfc3339(rec.ktime),
         )
         self._emit(event)
+        if self.metrics is not None:
+            if hook.event == "process_kprobe":
+                hook_name = f"kprobe:{hook.function_name}"
+            elif hook.event == "process_tracepoint":
+                hook_name = f"tracepoint:{hook.subsys}:{hook.tp_event}"
+            else:
+                hook_name = f"uprobe:{hook.path}:{hook.symbol}"
+            self.metrics.record_policy_event(hook.policy_name, hook_name, event)
         if rec.selector != 255:
             actions = self.policies.actions(rec.policy_id, rec.hook_id, rec.selector)
             if actions:

@@ -41,6 +41,13 @@ COUNTER, GAUGE = "counter", "gauge"
 METRICS: dict[str, tuple[str, str, Labels]] = {
     "tetragon_events_total": (COUNTER, "The total number of Tetragon events", ("type",)),
     "tetragon_events_missing_process_info_total": (COUNTER, "Number of events missing process info.", ()),
+    "tetragon_policy_events_total": (COUNTER, "Policy events calls observed.", ("policy", "hook")),
+    "tetragon_tracingpolicy_loaded": (GAUGE, "The number of loaded tracing policy by state.", ("state",)),
+    "tetragon_tracingpolicy_kernel_memory_bytes": (
+        GAUGE,
+        "The amount of kernel memory in bytes used by policy's sensors non-shared BPF maps (memlock).",
+        ("policy", "policy_namespace"),
+    ),
     "tetragon_events_exported_total": (COUNTER, "Total number of events exported", ()),
     "tetragon_events_exported_bytes_total": (COUNTER, "Number of bytes exported for events", ()),
     "tetragon_events_last_exported_timestamp": (
@@ -108,6 +115,8 @@ SOURCE_KEYS: dict[str, str] = {
     "bpf_missed": "tetragon_bpf_missed_events_total",
     "msg_op": "tetragon_msg_op_total",
     "missing_process_info": "tetragon_events_missing_process_info_total",
+    "tracingpolicy_loaded": "tetragon_tracingpolicy_loaded",
+    "tracingpolicy_memory": "tetragon_tracingpolicy_kernel_memory_bytes",
 }
 
 
@@ -166,6 +175,7 @@ class AgentMetrics:
         self.process_labels = parse_label_filter(label_filter)
         self._label_names = {name: spec[2] for name, spec in METRICS.items()}
         self._label_names["tetragon_events_total"] = ("type", *self.process_labels)
+        self._label_names["tetragon_policy_events_total"] = ("policy", "hook", *self.process_labels)
         self._lock = threading.Lock()
         self._values: dict[str, dict[Labels, float]] = {name: {} for name in METRICS}
         self._sources: dict[str, Source] = {}
@@ -350,6 +360,19 @@ class AgentMetrics:
             self._event_labels.clear()
         self._event_labels[raw] = labels
         return labels
+
+    def record_policy_event(self, policy: str, hook: str, event: Mapping[str, Any], count: int = 1) -> None:
+        """tetragon_policy_events_total for one policy event (hook as Tetragon names it, e.g. kprobe:X)."""
+        if not self.enable_event_metrics:
+            return
+        raw = self.event_key(event)[:6]
+        labels = self._event_labels.get(raw)  # type: ignore[call-overload]
+        if labels is None:
+            labels = self._event_label_values(raw)  # type: ignore[arg-type]
+        key = (policy, hook, *labels[1:])
+        values = self._values["tetragon_policy_events_total"]
+        with self._lock:
+            values[key] = values.get(key, 0.0) + count
 
     def record_missing_process_info(self, count: int = 1) -> None:
         self.inc("tetragon_events_missing_process_info_total", (), count)
