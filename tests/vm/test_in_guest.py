@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import struct
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -94,9 +95,31 @@ def test_base_sensor_object_reports_an_exec() -> None:
     assert info.cwd == os.getcwd()
 
 
+GUEST_POLICY = """apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: vm-guest-policy
+spec:
+  kprobes:
+  - call: sys_setuid
+    syscall: true
+    args: [{index: 0, type: int}]
+    selectors:
+    - matchArgs: [{index: 0, operator: Equal, values: ["4242"]}]
+  - call: sys_setgid
+    syscall: true
+    args: [{index: 0, type: int}]
+    selectors:
+    - matchArgs: [{index: 0, operator: Equal, values: ["4243"]}]
+      matchActions: [{action: Sigkill}]
+"""
+
+
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[AgentProcess]:
-    a = AgentProcess(tmp_path, server="")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(GUEST_POLICY)
+    a = AgentProcess(tmp_path, "--tracing-policy", str(policy), server="")
     try:
         a.wait_ready(timeout=180)  # the emulated CPU is ~25x slower at Python imports
         yield a
@@ -117,3 +140,38 @@ def test_agent_exports_process_exec(agent: AgentProcess) -> None:
     assert process["binary"].endswith("/echo")
     assert process["arguments"] == marker
     assert process["cwd"] == os.getcwd()
+
+
+def test_policy_hooks_run_on_the_older_kernel(agent: AgentProcess) -> None:
+    """The generic sensor (built on the host's 6.18 BTF) loads and filters in the kernel on 6.1 too."""
+    setuid = subprocess.Popen([sys.executable, "-c", "import os; os.setuid(4241 + 1)"])
+    assert setuid.wait() == 0
+    ev = agent.wait_for(
+        lambda e: kind(e) == "process_kprobe" and body(e)["process"]["pid"] == setuid.pid, timeout=60
+    )
+    assert body(ev)["function_name"] == "__x64_sys_setuid"
+    assert body(ev)["args"] == [{"int_arg": 4242}]
+    assert body(ev)["policy_name"] == "vm-guest-policy"
+    killed = subprocess.Popen(
+        [sys.executable, "-c", "import os; os.setgid(4243); open('/tmp/vm-not-killed', 'w')"]
+    )
+    assert killed.wait() == -9
+    assert not Path("/tmp/vm-not-killed").exists()
+    ev = agent.wait_for(
+        lambda e: kind(e) == "process_kprobe" and body(e)["process"]["pid"] == killed.pid, timeout=60
+    )
+    assert body(ev)["action"] == "KPROBE_ACTION_SIGKILL"
+
+
+def test_kernel_function_kprobes_are_refused_as_not_implemented_here() -> None:
+    """With kprobes present the refusal says the hook type is not implemented, not a missing feature."""
+    from tetragon.policy.compile import compile_policy
+    from tetragon.policy.errors import PolicyError
+    from tetragon.policy.spec import parse_policy
+
+    policy = parse_policy(
+        "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata: {name: k}\n"
+        "spec:\n  kprobes:\n  - {call: tcp_connect, syscall: false}\n"
+    )
+    with pytest.raises(PolicyError, match="kprobe hooks on kernel functions are not implemented yet"):
+        compile_policy(policy, 1, "enforce", probe_features())
