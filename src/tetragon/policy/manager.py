@@ -78,8 +78,9 @@ class PolicyManager:
             for w in plan.warnings:
                 log.warning("policy %s: %s", policy.name, w)
             entry = _Policy(pid, policy, plan, chosen, domain)
-            self._load(entry)
+            # the hooks fire as soon as they are attached: their records must find their HookInfo
             self._register_infos(entry)
+            self._load(entry)
             self._policies[key] = entry
             log.info("policy %s loaded (%d hooks, mode %s)", policy.name, len(plan.hooks), chosen)
             return self._status(entry)

@@ -15,7 +15,34 @@ from tetragon.policy.errors import PolicyError
 from tetragon.policy.syscall_table import I386, X64
 
 ABIS = ("x64", "i386")
-_TABLES: dict[str, dict[str, int]] = {"x64": X64, "i386": I386}
+# x86_64 syscalls newer than the generated table's headers (linux-libc-dev 6.1), from the kernel's
+# arch/x86/entry/syscalls/syscall_64.tbl (6.17): kernels >= 6.6 have them (fchmodat2 is glibc 2.39's
+# fchmodat with flags).
+_X64_NEWER = {
+    "cachestat": 451,
+    "fchmodat2": 452,
+    "map_shadow_stack": 453,
+    "futex_wake": 454,
+    "futex_wait": 455,
+    "futex_requeue": 456,
+    "statmount": 457,
+    "listmount": 458,
+    "lsm_get_self_attr": 459,
+    "lsm_set_self_attr": 460,
+    "lsm_list_modules": 461,
+    "mseal": 462,
+    "setxattrat": 463,
+    "getxattrat": 464,
+    "listxattrat": 465,
+    "removexattrat": 466,
+    "open_tree_attr": 467,
+    "file_getattr": 468,
+    "file_setattr": 469,
+}
+_TABLES: dict[str, dict[str, int]] = {"x64": {**_X64_NEWER, **X64}, "i386": I386}
+# x86_64 syscalls whose kernel entry (symbol __x64_sys_X, tracepoint sys_enter_X) is not named as in
+# the UAPI: `sys_newuname` is uname(2) (syscall_64.tbl: `63 common uname sys_newuname`).
+_X64_ENTRY_NAMES = {"newuname": "uname", "newstat": "stat", "newfstat": "fstat", "newlstat": "lstat"}
 _BY_NR: dict[str, dict[int, str]] = {abi: {nr: name for name, nr in t.items()} for abi, t in _TABLES.items()}
 _PREFIXES: tuple[tuple[str, str], ...] = (("__x64_sys_", "x64"), ("__ia32_sys_", "i386"), ("sys_", "x64"))
 # Bit that Tetragon's `syscall64` argument type sets on a 32-bit (compat) syscall number.
@@ -44,6 +71,8 @@ def parse_syscall(name: str) -> Syscall:
             bare, abi = name[len(prefix) :], prefix_abi
             break
     nr = _TABLES[abi].get(bare)
+    if nr is None and abi == "x64" and bare in _X64_ENTRY_NAMES:
+        nr = _TABLES[abi][_X64_ENTRY_NAMES[bare]]
     if nr is None:
         raise PolicyError(f"unknown syscall '{name}'")
     return Syscall(bare, abi, nr)
