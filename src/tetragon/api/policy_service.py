@@ -22,6 +22,7 @@ import grpc
 
 from tetragon.api.gen.tetragon import sensors_pb2
 from tetragon.policy.errors import PolicyError
+from tetragon.sensors import gencfg as G
 
 __all__ = ["PolicyRpcs", "status_to_proto"]
 
@@ -67,6 +68,26 @@ def status_to_proto(status: Any) -> sensors_pb2.TracingPolicyStatus:
         kernel_memory_bytes=int(status.kernel_memory_bytes or 0),
         mode=_enum_name(_MODE_VALUES, "TP_MODE_", status.mode),
         domain=getattr(status, "domain", "") or "",
+        stats=_stats(getattr(status, "counters", None)),
+    )
+
+
+def _stats(counters: Any) -> sensors_pb2.TracingPolicyStats | None:
+    """The policy's kernel counters (gencfg GSTAT_* slots) as TracingPolicyStats; None when not loaded."""
+    if counters is None:
+        return None
+    c = [int(v) for v in counters]
+    return sensors_pb2.TracingPolicyStats(
+        action_counters=sensors_pb2.TracingPolicyActionCounters(
+            post=c[G.GSTAT_POSTED], signal=c[G.GSTAT_ENFORCED], monitor_signal=c[G.GSTAT_MONITORED]
+        ),
+        hook_counters=sensors_pb2.TracingPolicyHookCounters(
+            calls=c[G.GSTAT_CALLS],
+            filtered=c[G.GSTAT_FILTERED],
+            lost=c[G.GSTAT_LOST],
+            nopost=c[G.GSTAT_NOPOST],
+            rate_limited=c[G.GSTAT_RATELIMITED],
+        ),
     )
 
 

@@ -210,6 +210,7 @@ class PolicyManager:
             npost=stats[G.GSTAT_POSTED],
             nenforce=stats[G.GSTAT_ENFORCED],
             nmonitor=stats[G.GSTAT_MONITORED],
+            counters=stats if entry.sensor is not None else None,
         )
 
 
