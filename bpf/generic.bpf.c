@@ -160,10 +160,9 @@ static __always_inline __u64 sign_extend(__u64 v, __u32 size)
 	return v;
 }
 
-static __always_inline __u64 tp_value(void *ctx, __u32 off, __u32 size, __u32 is_signed)
+/* a value of `size` bytes (1, 2, 4 or 8) out of 64 bits: upper bits cleared, or sign-extended */
+static __always_inline __u64 narrow(__u64 v, __u32 size, __u32 is_signed)
 {
-	__u64 v = 0;
-	bpf_probe_read_kernel(&v, size & 15, (char *)ctx + off);
 	if (size == 1)
 		v &= 0xff;
 	else if (size == 2)
@@ -171,6 +170,13 @@ static __always_inline __u64 tp_value(void *ctx, __u32 off, __u32 size, __u32 is
 	else if (size == 4)
 		v &= 0xffffffff;
 	return is_signed ? sign_extend(v, size) : v;
+}
+
+static __always_inline __u64 tp_value(void *ctx, __u32 off, __u32 size, __u32 is_signed)
+{
+	__u64 v = 0;
+	bpf_probe_read_kernel(&v, size & 15, (char *)ctx + off);
+	return narrow(v, size, is_signed);
 }
 
 static __always_inline __u64 reg_value(struct pt_regs *regs, __u32 n)
@@ -197,11 +203,12 @@ static __always_inline __u64 raw_at(void *ctx, __u32 off, __u32 size, __u32 is_s
 	__u64 v = 0;
 	if (cfg.mech == MECH_TRACEPOINT)
 		return tp_value(ctx, off, size, is_signed);
-	if (cfg.mech == MECH_RAW_TP) {
+	if (cfg.mech == MECH_RAW_TP)
 		bpf_probe_read_kernel(&v, 8, (__u64 *)ctx + (off & 15));
-		return v;
-	}
-	return reg_value((struct pt_regs *)ctx, off);
+	else
+		v = reg_value((struct pt_regs *)ctx, off);
+	/* a register or raw_tp slot holds an int argument in its low bits; the upper ones are not defined */
+	return narrow(v, size, is_signed);
 }
 
 static __always_inline __u64 raw_value(void *ctx, __u32 i)

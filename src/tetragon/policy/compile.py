@@ -605,7 +605,8 @@ def _fill_arg(out: G.ArgCfg, arg: S.KProbeArg, t: str, src: _ArgSrc, where: str)
     if t in INT_SIZES:
         out.reader = G.RD_SYSCALL64 if t == "syscall64" else G.RD_INT
         isize, isigned = INT_SIZES[t]
-        if src.mech == G.MECH_TRACEPOINT and size >= isize:
+        # registers and raw_tp slots are 8 bytes: an `int` is their low 4, sign-extended before matching
+        if src.mech != G.MECH_TRACEPOINT or size >= isize:
             out.size, out.is_signed = isize, 1 if isigned else 0
         else:
             out.is_signed = 1 if isigned else 0
