@@ -44,7 +44,8 @@ class AgentProcess:
         self.args = args
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(args, stdout=self._stderr, stderr=self._stderr)
-        self._offset = 0
+        self._handle: Any = None
+        self._pending = b""
         self.events: list[Event] = []
 
     def wait_ready(self, timeout: float = 30.0) -> None:
@@ -71,20 +72,36 @@ class AgentProcess:
         return self.stderr_path.read_text(errors="replace")
 
     def read_events(self) -> list[Event]:
-        """Events appended to the export file since the last call (whole lines only)."""
+        """Events appended to the export file since the last call (whole lines only).
+
+        Reads through an open handle, so a rotation (the file renamed, a new one created) loses
+        nothing: the old file is read to its end before the new one is opened.
+        """
         assert self.export is not None
-        if not self.export.exists():
-            return self.events
-        if self.export.stat().st_size < self._offset:
-            self._offset = 0  # rotated: a new file began
-        with open(self.export, "rb") as f:
-            f.seek(self._offset)
-            data = f.read()
-        end = data.rfind(b"\n") + 1
-        for line in data[:end].splitlines():
-            self.events.append(orjson.loads(line))
-        self._offset += end
-        return self.events
+        while True:
+            if self._handle is None:
+                try:
+                    self._handle = open(self.export, "rb")  # noqa: SIM115 - kept open across calls
+                except FileNotFoundError:
+                    return self.events
+                self._pending = b""
+            self._pending += self._handle.read()
+            end = self._pending.rfind(b"\n") + 1
+            for line in self._pending[:end].splitlines():
+                self.events.append(orjson.loads(line))
+            self._pending = self._pending[end:]
+            try:
+                rotated = os.stat(self.export).st_ino != os.fstat(self._handle.fileno()).st_ino
+            except FileNotFoundError:
+                rotated = False
+            if not rotated:
+                return self.events
+            self._pending += self._handle.read()  # written between the read and the stat
+            end = self._pending.rfind(b"\n") + 1
+            for line in self._pending[:end].splitlines():
+                self.events.append(orjson.loads(line))
+            self._handle.close()
+            self._handle = None
 
     def wait_for(self, pred: Callable[[Event], bool], timeout: float = 10.0) -> Event:
         deadline = time.monotonic() + timeout
