@@ -172,10 +172,49 @@ static __always_inline __u64 narrow(__u64 v, __u32 size, __u32 is_signed)
 	return is_signed ? sign_extend(v, size) : v;
 }
 
+/* An 8-byte-aligned word of the first 64 bytes of a tracepoint record (every syscall argument) is
+ * loaded straight from the context, without a helper call (bench/syscall_filter.py: -80 ns per run
+ * for three arguments). The verifier refuses ctx + a variable offset, and a ctx pointer the compiler
+ * has moved, so each offset is its own load from the unmodified ctx register (asm). */
+#define CTX_WORD(ctx, k)                                                              \
+	({                                                                            \
+		__u64 __w;                                                            \
+		asm volatile("%0 = *(u64 *)(%1 + " #k ")" : "=r"(__w) : "r"(ctx)); \
+		__w;                                                                  \
+	})
+static __always_inline int tp_word(void *ctx, __u32 off, __u64 *v)
+{
+	switch (off) {
+	case 8:
+		*v = CTX_WORD(ctx, 8);
+		return 1;
+	case 16:
+		*v = CTX_WORD(ctx, 16);
+		return 1;
+	case 24:
+		*v = CTX_WORD(ctx, 24);
+		return 1;
+	case 32:
+		*v = CTX_WORD(ctx, 32);
+		return 1;
+	case 40:
+		*v = CTX_WORD(ctx, 40);
+		return 1;
+	case 48:
+		*v = CTX_WORD(ctx, 48);
+		return 1;
+	case 56:
+		*v = CTX_WORD(ctx, 56);
+		return 1;
+	}
+	return 0;
+}
+
 static __always_inline __u64 tp_value(void *ctx, __u32 off, __u32 size, __u32 is_signed)
 {
 	__u64 v = 0;
-	bpf_probe_read_kernel(&v, size & 15, (char *)ctx + off);
+	if (!tp_word(ctx, off, &v))
+		bpf_probe_read_kernel(&v, size & 15, (char *)ctx + off);
 	return narrow(v, size, is_signed);
 }
 
@@ -888,6 +927,11 @@ static __always_inline __u64 task_caps(struct task_struct *task, __u32 type)
 	return v;
 }
 
+static __always_inline int has_process_filter(const volatile struct gen_selector *sel)
+{
+	return sel->npids || sel->has_bin || sel->nns || sel->ncaps || sel->ns_changes_op || sel->caps_changes_op;
+}
+
 /* Everything of selector s that does not need the arguments. */
 static __noinline int match_process(__u32 s, struct task_struct *task, __u32 tgid, struct gen_proc *p,
 					 struct gen_heap *h)
@@ -1102,12 +1146,21 @@ static __always_inline int gen_entry(void *ctx)
 			return 0;
 	}
 	if (cfg.nselectors) {
-		p = bpf_map_lookup_elem(&tg_execve_map, &tgid);
+		int need_proc = 0;
 #pragma unroll
 		for (int s = 0; s < GEN_MAX_SELECTORS; s++) {
 			if (s >= cfg.nselectors)
 				break;
-			if (match_process(s, task, tgid, p, h))
+			need_proc |= has_process_filter(&cfg.sel[s]);
+		}
+		/* selectors of matchArgs alone need neither the exec entry nor a call per selector */
+		if (need_proc)
+			p = bpf_map_lookup_elem(&tg_execve_map, &tgid);
+#pragma unroll
+		for (int s = 0; s < GEN_MAX_SELECTORS; s++) {
+			if (s >= cfg.nselectors)
+				break;
+			if (!has_process_filter(&cfg.sel[s]) || match_process(s, task, tgid, p, h))
 				mask |= 1 << s;
 		}
 		if (!mask) {
@@ -1133,6 +1186,25 @@ static __always_inline int gen_entry(void *ctx)
 		h->akind[i] = 0;
 		if (cfg.args[i].return_copy)
 			continue;
+		if (cfg.args[i].reader == RD_INT) {
+			/* integers, the most common argument, without a call: the blob read_arg would write */
+			if (off > REC_OFF_MASK)
+				continue;
+			struct gen_arg *a = blob(h, off);
+			__u32 poff = off + sizeof(struct gen_arg);
+			a->kind = GEN_KIND_INT;
+			a->flags = 0;
+			a->index = i;
+			a->pad = 0;
+			a->len = 8;
+			*(__u64 *)&h->buf[poff & REC_OFF_MASK] = h->val[i];
+			h->aoff[i] = poff;
+			h->alen[i] = 8;
+			h->akind[i] = GEN_KIND_INT;
+			off = poff + 8;
+			m->nargs++;
+			continue;
+		}
 		if (read_arg(ctx, h, i, &off) > 0)
 			m->nargs++;
 	}
