@@ -160,8 +160,30 @@ def gen_stats(prog_id: int) -> dict[str, int]:
                     val = int.from_bytes(bytes(int(b, 16) for b in val), "little")
                 if slot < len(totals):
                     totals[slot] += val
+        totals[1] += heap_filtered(prog_id)
+        # the kernel does not count calls; every call ends as filtered, posted, lost or nopost
+        totals[0] = totals[1] + totals[2] + totals[3] + totals[4]
         return dict(zip(GSTAT_NAMES, totals, strict=True))
     raise RuntimeError(f"program {prog_id} has no gen_stats map")
+
+
+def heap_filtered(prog_id: int) -> int:
+    """Filtered calls, counted by the entry program in the first 8 bytes of each CPU's gen_heap slot."""
+    for map_id in bpftool_json("prog", "show", "id", str(prog_id)).get("map_ids", []):
+        info = bpftool_json("map", "show", "id", str(map_id))
+        if info.get("name") != "gen_heap":
+            continue
+        total = 0
+        for cpu in range(int(info["max_entries"])):
+            key = [str(b) for b in cpu.to_bytes(4, "little")]
+            entry = bpftool_json("map", "lookup", "id", str(map_id), "key", *key)
+            value = entry.get("formatted", entry).get("value", entry.get("value"))
+            if isinstance(value, dict):
+                total += int(value.get("filtered", 0))
+            else:
+                total += int.from_bytes(bytes(int(b, 16) for b in value[:8]), "little")
+        return total
+    return 0
 
 
 # --- conditions -----------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ const volatile struct gen_hook_cfg cfg = {};
 #define REC_OFF_MASK 0x7fff
 #define REC_BUF_SIZE (65536 + 4096)
 struct gen_heap {
+	__u64 filtered; /* GSTAT_FILTERED of this CPU, kept here: no map lookup on the hot path */
 	char buf[REC_BUF_SIZE];
 	__u64 val[GEN_ARGS_MAX];  /* raw argument values */
 	__u32 aoff[GEN_ARGS_MAX]; /* payload offset of each argument's blob in buf */
@@ -138,6 +139,11 @@ struct {
 	__type(key, __u64);
 	__type(value, struct enforcer_note);
 } tg_enforcer SEC(".maps");
+
+static __always_inline struct task_struct *cur_task(void)
+{
+	return (struct task_struct *)bpf_get_current_task();
+}
 
 static __always_inline void gstat(__u32 slot)
 {
@@ -531,9 +537,8 @@ static __always_inline __u32 put_sockaddr(struct gen_heap *h, __u32 off, const v
 }
 
 /* Read argument i into a blob at *off. */
-static __noinline int read_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *off)
+static __always_inline int read_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *off)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u32 o = *off;
 	__u32 aflags = 0, len = 0;
 	__u8 kind = GEN_KIND_INT;
@@ -547,7 +552,7 @@ static __noinline int read_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *of
 	BOUND(poff, 0xffff);
 
 	if (r == RD_INT || r == RD_SYSCALL64) {
-		if (r == RD_SYSCALL64 && task_is_compat(task))
+		if (r == RD_SYSCALL64 && task_is_compat(cur_task()))
 			v |= 1ULL << 31;
 		*(__u64 *)&h->buf[poff & REC_OFF_MASK] = v;
 		len = 8;
@@ -579,7 +584,7 @@ static __noinline int read_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *of
 		kind = GEN_KIND_PATH;
 		struct file *f;
 		if (r == RD_FD)
-			f = fd_file(task, (__s32)v);
+			f = fd_file(cur_task(), (__s32)v);
 		else if (r == RD_FILE)
 			f = (struct file *)v;
 		else
@@ -609,7 +614,7 @@ static __noinline int read_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *of
 		if (r == RD_SOCK) {
 			sk = (struct sock *)v;
 		} else {
-			struct file *f = fd_file(task, (__s32)v);
+			struct file *f = fd_file(cur_task(), (__s32)v);
 			umode_t mode = f ? BPF_CORE_READ(f, f_inode, i_mode) : 0;
 			if ((mode & 0170000) == 0140000 /* S_IFSOCK */) {
 				struct socket *so = BPF_CORE_READ(f, private_data);
@@ -622,7 +627,7 @@ static __noinline int read_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *of
 		len = put_sockaddr(h, o, (const void *)v, &aflags);
 	} else if (r == RD_CRED || r == RD_CUR_CRED) {
 		kind = GEN_KIND_CRED;
-		const struct cred *c = r == RD_CRED ? (const struct cred *)v : BPF_CORE_READ(task, cred);
+		const struct cred *c = r == RD_CRED ? (const struct cred *)v : BPF_CORE_READ(cur_task(), cred);
 		len = put_cred(h, o, c, &aflags);
 	} else {
 		return 0; /* unused slot */
@@ -1005,7 +1010,7 @@ static __noinline int match_process(__u32 s, struct task_struct *task, __u32 tgi
 	return 1;
 }
 
-static __noinline int match_args(__u32 s, struct gen_heap *h)
+static __always_inline int match_args(__u32 s, struct gen_heap *h)
 {
 	const volatile struct gen_selector *sel = &cfg.sel[s];
 
@@ -1122,24 +1127,55 @@ static __always_inline void submit(struct gen_heap *h, __u32 size)
 
 /* ------------------------------------------------------------------------------------------ */
 
+/* Argument i into the record at *off (integers inline, the rest through read_arg). */
+static __always_inline void emit_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *off, struct msg_generic *m)
+{
+	h->alen[i] = 0;
+	h->aoff[i] = 0;
+	h->akind[i] = 0;
+	if (cfg.args[i].return_copy)
+		return;
+	if (cfg.args[i].reader == RD_INT) {
+		/* integers, the most common argument, without a call: the blob read_arg would write */
+		__u32 o = *off;
+		if (o > REC_OFF_MASK)
+			return;
+		struct gen_arg *a = blob(h, o);
+		__u32 poff = o + sizeof(struct gen_arg);
+		a->kind = GEN_KIND_INT;
+		a->flags = 0;
+		a->index = i;
+		a->pad = 0;
+		a->len = 8;
+		*(__u64 *)&h->buf[poff & REC_OFF_MASK] = h->val[i];
+		h->aoff[i] = poff;
+		h->alen[i] = 8;
+		h->akind[i] = GEN_KIND_INT;
+		*off = poff + 8;
+		m->nargs++;
+		return;
+	}
+	if (read_arg(ctx, h, i, off) > 0)
+		m->nargs++;
+}
+
 static __always_inline int gen_entry(void *ctx)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tgid = pid_tgid >> 32;
+	__u64 pid_tgid;
+	__u32 tgid;
 	__u32 mask = 0, off, matched = 255;
 	struct gen_proc *p = NULL;
 	struct gen_heap *h;
 	struct msg_generic *m;
 
-	gstat(GSTAT_CALLS);
+	/* GSTAT_CALLS is not counted here (a map update per call): the agent sums the outcomes */
 	h = heap();
 	if (!h)
 		return 0;
 	/* syscall-list hooks on raw_syscalls: the syscall id (offset 8) must be in the list */
 	if (cfg.syscall == 2) {
 		__u64 id = tp_value(ctx, 8, 8, 1);
-		if (task_is_compat(task))
+		if (task_is_compat(cur_task()))
 			id |= 1ULL << 31;
 		struct inmap_key k = {.map_id = 0, .value = id};
 		if (!bpf_map_lookup_elem(&gen_inmap, &k))
@@ -1147,6 +1183,8 @@ static __always_inline int gen_entry(void *ctx)
 	}
 	if (cfg.nselectors) {
 		int need_proc = 0;
+		pid_tgid = bpf_get_current_pid_tgid();
+		tgid = pid_tgid >> 32;
 #pragma unroll
 		for (int s = 0; s < GEN_MAX_SELECTORS; s++) {
 			if (s >= cfg.nselectors)
@@ -1160,11 +1198,11 @@ static __always_inline int gen_entry(void *ctx)
 		for (int s = 0; s < GEN_MAX_SELECTORS; s++) {
 			if (s >= cfg.nselectors)
 				break;
-			if (!has_process_filter(&cfg.sel[s]) || match_process(s, task, tgid, p, h))
+			if (!has_process_filter(&cfg.sel[s]) || match_process(s, cur_task(), tgid, p, h))
 				mask |= 1 << s;
 		}
 		if (!mask) {
-			gstat(GSTAT_FILTERED);
+			h->filtered++;
 			return 0;
 		}
 	}
@@ -1175,38 +1213,43 @@ static __always_inline int gen_entry(void *ctx)
 		h->val[i] = raw_value(ctx, i);
 	}
 	m = (struct msg_generic *)h->buf;
-	__builtin_memset(m, 0, sizeof(*m));
+	m->nargs = 0; /* the rest of the header is filled once a selector matched */
+	m->action = 0;
+	m->flags = 0;
 	off = sizeof(*m);
+
+	/*
+	 * Arguments the selectors still in play compare are read first, and only they: a call that no
+	 * selector matches costs the reads its matchArgs need, nothing more.
+	 */
+	__u32 sel_args = 0;
+	if (cfg.nselectors) {
+#pragma unroll
+		for (int s = 0; s < GEN_MAX_SELECTORS; s++) {
+			if (s >= cfg.nselectors)
+				break;
+			if (!(mask & (1 << s)))
+				continue;
+			for (int k = 0; k < GEN_MAX_MATCHARGS; k++) {
+				if (k >= cfg.sel[s].nmatch)
+					break;
+				sel_args |= 1U << (cfg.sel[s].match[k].arg & 7);
+			}
+			/* rateLimit compares the start of every argument: all must be read before */
+			for (int k = 0; k < GEN_MAX_ACTIONS; k++) {
+				if (k >= cfg.sel[s].nactions)
+					break;
+				if (cfg.sel[s].actions[k].rate_limit_ns)
+					sel_args = 0x1f;
+			}
+		}
+	}
 #pragma unroll
 	for (int i = 0; i < GEN_ARGS_MAX; i++) {
 		if (i >= cfg.nargs)
 			break;
-		h->alen[i] = 0;
-		h->aoff[i] = 0;
-		h->akind[i] = 0;
-		if (cfg.args[i].return_copy)
-			continue;
-		if (cfg.args[i].reader == RD_INT) {
-			/* integers, the most common argument, without a call: the blob read_arg would write */
-			if (off > REC_OFF_MASK)
-				continue;
-			struct gen_arg *a = blob(h, off);
-			__u32 poff = off + sizeof(struct gen_arg);
-			a->kind = GEN_KIND_INT;
-			a->flags = 0;
-			a->index = i;
-			a->pad = 0;
-			a->len = 8;
-			*(__u64 *)&h->buf[poff & REC_OFF_MASK] = h->val[i];
-			h->aoff[i] = poff;
-			h->alen[i] = 8;
-			h->akind[i] = GEN_KIND_INT;
-			off = poff + 8;
-			m->nargs++;
-			continue;
-		}
-		if (read_arg(ctx, h, i, &off) > 0)
-			m->nargs++;
+		if (sel_args & (1U << i))
+			emit_arg(ctx, h, i, &off, m);
 	}
 
 	int post = 1;
@@ -1227,11 +1270,31 @@ static __always_inline int gen_entry(void *ctx)
 			}
 		}
 		if (matched == 255) {
-			gstat(GSTAT_FILTERED);
+			h->filtered++;
 			return 0;
 		}
 	}
+	if (!post) {
+		gstat(GSTAT_NOPOST);
+		return 0;
+	}
+#pragma unroll
+	for (int i = 0; i < GEN_ARGS_MAX; i++) {
+		if (i >= cfg.nargs)
+			break;
+		if (!(sel_args & (1U << i)))
+			emit_arg(ctx, h, i, &off, m);
+	}
 
+	pid_tgid = bpf_get_current_pid_tgid();
+	tgid = pid_tgid >> 32;
+	m->common.flags = 0;
+	m->common.pad[0] = 0;
+	m->common.pad[1] = 0;
+	m->return_action = 0;
+	m->pad = 0;
+	m->func_id = 0;
+	m->ret = 0;
 	m->common.op = cfg.op;
 	m->common.ktime = bpf_ktime_get_boot_ns();
 	m->pid = tgid;
@@ -1240,14 +1303,9 @@ static __always_inline int gen_entry(void *ctx)
 	m->hook_id = cfg.hook_id;
 	m->selector = matched;
 	if (cfg.syscall == 2)
-		m->func_id = (__u32)tp_value(ctx, 8, 8, 1) | (task_is_compat(task) ? 1U << 31 : 0);
-	if (cfg.syscall && task_is_compat(task))
+		m->func_id = (__u32)tp_value(ctx, 8, 8, 1) | (task_is_compat(cur_task()) ? 1U << 31 : 0);
+	if (cfg.syscall && task_is_compat(cur_task()))
 		m->flags |= GEN_F_COMPAT;
-
-	if (!post) {
-		gstat(GSTAT_NOPOST);
-		return 0;
-	}
 	m->common.size = off;
 
 	if (cfg.has_return) {

@@ -219,7 +219,7 @@ struct gen_policy_conf {
 };
 
 /* Slots of the per-object per-CPU counters "gen_stats" */
-#define GSTAT_CALLS 0       /* the hook ran */
+#define GSTAT_CALLS 0       /* the hook ran: summed by the agent from the outcomes below */
 #define GSTAT_FILTERED 1    /* no selector matched: nothing sent */
 #define GSTAT_POSTED 2      /* a record was written to the ring */
 #define GSTAT_LOST 3        /* a record found no room in the ring */

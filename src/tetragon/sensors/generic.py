@@ -77,6 +77,12 @@ class GenericObject:
         out = []
         for slot in range(G.GSTAT_COUNT):
             out.append(sum(struct.unpack("<Q", v)[0] for v in m.lookup_percpu(struct.pack("<I", slot))))
+        # the entry program counts filtered calls in its per-CPU scratch (first 8 bytes of each slot)
+        heap = self.obj.map("gen_heap")
+        for cpu in range(heap.max_entries):
+            value = heap.lookup(struct.pack("<I", cpu))
+            if value is not None:
+                out[G.GSTAT_FILTERED] += struct.unpack_from("<Q", value)[0]
         return out
 
     def memlock(self) -> int:
@@ -175,6 +181,11 @@ class PolicySensor:
         for obj in self.objects:
             for i, v in enumerate(obj.stats()):
                 total[i] += v
+        # the kernel does not count calls (one map update less per call): every call ends in
+        # exactly one of these outcomes
+        total[G.GSTAT_CALLS] = (
+            total[G.GSTAT_FILTERED] + total[G.GSTAT_POSTED] + total[G.GSTAT_LOST] + total[G.GSTAT_NOPOST]
+        )
         return total
 
     def memlock(self) -> int:
