@@ -374,6 +374,23 @@ class AgentMetrics:
         with self._lock:
             values[key] = values.get(key, 0.0) + count
 
+    def add_policy_event_counts(self, counts: Mapping[tuple[tuple[str, str], EventKey], int]) -> None:
+        """Add per-((policy, hook), event key) counts to tetragon_policy_events_total, under one lock
+        (the per-batch form of record_policy_event; the events themselves go to add_event_counts)."""
+        if not self.enable_event_metrics or not counts:
+            return
+        values = self._values["tetragon_policy_events_total"]
+        resolved = []
+        for (policy_hook, key), n in counts.items():
+            raw = key[:6]
+            labels = self._event_labels.get(raw)  # type: ignore[call-overload]
+            if labels is None:
+                labels = self._event_label_values(raw)  # type: ignore[arg-type]
+            resolved.append(((*policy_hook, *labels[1:]), n))
+        with self._lock:
+            for labels, n in resolved:
+                values[labels] = values.get(labels, 0.0) + n
+
     def record_missing_process_info(self, count: int = 1) -> None:
         self.inc("tetragon_events_missing_process_info_total", (), count)
 

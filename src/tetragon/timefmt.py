@@ -39,10 +39,10 @@ def format_timestamp(wall_ns: int) -> str:
     if cached_secs != secs:  # events come in bursts within one second: format it once
         base = _dt.datetime.fromtimestamp(secs, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
         _last_second = (secs, base)
+    if nanos % 1000:  # the common case for kernel times: all nine digits
+        return base + "." + str(nanos).zfill(9) + "Z"
     if nanos == 0:
         return base + "Z"
     if nanos % 1_000_000 == 0:
         return f"{base}.{nanos // 1_000_000:03d}Z"
-    if nanos % 1000 == 0:
-        return f"{base}.{nanos // 1000:06d}Z"
-    return f"{base}.{nanos:09d}Z"
+    return f"{base}.{nanos // 1000:06d}Z"

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tetragon.api.gen.tetragon import bpf_pb2
 from tetragon.events import layout as L
 from tetragon.policy.hookinfo import ArgInfo, HookInfo
+from tetragon.process.cache import with_tid
 from tetragon.process.model import CAP_NAMES, cap_names, securebit_names
 
 Event = dict[str, Any]
@@ -156,12 +159,37 @@ class GenericRecord:
 # --- decoding ------------------------------------------------------------------------------------
 
 
+_GENERIC_OPS = frozenset((L.MSG_OP_GENERIC_KPROBE, L.MSG_OP_GENERIC_TRACEPOINT, L.MSG_OP_GENERIC_UPROBE))
+_HEAD_SIZE = L.MSG_GENERIC.size
+_unpack_head = L.MSG_GENERIC.unpack_from
+_ARG_SIZE = L.GEN_ARG.size
+_unpack_arg = L.GEN_ARG.unpack_from
+_unpack_i32 = struct.Struct("<i").unpack_from
+
+# The header as decode_header returns it: (op, flags_common, size, ktime, pid, tid, policy_id, hook_id,
+# action, return_action, selector, nargs, flags, func_id, ret).
+GenericHeader = tuple[int, int, int, int, int, int, int, int, int, int, int, int, int, int, int]
+
+
+def decode_header(buf: bytes) -> GenericHeader:
+    """The `msg_generic` header of a record; ValueError when it is short, `size` is out of range or
+    the op is not a generic one."""
+    if len(buf) < _HEAD_SIZE:
+        raise ValueError(f"generic record of {len(buf)} bytes, header needs {_HEAD_SIZE}")
+    head: GenericHeader = _unpack_head(buf)
+    size = head[2]
+    if size < _HEAD_SIZE or size > len(buf):
+        raise ValueError(f"generic record size {size} outside [{_HEAD_SIZE}, {len(buf)}]")
+    if head[0] not in _GENERIC_OPS:
+        raise ValueError(f"op {head[0]} is not a generic record")
+    return head
+
+
 def decode_generic(record: memoryview | bytes) -> GenericRecord:
     """Decode one generic record; ValueError when it is short or its blobs overrun `size`."""
     buf = bytes(record)
     head = L.MSG_GENERIC
-    if len(buf) < head.size:
-        raise ValueError(f"generic record of {len(buf)} bytes, header needs {head.size}")
+    decode_header(buf)
     (
         op,
         flags_common,
@@ -179,10 +207,6 @@ def decode_generic(record: memoryview | bytes) -> GenericRecord:
         func_id,
         ret,
     ) = head.unpack_from(buf)
-    if size < head.size or size > len(buf):
-        raise ValueError(f"generic record size {size} outside [{head.size}, {len(buf)}]")
-    if op not in (L.MSG_OP_GENERIC_KPROBE, L.MSG_OP_GENERIC_TRACEPOINT, L.MSG_OP_GENERIC_UPROBE):
-        raise ValueError(f"op {op} is not a generic record")
     args: list[GenericArg] = []
     pos = head.size
     for i in range(nargs):
@@ -460,27 +484,6 @@ def build_args(rec: GenericRecord, hook: HookInfo) -> list[Event]:
 
 # --- events --------------------------------------------------------------------------------------
 
-# Process fields after `tid` (16), to insert tid at its declaration position.
-_AFTER_TID = ("process_credentials", "binary_properties", "user", "in_init_tree", "environment_variables")
-
-
-def with_tid(process: Event, tid: int) -> Event:
-    """A copy of a Process dict whose `tid` is the thread that hit the hook."""
-    if "tid" in process:
-        out = dict(process)
-        out["tid"] = tid
-        return out
-    out = {}
-    placed = False
-    for key, value in process.items():
-        if not placed and key in _AFTER_TID:
-            out["tid"] = tid
-            placed = True
-        out[key] = value
-    if not placed:
-        out["tid"] = tid
-    return out
-
 
 def _action(kernel_id: int) -> str | None:
     return ACTION_NAMES.get(kernel_id)
@@ -496,27 +499,56 @@ def build_generic_event(
     time: str,
 ) -> Event:
     """A process_kprobe / process_tracepoint / process_uprobe event (per hook.event) from a record."""
+    return generic_event(
+        hook,
+        build_args(rec, hook),
+        rec.action,
+        rec.return_action,
+        rec.flags,
+        rec.ret,
+        with_tid(process, rec.tid) if process is not None else None,
+        parent,
+        ancestors,
+        node_name,
+        time,
+    )
+
+
+def generic_event(
+    hook: HookInfo,
+    args: list[Event],
+    action_id: int,
+    return_action_id: int,
+    flags: int,
+    ret: int,
+    process: Any,
+    parent: Any,
+    ancestors: list[Any] | None,
+    node_name: str,
+    time: str,
+) -> Event:
+    """The event of build_generic_event from its parts: `process` already carries the record's tid.
+    process / parent / ancestors are dicts, or orjson.Fragment for an event only serialized."""
     body: Event = {}
     if process is not None:
-        body["process"] = with_tid(process, rec.tid)
+        body["process"] = process
     if parent is not None:
         body["parent"] = parent
-    args = build_args(rec, hook)
-    action = _action(rec.action)
+    action = _action(action_id)
     tags = list(hook.tags)
     if hook.event == "process_kprobe":
         if hook.function_name:
             body["function_name"] = hook.function_name
         if args:
             body["args"] = args
-        returned = bool(rec.flags & L.GEN_F_RETURN)
+        returned = bool(flags & L.GEN_F_RETURN)
         if returned and hook.return_arg is not None:
-            body["return"] = _with_label(int_variant(rec.ret, hook.return_arg.type), hook.return_arg)
+            body["return"] = _with_label(int_variant(ret, hook.return_arg.type), hook.return_arg)
         if action:
             body["action"] = action
         if hook.policy_name:
             body["policy_name"] = hook.policy_name
-        return_action = _action(rec.return_action) if returned else None
+        return_action = _action(return_action_id) if returned else None
         if return_action:
             body["return_action"] = return_action
         if hook.message:
@@ -561,3 +593,236 @@ def build_generic_event(
         if action:
             body["action"] = action
     return {hook.event: body, "node_name": node_name, "time": time}
+
+
+# --- per-hook plans (the agent's hot path) -------------------------------------------------------
+
+# converter(buf, start, end, blob flags) -> the KprobeArgument of one blob's payload buf[start:end]
+Converter = Callable[[bytes, int, int, int], Event]
+
+
+def make_converter(kind: int, info: ArgInfo, index: int) -> Converter:
+    """A converter equal to `_with_label(arg_variant(GenericArg(kind, flags, index, payload), info), info)`,
+    specialised for the common argument types."""
+    label, typ = info.label, info.type
+    if kind == L.GEN_KIND_INT and _SIGNED_BITS.get(typ) == 32:
+        # the low 32 bits of the little-endian u64, signed
+        if label:
+
+            def int32_labelled(buf: bytes, start: int, end: int, flags: int) -> Event:
+                return {"int_arg": _unpack_i32(buf, start)[0] if end - start >= 8 else 0, "label": label}
+
+            return int32_labelled
+
+        def int32(buf: bytes, start: int, end: int, flags: int) -> Event:
+            return {"int_arg": _unpack_i32(buf, start)[0] if end - start >= 8 else 0}
+
+        return int32
+    if kind == L.GEN_KIND_INT:
+
+        def integer(buf: bytes, start: int, end: int, flags: int) -> Event:
+            value = int.from_bytes(buf[start : start + 8], "little") if end - start >= 8 else 0
+            return _with_label(int_variant(value, typ), info)
+
+        return integer
+    if kind == L.GEN_KIND_STR:
+        if label:
+
+            def string_labelled(buf: bytes, start: int, end: int, flags: int) -> Event:
+                return {"string_arg": buf[start:end].decode("utf-8", "replace"), "label": label}
+
+            return string_labelled
+
+        def string(buf: bytes, start: int, end: int, flags: int) -> Event:
+            return {"string_arg": buf[start:end].decode("utf-8", "replace")}
+
+        return string
+
+    def other(buf: bytes, start: int, end: int, flags: int) -> Event:
+        return _with_label(arg_variant(GenericArg(kind, flags, index, buf[start:end]), info), info)
+
+    return other
+
+
+# builder(args, action_id, return_action_id, flags, ret, process, parent, ancestors, node_name, time)
+EventBuilder = Callable[[list[Event], int, int, int, int, Any, Any, "list[Any] | None", str, str], Event]
+
+
+def make_event_builder(hook: HookInfo) -> EventBuilder:
+    """generic_event for one hook, with what depends only on the hook decided once (kprobes; the
+    other event types call generic_event)."""
+    if hook.event != "process_kprobe":
+
+        def general(
+            args: list[Event],
+            action_id: int,
+            return_action_id: int,
+            flags: int,
+            ret: int,
+            process: Any,
+            parent: Any,
+            ancestors: list[Any] | None,
+            node_name: str,
+            time: str,
+        ) -> Event:
+            return generic_event(
+                hook,
+                args,
+                action_id,
+                return_action_id,
+                flags,
+                ret,
+                process,
+                parent,
+                ancestors,
+                node_name,
+                time,
+            )
+
+        return general
+
+    function_name, policy_name, message = hook.function_name, hook.policy_name, hook.message
+    tags, return_arg = hook.tags, hook.return_arg
+    action_names = ACTION_NAMES
+    returned_flag = L.GEN_F_RETURN
+
+    def kprobe(
+        args: list[Event],
+        action_id: int,
+        return_action_id: int,
+        flags: int,
+        ret: int,
+        process: Any,
+        parent: Any,
+        ancestors: list[Any] | None,
+        node_name: str,
+        time: str,
+    ) -> Event:
+        body: Event = {}
+        if process is not None:
+            body["process"] = process
+        if parent is not None:
+            body["parent"] = parent
+        if function_name:
+            body["function_name"] = function_name
+        if args:
+            body["args"] = args
+        returned = flags & returned_flag
+        if returned and return_arg is not None:
+            body["return"] = _with_label(int_variant(ret, return_arg.type), return_arg)
+        action = action_names.get(action_id)
+        if action:
+            body["action"] = action
+        if policy_name:
+            body["policy_name"] = policy_name
+        if returned:
+            return_action = action_names.get(return_action_id)
+            if return_action:
+                body["return_action"] = return_action
+        if message:
+            body["message"] = message
+        if tags:
+            body["tags"] = list(tags)
+        if ancestors:
+            body["ancestors"] = ancestors
+        return {"process_kprobe": body, "node_name": node_name, "time": time}
+
+    return kprobe
+
+
+class HookPlan:
+    """What the pipeline precomputes per hook: argument converters per (blob kind, index), the
+    tetragon_policy_events_total labels, the --enable-ancestors kind and the user-space actions."""
+
+    __slots__ = (
+        "hook",
+        "event",
+        "policy_hook",
+        "ancestors_kind",
+        "user_actions",
+        "event_builder",
+        "_converters",
+        "_layout",
+    )
+
+    def __init__(self, hook: HookInfo) -> None:
+        self.hook = hook
+        self.event = hook.event
+        if hook.event == "process_kprobe":
+            hook_name = f"kprobe:{hook.function_name}"
+        elif hook.event == "process_tracepoint":
+            hook_name = f"tracepoint:{hook.subsys}:{hook.tp_event}"
+        else:
+            hook_name = f"uprobe:{hook.path}:{hook.symbol}"
+        self.policy_hook = (hook.policy_name, hook_name)
+        self.ancestors_kind = hook.event.removeprefix("process_")
+        self.event_builder = make_event_builder(hook)
+        self.user_actions: dict[int, list[Any]] = {}  # selector -> GetUrl / DnsLookup actions (the agent's)
+        self._converters: dict[tuple[int, int], Converter] = {}
+        # per blob of the last record's layout: (kind, index, converter, position in index order)
+        self._layout: tuple[tuple[int, int, Converter, int], ...] = ()
+
+    def args(self, buf: bytes, nargs: int, size: int) -> list[Event]:
+        """build_args(decode_generic(buf), hook) for a record whose header decode_header checked:
+        the same ValueErrors for blobs that are malformed or overrun `size`.
+
+        Records of one hook nearly always carry the same blobs in the same order (not necessarily
+        the index order: the kernel may write the arguments its selectors compare first), so the
+        last layout seen — per blob its kind, index, converter and place in the index order — is
+        kept and checked blob by blob; any other record takes the general path and is learnt."""
+        layout = self._layout
+        if len(layout) != nargs:
+            return self._args_learning(buf, nargs, size)
+        out: list[Any] = [None] * nargs
+        pos = _HEAD_SIZE
+        for want_kind, want_index, conv, place in layout:
+            if pos + _ARG_SIZE > size:
+                return self._args_learning(buf, nargs, size)  # raises the right error
+            kind, aflags, index, length = _unpack_arg(buf, pos)
+            if kind != want_kind or index != want_index:
+                return self._args_learning(buf, nargs, size)
+            pos += _ARG_SIZE
+            end = pos + length
+            if end > size:
+                return self._args_learning(buf, nargs, size)
+            out[place] = conv(buf, pos, end, aflags)
+            pos = end
+        return out
+
+    def _args_learning(self, buf: bytes, nargs: int, size: int) -> list[Event]:
+        """Validate every blob, convert them in index order and remember this record's layout."""
+        blobs: list[tuple[int, int, int, int, int]] = []  # kind, flags, index, start, end
+        pos = _HEAD_SIZE
+        for i in range(nargs):
+            if pos + _ARG_SIZE > size:
+                raise ValueError(f"argument {i} header at {pos} overruns record size {size}")
+            kind, aflags, index, length = _unpack_arg(buf, pos)
+            pos += _ARG_SIZE
+            if not L.GEN_KIND_INT <= kind <= L.GEN_KIND_CRED:
+                raise ValueError(f"argument {i} has unknown kind {kind}")
+            if pos + length > size:
+                raise ValueError(f"argument {i} payload of {length} bytes overruns record size {size}")
+            blobs.append((kind, aflags, index, pos, pos + length))
+            pos += length
+        # stable, like sorted(rec.args, key=index)
+        order = sorted(range(nargs), key=lambda k: blobs[k][2])
+        places = [0] * nargs
+        for place, k in enumerate(order):
+            places[k] = place
+        self._layout = tuple(
+            (kind, index, self._converter(kind, index), places[k])
+            for k, (kind, _, index, _, _) in enumerate(blobs)
+        )
+        out = []
+        for k in order:
+            kind, aflags, index, start, end = blobs[k]
+            out.append(self._converter(kind, index)(buf, start, end, aflags))
+        return out
+
+    def _converter(self, kind: int, index: int) -> Converter:
+        conv = self._converters.get((kind, index))
+        if conv is None:
+            args = self.hook.args
+            info = args[index] if index < len(args) else ArgInfo(type="")
+            conv = self._converters[(kind, index)] = make_converter(kind, info, index)
+        return conv

@@ -1,7 +1,9 @@
 """The JSON file exporter (`--export-filename` and the `--export-file-*` / `--export-*` flags).
 
 Per event (`write`, called by the pipeline thread): allow/deny filters, rate limit, redaction, field
-filters, then one orjson line appended to an in-memory buffer. `flush()` (after each batch) writes
+filters, then one orjson line appended to an in-memory buffer. `write_line` takes a line the caller
+serialized itself (the pipeline's fast path, only when `takes_lines`: no filter, redaction or field
+filter is configured; the rate limit still applies). `flush()` (after each batch) writes
 the buffer out, rotating by size, and does the time-based work: the rate-limit report
 (`rate_limit_info` event) and `--export-file-rotation-interval` rotation. Call `flush()` at least
 every second or so even when no events arrive, so those happen on time.
@@ -102,6 +104,9 @@ class JsonFileExporter:
         fields = field_filters if callable(field_filters) else compile_field_filters(field_filters or [])
         self._field_filter: Callable[[Event], Event] | None = None if fields is identity else fields
         self._limiter = RateLimiter(rate_limit, clock=clock) if rate_limit >= 0 else None
+        # Whether `write_line` may be used: no allow/deny list, redaction or field filter looks at
+        # events (the rate limit, which does not, is applied by write_line too).
+        self.takes_lines = self._allowed is None and self._redact is None and self._field_filter is None
         self._file = RotatingFile(
             path,
             max_size_mb=max_size_mb,
@@ -167,6 +172,14 @@ class JsonFileExporter:
             self.failed_events += 1
             log.warning("export: cannot encode %s event: %s", next(iter(event), "?"), e)
             return False
+        return self._append(line, event.get("time"))
+
+    def write_line(self, line: bytes, stamp: str) -> bool:
+        """Buffer one event already serialized as `write` would (orjson, newline appended); `stamp`
+        is its `time`. Only when `takes_lines`: filters, redaction and field filters are not applied."""
+        if self._limiter is not None and not self._limiter.allow():
+            return False
+        # _append, inlined: this runs once per event
         size = len(line)
         if self._buf_bytes + len(self._tail) + size > self.max_buffer_bytes:
             self._refuse()
@@ -174,7 +187,22 @@ class JsonFileExporter:
         self._buf.append(line)
         self._buf_bytes += size
         self.exported_events += 1
-        stamp = event.get("time")
+        if stamp[:19] == self._stamp_prefix:
+            self.last_exported_timestamp = self._stamp_seconds
+        else:
+            self._new_stamp(stamp)
+        if self._buf_bytes >= AUTO_FLUSH_BYTES and not self._failing:
+            self.flush()
+        return True
+
+    def _append(self, line: bytes, stamp: Any) -> bool:
+        size = len(line)
+        if self._buf_bytes + len(self._tail) + size > self.max_buffer_bytes:
+            self._refuse()
+            return False
+        self._buf.append(line)
+        self._buf_bytes += size
+        self.exported_events += 1
         if stamp.__class__ is str and stamp[:19] == self._stamp_prefix:
             self.last_exported_timestamp = self._stamp_seconds
         else:

@@ -9,10 +9,33 @@ flight may still name them); when the cache is full the oldest exited entries go
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 ProcessDict = dict[str, Any]
+
+# Process fields after `tid` (16), to insert tid at its declaration position.
+_AFTER_TID = ("process_credentials", "binary_properties", "user", "in_init_tree", "environment_variables")
+
+
+def with_tid(process: ProcessDict, tid: int) -> ProcessDict:
+    """A copy of a Process dict whose `tid` is the thread that hit the hook."""
+    if "tid" in process:
+        out = dict(process)
+        out["tid"] = tid
+        return out
+    out = {}
+    placed = False
+    for key, value in process.items():
+        if not placed and key in _AFTER_TID:
+            out["tid"] = tid
+            placed = True
+        out[key] = value
+    if not placed:
+        out["tid"] = tid
+    return out
 
 
 @dataclass(slots=True)
@@ -31,6 +54,47 @@ class ProcessEntry:
     refcnt: int = 1
     exited: bool = False
     zero_since: float = 0.0
+    # Serialized forms for the export fast path (the fields above never change after creation but
+    # refcnt): (refcnt, tid, JSON of with_tid(to_dict(), tid)) and (refcnt, JSON of to_dict()).
+    _json_tid: tuple[int, int, orjson.Fragment] | None = field(default=None, repr=False, compare=False)
+    _json: tuple[int, orjson.Fragment] | None = field(default=None, repr=False, compare=False)
+    _key_parts: tuple[str, str, str, str] | None = field(default=None, repr=False, compare=False)
+
+    def json_with_tid(self, tid: int) -> orjson.Fragment:
+        """`orjson.dumps(with_tid(self.to_dict(), tid))` as a Fragment, cached while refcnt holds."""
+        cached = self._json_tid
+        if cached is not None and cached[0] == self.refcnt and cached[1] == tid:
+            return cached[2]
+        frag = orjson.Fragment(orjson.dumps(with_tid(self.to_dict(), tid)))
+        self._json_tid = (self.refcnt, tid, frag)
+        return frag
+
+    def json(self) -> orjson.Fragment:
+        """`orjson.dumps(self.to_dict())` as a Fragment, cached while refcnt holds."""
+        cached = self._json
+        if cached is not None and cached[0] == self.refcnt:
+            return cached[1]
+        frag = orjson.Fragment(orjson.dumps(self.to_dict()))
+        self._json = (self.refcnt, frag)
+        return frag
+
+    def key_parts(self) -> tuple[str, str, str, str]:
+        """(binary, pod namespace, workload, pod name) as metrics' event_key reads them from to_dict()."""
+        parts = self._key_parts
+        if parts is None:
+            d = self.to_dict()
+            pod = d.get("pod")
+            if pod is None:
+                parts = (d.get("binary", ""), "", "", "")
+            else:
+                parts = (
+                    d.get("binary", ""),
+                    pod.get("namespace", ""),
+                    pod.get("workload", ""),
+                    pod.get("name", ""),
+                )
+            self._key_parts = parts
+        return parts
 
     def to_dict(self) -> ProcessDict:
         d = dict(self.head)
