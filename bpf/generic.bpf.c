@@ -537,7 +537,7 @@ static __always_inline __u32 put_sockaddr(struct gen_heap *h, __u32 off, const v
 }
 
 /* Read argument i into a blob at *off. */
-static __always_inline int read_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *off)
+static __noinline int read_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *off)
 {
 	__u32 o = *off;
 	__u32 aflags = 0, len = 0;
@@ -1010,7 +1010,7 @@ static __noinline int match_process(__u32 s, struct task_struct *task, __u32 tgi
 	return 1;
 }
 
-static __always_inline int match_args(__u32 s, struct gen_heap *h)
+static __noinline int match_args(__u32 s, struct gen_heap *h)
 {
 	const volatile struct gen_selector *sel = &cfg.sel[s];
 
