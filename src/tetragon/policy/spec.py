@@ -31,6 +31,7 @@ from pydantic_core import PydanticCustomError
 
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.syscalls import all_syscalls, parse_syscall
+from tetragon.process.model import CAP_NAMES
 
 API_VERSION = "cilium.io/v1alpha1"
 KINDS = ("TracingPolicy", "TracingPolicyNamespaced")
@@ -219,53 +220,10 @@ NAMESPACES = (
     "User",
 )
 _NAMESPACES_LOWER = {name.lower(): name for name in NAMESPACES}
+# capability name -> bit, from the same table the events use (there bit 1 keeps Tetragon's
+# "DAC_OVERRIDE" spelling; policies spell it CAP_DAC_OVERRIDE)
 CAPABILITIES: dict[str, int] = {
-    name: bit
-    for bit, name in enumerate(
-        [
-            "CAP_CHOWN",
-            "CAP_DAC_OVERRIDE",
-            "CAP_DAC_READ_SEARCH",
-            "CAP_FOWNER",
-            "CAP_FSETID",
-            "CAP_KILL",
-            "CAP_SETGID",
-            "CAP_SETUID",
-            "CAP_SETPCAP",
-            "CAP_LINUX_IMMUTABLE",
-            "CAP_NET_BIND_SERVICE",
-            "CAP_NET_BROADCAST",
-            "CAP_NET_ADMIN",
-            "CAP_NET_RAW",
-            "CAP_IPC_LOCK",
-            "CAP_IPC_OWNER",
-            "CAP_SYS_MODULE",
-            "CAP_SYS_RAWIO",
-            "CAP_SYS_CHROOT",
-            "CAP_SYS_PTRACE",
-            "CAP_SYS_PACCT",
-            "CAP_SYS_ADMIN",
-            "CAP_SYS_BOOT",
-            "CAP_SYS_NICE",
-            "CAP_SYS_RESOURCE",
-            "CAP_SYS_TIME",
-            "CAP_SYS_TTY_CONFIG",
-            "CAP_MKNOD",
-            "CAP_LEASE",
-            "CAP_AUDIT_WRITE",
-            "CAP_AUDIT_CONTROL",
-            "CAP_SETFCAP",
-            "CAP_MAC_OVERRIDE",
-            "CAP_MAC_ADMIN",
-            "CAP_SYSLOG",
-            "CAP_WAKE_ALARM",
-            "CAP_BLOCK_SUSPEND",
-            "CAP_AUDIT_READ",
-            "CAP_PERFMON",
-            "CAP_BPF",
-            "CAP_CHECKPOINT_RESTORE",
-        ]
-    )
+    ("CAP_DAC_OVERRIDE" if name == "DAC_OVERRIDE" else name): bit for bit, name in enumerate(CAP_NAMES)
 }
 BINARY_OPERATORS = ("In", "NotIn", "Prefix", "NotPrefix", "Postfix", "NotPostfix")
 LIST_TYPES = ("syscalls", "generated_syscalls", "generated_ftrace")
