@@ -36,14 +36,16 @@ const volatile struct gen_hook_cfg cfg = {};
 
 /* Record scratch: a blob starts below 32 KiB and is at most 32 KiB + header long. */
 #define REC_OFF_MASK 0x7fff
-#define REC_BUF_SIZE (65536 + 4096)
+#define REC_BUF_SIZE (65536 + 4096 + 512) /* + the reach of a postfix compare past BIN_SCRATCH */
+/* What a filtered call touches (the counter, the argument slots, the start of buf) shares one page. */
 struct gen_heap {
 	__u64 filtered; /* GSTAT_FILTERED of this CPU, kept here: no map lookup on the hot path */
-	char buf[REC_BUF_SIZE];
 	__u64 val[GEN_ARGS_MAX];  /* raw argument values */
 	__u32 aoff[GEN_ARGS_MAX]; /* payload offset of each argument's blob in buf */
 	__u32 alen[GEN_ARGS_MAX]; /* payload length */
 	__u8 akind[GEN_ARGS_MAX];
+	__u8 pad[7];
+	char buf[REC_BUF_SIZE];
 };
 
 /* One scratch per CPU, too big for a per-CPU map (32 KiB limit): an array indexed by CPU, sized to
@@ -932,11 +934,6 @@ static __always_inline __u64 task_caps(struct task_struct *task, __u32 type)
 	return v;
 }
 
-static __always_inline int has_process_filter(const volatile struct gen_selector *sel)
-{
-	return sel->npids || sel->has_bin || sel->nns || sel->ncaps || sel->ns_changes_op || sel->caps_changes_op;
-}
-
 /* Everything of selector s that does not need the arguments. */
 static __noinline int match_process(__u32 s, struct task_struct *task, __u32 tgid, struct gen_proc *p,
 					 struct gen_heap *h)
@@ -1182,24 +1179,19 @@ static __always_inline int gen_entry(void *ctx)
 			return 0;
 	}
 	if (cfg.nselectors) {
-		int need_proc = 0;
-		pid_tgid = bpf_get_current_pid_tgid();
-		tgid = pid_tgid >> 32;
-#pragma unroll
-		for (int s = 0; s < GEN_MAX_SELECTORS; s++) {
-			if (s >= cfg.nselectors)
-				break;
-			need_proc |= has_process_filter(&cfg.sel[s]);
-		}
+		mask = (1U << cfg.nselectors) - 1;
 		/* selectors of matchArgs alone need neither the exec entry nor a call per selector */
-		if (need_proc)
+		if (cfg.proc_sel) {
+			pid_tgid = bpf_get_current_pid_tgid();
+			tgid = pid_tgid >> 32;
 			p = bpf_map_lookup_elem(&tg_execve_map, &tgid);
 #pragma unroll
-		for (int s = 0; s < GEN_MAX_SELECTORS; s++) {
-			if (s >= cfg.nselectors)
-				break;
-			if (!has_process_filter(&cfg.sel[s]) || match_process(s, cur_task(), tgid, p, h))
-				mask |= 1 << s;
+			for (int s = 0; s < GEN_MAX_SELECTORS; s++) {
+				if (s >= cfg.nselectors)
+					break;
+				if ((cfg.proc_sel & (1 << s)) && !match_process(s, cur_task(), tgid, p, h))
+					mask &= ~(1U << s);
+			}
 		}
 		if (!mask) {
 			h->filtered++;
@@ -1207,11 +1199,6 @@ static __always_inline int gen_entry(void *ctx)
 		}
 	}
 
-	for (int i = 0; i < GEN_ARGS_MAX; i++) {
-		if (i >= cfg.nargs)
-			break;
-		h->val[i] = raw_value(ctx, i);
-	}
 	m = (struct msg_generic *)h->buf;
 	m->nargs = 0; /* the rest of the header is filled once a selector matched */
 	m->action = 0;
@@ -1219,37 +1206,18 @@ static __always_inline int gen_entry(void *ctx)
 	off = sizeof(*m);
 
 	/*
-	 * Arguments the selectors still in play compare are read first, and only they: a call that no
-	 * selector matches costs the reads its matchArgs need, nothing more.
+	 * Arguments the selectors compare are read first, and only they: a call that no selector
+	 * matches costs the reads its matchArgs need, nothing more.
 	 */
-	__u32 sel_args = 0;
-	if (cfg.nselectors) {
-#pragma unroll
-		for (int s = 0; s < GEN_MAX_SELECTORS; s++) {
-			if (s >= cfg.nselectors)
-				break;
-			if (!(mask & (1 << s)))
-				continue;
-			for (int k = 0; k < GEN_MAX_MATCHARGS; k++) {
-				if (k >= cfg.sel[s].nmatch)
-					break;
-				sel_args |= 1U << (cfg.sel[s].match[k].arg & 7);
-			}
-			/* rateLimit compares the start of every argument: all must be read before */
-			for (int k = 0; k < GEN_MAX_ACTIONS; k++) {
-				if (k >= cfg.sel[s].nactions)
-					break;
-				if (cfg.sel[s].actions[k].rate_limit_ns)
-					sel_args = 0x1f;
-			}
-		}
-	}
+	__u32 sel_args = cfg.sel_args;
 #pragma unroll
 	for (int i = 0; i < GEN_ARGS_MAX; i++) {
 		if (i >= cfg.nargs)
 			break;
-		if (sel_args & (1U << i))
+		if (sel_args & (1U << i)) {
+			h->val[i] = raw_value(ctx, i);
 			emit_arg(ctx, h, i, &off, m);
+		}
 	}
 
 	int post = 1;
@@ -1282,8 +1250,10 @@ static __always_inline int gen_entry(void *ctx)
 	for (int i = 0; i < GEN_ARGS_MAX; i++) {
 		if (i >= cfg.nargs)
 			break;
-		if (!(sel_args & (1U << i)))
+		if (!(sel_args & (1U << i))) {
+			h->val[i] = raw_value(ctx, i);
 			emit_arg(ctx, h, i, &off, m);
+		}
 	}
 
 	pid_tgid = bpf_get_current_pid_tgid();

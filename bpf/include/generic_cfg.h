@@ -206,6 +206,13 @@ struct gen_hook_cfg {
 	__u8 ret_signed;
 	__u8 syscall;    /* a syscall hook: compat tasks flagged */
 	__u8 pad;
+	/* derived by the agent from the fields below (gencfg.finish), so the hot path need not loop:
+	 * proc_sel: bit s = selector s has a process filter (matchPIDs, matchBinaries, ...);
+	 * sel_args: bit i = argument i is read before the selectors are decided (a matchArgs compares
+	 * it, or every argument when an action has a rateLimit) */
+	__u8 proc_sel;
+	__u8 sel_args;
+	__u8 pad2[2];
 	struct gen_arg_cfg args[GEN_ARGS_MAX];
 	struct gen_selector sel[GEN_MAX_SELECTORS];
 };

@@ -293,3 +293,36 @@ def test_value_limits() -> None:
 @pytest.mark.parametrize(("text", "value"), [("10", 10), ("0x10", 16), ("010", 8), ("-1", -1), ("0", 0)])
 def test_parse_int(text: str, value: int) -> None:
     assert parse_int(text) == value
+
+
+def test_derived_selector_masks() -> None:
+    """proc_sel / sel_args: what the entry program reads before deciding the selectors."""
+    cfg = _compile(OPENAT).hooks[0].cfg
+    assert (cfg.proc_sel, cfg.sel_args) == (0, 0b110)  # filename and flags; the return match needs no arg
+    body = """
+  kprobes:
+  - call: sys_openat
+    syscall: true
+    args:
+    - {index: 0, type: int}
+    - {index: 1, type: string}
+    - {index: 2, type: int}
+    selectors:
+    - matchArgs:
+      - {index: 0, operator: Equal, values: ["3"]}
+    - matchBinaries:
+      - {operator: In, values: ["/bin/true"]}
+    - matchPIDs:
+      - {operator: NotIn, values: [1]}
+      matchActions:
+      - {action: Post, rateLimit: 1m}
+"""
+    cfg = _compile(body).hooks[0].cfg
+    assert cfg.proc_sel == 0b110
+    assert cfg.sel_args == 0b111  # a rateLimit reads every argument (of the 3 the hook has) first
+    cfg = (
+        _compile(body.replace("      matchActions:\n      - {action: Post, rateLimit: 1m}\n", ""))
+        .hooks[0]
+        .cfg
+    )
+    assert (cfg.proc_sel, cfg.sel_args) == (0b110, 0b001)

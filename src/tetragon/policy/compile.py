@@ -696,7 +696,7 @@ def _build(
         ctx.where = f"{where}.selectors[{k}]"
         _fill_selector(ctx, cfg.sel[k], sel, arg_pos, types, ret_type, mode, warn)
     cfg.nselectors = len(hook.selectors)
-    return cfg, infos, ret_info, ctx.inmap
+    return G.finish(cfg), infos, ret_info, ctx.inmap
 
 
 def _kprobe_arg_pos(hook: S.KProbeSpec | S.UProbeSpec, where: str) -> Callable[[S.ArgSelector], int]:

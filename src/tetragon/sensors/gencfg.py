@@ -200,6 +200,9 @@ class HookCfg(ctypes.Structure):
         ("ret_signed", _u8),
         ("syscall", _u8),
         ("pad", _u8),
+        ("proc_sel", _u8),
+        ("sel_args", _u8),
+        ("pad2", _u8 * 2),
         ("args", ArgCfg * GEN_ARGS_MAX),
         ("sel", Selector * GEN_MAX_SELECTORS),
     ]
@@ -222,3 +225,23 @@ class GenProc(ctypes.Structure):
         ("pad", _u16 * 3),
         ("bin", ctypes.c_char * GEN_BIN_LEN),
     ]
+
+
+def finish(cfg: HookCfg) -> HookCfg:
+    """Fill the fields the kernel derives nothing from at run time: `proc_sel` (selectors with a
+    process filter) and `sel_args` (arguments read before the selectors are decided)."""
+    proc_sel = 0
+    sel_args = 0
+    for s in range(cfg.nselectors):
+        sel = cfg.sel[s]
+        if sel.npids or sel.has_bin or sel.nns or sel.ncaps or sel.ns_changes_op or sel.caps_changes_op:
+            proc_sel |= 1 << s
+        for k in range(sel.nmatch):
+            arg = sel.match[k].arg
+            if arg < GEN_ARGS_MAX:
+                sel_args |= 1 << arg
+        if any(sel.actions[k].rate_limit_ns for k in range(sel.nactions)):
+            sel_args = (1 << GEN_ARGS_MAX) - 1  # rateLimit keys on every argument's start
+    cfg.proc_sel = proc_sel
+    cfg.sel_args = sel_args & ((1 << cfg.nargs) - 1)
+    return cfg
