@@ -30,11 +30,13 @@ from tetragon.events import layout as L
 from tetragon.events.bus import EventBus
 from tetragon.events.decode import decode_clone, decode_exec, decode_exit
 from tetragon.events.generic import HookPlan, decode_header
+from tetragon.events.genline import HookLines
 from tetragon.process import procfs
 from tetragon.process.cache import ProcessCache, ProcessEntry, with_tid
 from tetragon.process.events import ProcessEvents, ProcessOptions
 from tetragon.process.model import Clock, node_name
 from tetragon.sensors.base import BaseSensor
+from tetragon.timefmt import format_timestamp
 
 if TYPE_CHECKING:  # imported where used: a config error must not wait for grpc to import
     from tetragon.api.server import GrpcServer
@@ -197,6 +199,13 @@ class Agent:
         # tetragon_policy_events_total and tetragon_events_total once per drain
         self._policy_counts: dict[tuple[HookPlan, str | None], list[Any]] = {}
         self._plans: dict[tuple[int, int, int], HookPlan] = {}  # per (policy, hook, func) id
+        self._plans_generation = -1  # PolicyManager.generation the plans were made under
+        self._thread: tuple[int, int, ProcessEntry | None, ProcessEntry | None] | None = None
+        self._ancestor_kinds = frozenset(config.enable_ancestors)
+        # the wall-clock second of the last line-path event: its first nanosecond, text, value
+        self._second_start = -(1 << 62)
+        self._second_text = b""
+        self._second_value = 0.0
         self.op_counts: dict[int, int] = {
             L.MSG_OP_EXECVE: 0,
             L.MSG_OP_EXIT: 0,
@@ -396,7 +405,9 @@ class Agent:
         try:
             if op in _GENERIC_OPS:
                 self._handle_generic(record)
-            elif op == L.MSG_OP_EXECVE:
+                return
+            self._thread = None  # process records change the cache _handle_generic looks into
+            if op == L.MSG_OP_EXECVE:
                 self._emit(self.events.on_exec(decode_exec(record)))
             elif op == L.MSG_OP_EXIT:
                 event = self.events.on_exit(decode_exit(record))
@@ -432,27 +443,129 @@ class Agent:
         policies = self.policies
         if policies is None:
             raise ValueError("policy record without a policy manager")
-        hook = policies.hook(policy_id, hook_id, func_id)
-        if hook is None:
-            raise ValueError(f"record of unknown policy hook {policy_id}/{hook_id}")
-        plan = self._plans.get((policy_id, hook_id, func_id))
-        if plan is None or plan.hook is not hook:
-            plan = self._plans[(policy_id, hook_id, func_id)] = HookPlan(hook)
-        args = plan.args(buf, nargs, size)
-        entry = self.events.current(pid)
-        parent = None
-        exporter = self.exporter
-        subscribers = self.bus.subscriber_count
-        stamp = self.clock.rfc3339(ktime)
+        if policies.generation != self._plans_generation:
+            self._plans = {}  # hook infos changed: plans are rebuilt on demand
+            self._plans_generation = policies.generation
+        key = (policy_id, hook_id, func_id)
+        plan = self._plans.get(key)
+        if plan is None:
+            hook = policies.hook(policy_id, hook_id, func_id)
+            if hook is None:
+                raise ValueError(f"record of unknown policy hook {policy_id}/{hook_id}")
+            plan = self._plans[key] = HookPlan(hook)
+        # the process and parent of the last thread seen; forgotten whenever a process record or
+        # a cache collection could have changed them (_handle, drain_once)
+        thread = self._thread
+        if thread is None or thread[0] != pid or thread[1] != tid:
+            entry = self.events.current(pid)
+            parent = self.cache.get(entry.parent_exec_id) if entry is not None else None
+            thread = self._thread = (pid, tid, entry, parent)
+        else:
+            entry, parent = thread[2], thread[3]
         if entry is None:
             self.events.missing_process_info += 1
-        else:
-            parent = self.cache.get(entry.parent_exec_id)
         ancestors: list[ProcessEntry] | None = None
-        if entry is not None and plan.ancestors_kind in self.config.enable_ancestors:
+        if entry is not None and plan.ancestors_kind in self._ancestor_kinds:
             ancestors = self.cache.ancestors(entry) or None
+        line = None
+        exporter = self.exporter
+        if (
+            exporter is not None
+            and exporter.takes_lines
+            and ancestors is None
+            and not self.bus.subscriber_count
+        ):
+            # only the JSON line is needed, and it is made without building the event
+            lines = plan.lines
+            if lines is None:
+                lines = plan.lines = HookLines(plan, self.node)
+            wall = ktime + self.clock.offset
+            frac = wall - self._second_start
+            if 0 <= frac < 1_000_000_000 and frac % 1000:
+                stamp = b"%b.%09dZ" % (self._second_text, frac)
+            else:
+                stamp = self._new_second(wall)
+            line = lines.line(
+                buf,
+                action,
+                return_action,
+                flags,
+                ret,
+                nargs,
+                size,
+                entry.json_with_tid(tid) if entry is not None else None,
+                parent.json() if parent is not None else None,
+                stamp,
+            )
+            if line is not None:
+                exporter.write_line(line, self._second_value)
+        if line is None:
+            self._generic_event(
+                plan,
+                buf,
+                ktime,
+                action,
+                return_action,
+                flags,
+                ret,
+                nargs,
+                size,
+                tid,
+                entry,
+                parent,
+                ancestors,
+            )
+        if self.metrics is not None:
+            # counted per batch under (hook, process); the metrics' event key is made once per batch
+            mkey = (plan, entry.exec_id if entry is not None else None)
+            slot = self._policy_counts.get(mkey)
+            if slot is None:
+                if entry is None:
+                    ekey = (plan.event, "", "", "", "", self.node, True)
+                else:
+                    ekey = (plan.event, *entry.key_parts(), self.node, False)
+                self._policy_counts[mkey] = [plan.policy_hook, ekey, 1]
+            else:
+                slot[2] += 1
+        if selector != 255:
+            actions = plan.user_actions.get(selector)
+            if actions is None:  # registered with the hook: cached for as long as the plan's hook
+                actions = plan.user_actions[selector] = policies.actions(policy_id, hook_id, selector)
+            if actions:
+                self._run_user_actions(actions)
+
+    def _new_second(self, wall: int) -> bytes:
+        """The `time` of wall-clock nanoseconds `wall`, remembering its second for the next ones."""
+        text = format_timestamp(wall)
+        self._second_start = wall - wall % 1_000_000_000
+        self._second_text = text[:19].encode()
+        self._second_value = float(wall // 1_000_000_000)
+        return text.encode()
+
+    def _generic_event(
+        self,
+        plan: HookPlan,
+        buf: bytes,
+        ktime: int,
+        action: int,
+        return_action: int,
+        flags: int,
+        ret: int,
+        nargs: int,
+        size: int,
+        tid: int,
+        entry: ProcessEntry | None,
+        parent: ProcessEntry | None,
+        ancestors: list[ProcessEntry] | None,
+    ) -> None:
+        """The event as a dict (gRPC subscribers, export filters, redaction) or, for the export file
+        alone, serialized with the process, parent and ancestors embedded pre-serialized."""
+        args = plan.args(buf, nargs, size)
+        exporter = self.exporter
+        subscribers = self.bus.subscriber_count
+        wall = ktime + self.clock.offset
+        stamp = format_timestamp(wall)
         if subscribers or (exporter is not None and not exporter.takes_lines):
-            # complete dicts: gRPC subscribers and the exporter's filters / redaction need them
             event = plan.event_builder(
                 args,
                 action,
@@ -470,16 +583,16 @@ class Agent:
             if subscribers:
                 self.bus.publish(event)
         elif exporter is not None:
-            # only the JSON line is needed: process dicts are embedded pre-serialized
+            frag = orjson.Fragment
             event = plan.event_builder(
                 args,
                 action,
                 return_action,
                 flags,
                 ret,
-                entry.json_with_tid(tid) if entry is not None else None,
-                parent.json() if parent is not None else None,
-                [a.json() for a in ancestors] if ancestors else None,
+                frag(entry.json_with_tid(tid)) if entry is not None else None,
+                frag(parent.json()) if parent is not None else None,
+                [frag(a.json()) for a in ancestors] if ancestors else None,
                 self.node,
                 stamp,
             )
@@ -488,25 +601,7 @@ class Agent:
             except orjson.JSONEncodeError:
                 exporter.write(event)  # counts and logs the failure like any other event
             else:
-                exporter.write_line(line, stamp)
-        if self.metrics is not None:
-            # counted per batch under (hook, process); the metrics' event key is made once per batch
-            key = (plan, entry.exec_id if entry is not None else None)
-            slot = self._policy_counts.get(key)
-            if slot is None:
-                if entry is None:
-                    ekey = (plan.event, "", "", "", "", self.node, True)
-                else:
-                    ekey = (plan.event, *entry.key_parts(), self.node, False)
-                self._policy_counts[key] = [plan.policy_hook, ekey, 1]
-            else:
-                slot[2] += 1
-        if selector != 255:
-            actions = plan.user_actions.get(selector)
-            if actions is None:  # registered with the hook: cached for as long as the plan's hook
-                actions = plan.user_actions[selector] = policies.actions(policy_id, hook_id, selector)
-            if actions:
-                self._run_user_actions(actions)
+                exporter.write_line(line, float(wall // 1_000_000_000))
 
     def _run_user_actions(self, actions: list[Any]) -> None:
         """GetUrl / DnsLookup: done from user space, off the pipeline thread."""
@@ -559,6 +654,7 @@ class Agent:
 
     def drain_once(self) -> int:
         assert self.sensor is not None and self.sensor.reader is not None
+        self._thread = None  # the cache may have been collected since the last batch
         n = self.sensor.reader.drain(self._handle)
         if self.exporter is not None:
             self.exporter.flush()

@@ -4,6 +4,7 @@ metrics, same errors."""
 
 from __future__ import annotations
 
+import datetime
 import socket
 import struct
 from pathlib import Path
@@ -39,7 +40,7 @@ HOOKS: dict[tuple[int, int], HookInfo] = {
         policy_name="files",
         event="process_kprobe",
         function_name="security_file_permission",
-        message="file access",
+        message="file access 100% %s %b",
         tags=("observability.filesystem", "t2"),
         args=(
             ArgInfo("file", label="f"),
@@ -73,6 +74,8 @@ HOOKS: dict[tuple[int, int], HookInfo] = {
 
 
 class Policies:
+    generation = 0
+
     def hook(self, policy_id: int, hook_id: int, func_id: int = 0) -> HookInfo | None:
         return HOOKS.get((policy_id, hook_id))
 
@@ -166,6 +169,11 @@ RECORDS: list[bytes] = [
     record([int_blob(1, 0), int_blob(-1, 1)], policy=(8, 1), op=L.MSG_OP_GENERIC_TRACEPOINT),
     record([blob(L.GEN_KIND_STR, b"$ ", 0)], policy=(9, 1), op=L.MSG_OP_GENERIC_UPROBE),
     record([int_blob(1, 0)], pid=100, tid=103, action=0),  # no action name
+    record([int_blob(1, 0)], ktime=8_000_123_000),  # microseconds: 6 digits
+    record([int_blob(1, 0)], ktime=8_000_123_001),  # the same second: 9 digits
+    record([int_blob(1, 0)], ktime=8_999_999_999),
+    record([int_blob(1, 0)], ktime=8_000_000_001),  # back in time within the second
+    record([int_blob(1, 0)], ktime=7_999_999_999),  # and to the second before
     record([int_blob(1, 0), blob(L.GEN_KIND_INT, b"\x01\x02", 1)]),  # short int payload: 0
 ]
 
@@ -274,10 +282,13 @@ def metrics_of(agent: Agent) -> dict[str, dict[tuple[str, ...], float]]:
     return {name: dict(agent.metrics._values[name]) for name in names}
 
 
-@pytest.fixture
-def agents(tmp_path: Path) -> tuple[Agent, Agent]:
-    fast = make_agent(tmp_path, "fast.json", enable_ancestors=["base", "kprobe"])
-    slow = make_agent(tmp_path, "slow.json", subscriber=True, enable_ancestors=["base", "kprobe"])
+@pytest.fixture(params=[["base", "kprobe"], []], ids=["ancestors", "lines"])
+def agents(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[Agent, Agent]:
+    # with kprobe ancestors, kprobe events take the pre-serialized-fragment path; without, the
+    # line path (events.genline); the other agent builds every event as a dict
+    fast = make_agent(tmp_path, "fast.json", enable_ancestors=request.param)
+    slow = make_agent(tmp_path, "slow.json", subscriber=True, enable_ancestors=request.param)
+    fast.clock.offset = 1_700_000_000 * 10**9  # whole seconds: the records' times are exact
     slow.clock = fast.clock  # the same boot-time offset
     yield fast, slow
     for a in (fast, slow):
@@ -291,6 +302,10 @@ def test_fast_path_lines_equal_dict_path_lines(agents: tuple[Agent, Agent]) -> N
     fast_out, slow_out = run(fast, RECORDS), run(slow, RECORDS)
     assert fast_out.count(b"\n") == len(RECORDS)
     assert fast_out == slow_out
+    if not fast.config.enable_ancestors:  # every record took the line path, no template fell back
+        assert all(plan.lines is not None for plan in fast._plans.values())
+        assert all(fill is not None for plan in fast._plans.values() for fill in plan.lines._fills.values())
+        assert not any(plan.lines is not None for plan in slow._plans.values())
     # the subscriber got complete dicts, serialized exactly as the file lines
     events = []
     while (ev := slow.sub.get(timeout=0)) is not None:  # type: ignore[attr-defined]
@@ -311,7 +326,7 @@ def test_fast_path_equals_build_generic_event(agents: tuple[Agent, Agent]) -> No
         entry = fast.cache.get_by_pid(rec.pid)
         parent = fast.cache.get(entry.parent_exec_id) if entry is not None else None
         ancestors = None
-        if entry is not None and hook.event == "process_kprobe":
+        if entry is not None and hook.event == "process_kprobe" and "kprobe" in fast.config.enable_ancestors:
             ancestors = [a.to_dict() for a in fast.cache.ancestors(entry)] or None
         ev = build_generic_event(
             rec,
@@ -447,12 +462,12 @@ def test_malformed_records_fail_like_decode_generic(raw: bytes, tmp_path: Path) 
 
 def test_with_tid_and_json_caches() -> None:
     cat = entries()[2]
-    assert orjson.dumps(cat.json_with_tid(7)) == orjson.dumps(with_tid(cat.to_dict(), 7))
+    assert cat.json_with_tid(7) == orjson.dumps(with_tid(cat.to_dict(), 7))
     assert cat.json_with_tid(7) is cat.json_with_tid(7)
     assert cat.json_with_tid(8) is not cat.json_with_tid(7)
-    assert orjson.dumps({"p": cat.json()}) == orjson.dumps({"p": cat.to_dict()})
+    assert cat.json() == orjson.dumps(cat.to_dict())
     cat.refcnt += 1
-    assert orjson.dumps({"p": cat.json()}) == orjson.dumps({"p": cat.to_dict()})
+    assert cat.json() == orjson.dumps(cat.to_dict())
 
 
 def test_generic_event_with_fragments_serializes_like_dicts() -> None:
@@ -462,7 +477,8 @@ def test_generic_event_with_fragments_serializes_like_dicts() -> None:
     rec = decode_generic(raw)
     args = build_args(rec, hook)
     common = (hook, args, rec.action, rec.return_action, rec.flags, rec.ret)
-    frag = generic_event(*common, cat.json_with_tid(5), shell.json(), [shell.json()], NODE, "t")
+    F = orjson.Fragment
+    frag = generic_event(*common, F(cat.json_with_tid(5)), F(shell.json()), [F(shell.json())], NODE, "t")
     dicts = generic_event(*common, with_tid(cat.to_dict(), 5), shell.to_dict(), [shell.to_dict()], NODE, "t")
     assert orjson.dumps(frag) == orjson.dumps(dicts)
 
@@ -494,10 +510,39 @@ def test_write_line_counts_like_write(tmp_path: Path) -> None:
     line = orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
     a = JsonFileExporter(str(tmp_path / "a.json"), max_buffer_bytes=len(line) * 2)
     b = JsonFileExporter(str(tmp_path / "b.json"), max_buffer_bytes=len(line) * 2)
-    results = ([a.write(event) for _ in range(3)], [b.write_line(line, event["time"]) for _ in range(3)])
+    seconds = datetime.datetime(2024, 4, 14, 2, 18, 14, tzinfo=datetime.UTC).timestamp()
+    results = ([a.write(event) for _ in range(3)], [b.write_line(line, seconds) for _ in range(3)])
     assert results[0] == results[1] == [True, True, False]  # the buffer limit refuses the third
     for attr in ("exported_events", "failed_events", "last_exported_timestamp", "buffered_bytes"):
         assert getattr(a, attr) == getattr(b, attr), attr
     a.close()
     b.close()
     assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes() == line * 2
+
+
+def test_line_args_memo() -> None:
+    """Argument blocks are remembered by their raw bytes, boundedly, and only small ones."""
+    from tetragon.events import genline
+
+    plan = HookPlan(HOOKS[(7, 1)])
+    lines = genline.HookLines(plan, NODE)
+
+    def args_json(raw: bytes) -> bytes:
+        rec = decode_generic(raw)
+        return b",".join(orjson.dumps(a) for a in build_args(rec, plan.hook))
+
+    raw = RECORDS[0]
+    head = decode_header(raw)
+    first = lines.args(raw, head[11], head[2])
+    assert first == args_json(raw) and len(lines._memo) == 1
+    assert lines.args(raw, head[11], head[2]) is first  # remembered
+    for k in range(genline._MEMO_ENTRIES + 10):
+        rec = record([int_blob(k, 0), blob(L.GEN_KIND_STR, b"/f%d" % k, 1), int_blob(0, 2)])
+        h = decode_header(rec)
+        assert lines.args(rec, h[11], h[2]) == args_json(rec)
+    assert 0 < len(lines._memo) <= genline._MEMO_ENTRIES  # forgotten all at once when full
+    big = record([int_blob(1, 0), blob(L.GEN_KIND_STR, b"x" * 2000, 1), int_blob(0, 2)])
+    h = decode_header(big)
+    before = len(lines._memo)
+    assert lines.args(big, h[11], h[2]) == args_json(big)
+    assert len(lines._memo) == before  # larger than _MEMO_MAX_BYTES: converted, not kept

@@ -741,6 +741,7 @@ class HookPlan:
         "ancestors_kind",
         "user_actions",
         "event_builder",
+        "lines",
         "_converters",
         "_layout",
     )
@@ -757,6 +758,7 @@ class HookPlan:
         self.policy_hook = (hook.policy_name, hook_name)
         self.ancestors_kind = hook.event.removeprefix("process_")
         self.event_builder = make_event_builder(hook)
+        self.lines: Any = None  # the agent's events.genline.HookLines, made on first use
         self.user_actions: dict[int, list[Any]] = {}  # selector -> GetUrl / DnsLookup actions (the agent's)
         self._converters: dict[tuple[int, int], Converter] = {}
         # per blob of the last record's layout: (kind, index, converter, position in index order)

@@ -174,9 +174,10 @@ class JsonFileExporter:
             return False
         return self._append(line, event.get("time"))
 
-    def write_line(self, line: bytes, stamp: str) -> bool:
-        """Buffer one event already serialized as `write` would (orjson, newline appended); `stamp`
-        is its `time`. Only when `takes_lines`: filters, redaction and field filters are not applied."""
+    def write_line(self, line: bytes, seconds: float) -> bool:
+        """Buffer one event already serialized as `write` would (orjson, newline appended);
+        `seconds` is the whole seconds of its `time` (Unix time). Only when `takes_lines`: filters,
+        redaction and field filters are not applied."""
         if self._limiter is not None and not self._limiter.allow():
             return False
         # _append, inlined: this runs once per event
@@ -187,10 +188,7 @@ class JsonFileExporter:
         self._buf.append(line)
         self._buf_bytes += size
         self.exported_events += 1
-        if stamp[:19] == self._stamp_prefix:
-            self.last_exported_timestamp = self._stamp_seconds
-        else:
-            self._new_stamp(stamp)
+        self.last_exported_timestamp = seconds
         if self._buf_bytes >= AUTO_FLUSH_BYTES and not self._failing:
             self.flush()
         return True

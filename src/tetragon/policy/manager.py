@@ -61,6 +61,9 @@ class PolicyManager:
         self._hooks: dict[tuple[int, int], HookInfo] = {}
         self._list_infos: dict[tuple[int, int, int], HookInfo] = {}
         self._actions: dict[tuple[int, int, int], list[S.ActionSelector]] = {}
+        # bumped whenever hook infos are registered or forgotten: the pipeline's per-hook plans,
+        # cached by (policy, hook, func) id, are dropped when it changes
+        self.generation = 0
 
     # --- gRPC / CLI surface --------------------------------------------------------------------
     def add(self, yaml_text: str, *, mode: str | None = None, domain: str = "grpc") -> PolicyStatus:
@@ -175,6 +178,7 @@ class PolicyManager:
                 del self._hooks[key]
         for plan in entry.plan.hooks:
             self._hooks[(entry.id, plan.hook_id)] = plan.info
+        self.generation += 1
         hooks = list(S.iter_hooks(entry.policy))
         hid = 0
         for section, _, hook in hooks:

@@ -56,27 +56,27 @@ class ProcessEntry:
     zero_since: float = 0.0
     # Serialized forms for the export fast path (the fields above never change after creation but
     # refcnt): (refcnt, tid, JSON of with_tid(to_dict(), tid)) and (refcnt, JSON of to_dict()).
-    _json_tid: tuple[int, int, orjson.Fragment] | None = field(default=None, repr=False, compare=False)
-    _json: tuple[int, orjson.Fragment] | None = field(default=None, repr=False, compare=False)
+    _json_tid: tuple[int, int, bytes] | None = field(default=None, repr=False, compare=False)
+    _json: tuple[int, bytes] | None = field(default=None, repr=False, compare=False)
     _key_parts: tuple[str, str, str, str] | None = field(default=None, repr=False, compare=False)
 
-    def json_with_tid(self, tid: int) -> orjson.Fragment:
-        """`orjson.dumps(with_tid(self.to_dict(), tid))` as a Fragment, cached while refcnt holds."""
+    def json_with_tid(self, tid: int) -> bytes:
+        """`orjson.dumps(with_tid(self.to_dict(), tid))`, cached while refcnt holds."""
         cached = self._json_tid
         if cached is not None and cached[0] == self.refcnt and cached[1] == tid:
             return cached[2]
-        frag = orjson.Fragment(orjson.dumps(with_tid(self.to_dict(), tid)))
-        self._json_tid = (self.refcnt, tid, frag)
-        return frag
+        data = orjson.dumps(with_tid(self.to_dict(), tid))
+        self._json_tid = (self.refcnt, tid, data)
+        return data
 
-    def json(self) -> orjson.Fragment:
-        """`orjson.dumps(self.to_dict())` as a Fragment, cached while refcnt holds."""
+    def json(self) -> bytes:
+        """`orjson.dumps(self.to_dict())`, cached while refcnt holds."""
         cached = self._json
         if cached is not None and cached[0] == self.refcnt:
             return cached[1]
-        frag = orjson.Fragment(orjson.dumps(self.to_dict()))
-        self._json = (self.refcnt, frag)
-        return frag
+        data = orjson.dumps(self.to_dict())
+        self._json = (self.refcnt, data)
+        return data
 
     def key_parts(self) -> tuple[str, str, str, str]:
         """(binary, pod namespace, workload, pod name) as metrics' event_key reads them from to_dict()."""

@@ -179,13 +179,14 @@ class Clock:
         self.refresh()
 
     def refresh(self) -> None:
-        self._offset = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        # boot-time + offset = wall-clock nanoseconds
+        self.offset = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
     def wall_ns(self, ktime: int) -> int:
-        return ktime + self._offset
+        return ktime + self.offset
 
     def rfc3339(self, ktime: int) -> str:
-        return format_timestamp(ktime + self._offset)
+        return format_timestamp(ktime + self.offset)
 
 
 @dataclass(slots=True)
