@@ -204,7 +204,7 @@ class Agent:
         self._ancestor_kinds = frozenset(config.enable_ancestors)
         # the wall-clock second of the last line-path event: its first nanosecond, text, value
         self._second_start = -(1 << 62)
-        self._second_text = b""
+        self._second_text = ""
         self._second_value = 0.0
         self.op_counts: dict[int, int] = {
             L.MSG_OP_EXECVE: 0,
@@ -482,7 +482,7 @@ class Agent:
             wall = ktime + self.clock.offset
             frac = wall - self._second_start
             if 0 <= frac < 1_000_000_000 and frac % 1000:
-                stamp = b"%b.%09dZ" % (self._second_text, frac)
+                stamp = (self._second_text + str(frac).zfill(9) + "Z").encode()
             else:
                 stamp = self._new_second(wall)
             line = lines.line(
@@ -538,7 +538,7 @@ class Agent:
         """The `time` of wall-clock nanoseconds `wall`, remembering its second for the next ones."""
         text = format_timestamp(wall)
         self._second_start = wall - wall % 1_000_000_000
-        self._second_text = text[:19].encode()
+        self._second_text = text[:19] + "."  # "YYYY-MM-DDTHH:MM:SS." (text may end in "Z" there)
         self._second_value = float(wall // 1_000_000_000)
         return text.encode()
 

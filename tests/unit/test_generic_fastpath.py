@@ -169,6 +169,8 @@ RECORDS: list[bytes] = [
     record([int_blob(1, 0), int_blob(-1, 1)], policy=(8, 1), op=L.MSG_OP_GENERIC_TRACEPOINT),
     record([blob(L.GEN_KIND_STR, b"$ ", 0)], policy=(9, 1), op=L.MSG_OP_GENERIC_UPROBE),
     record([int_blob(1, 0)], pid=100, tid=103, action=0),  # no action name
+    record([int_blob(1, 0)], ktime=6_000_000_000),  # a whole second: no fraction
+    record([int_blob(1, 0)], ktime=6_000_000_007),  # and just after it
     record([int_blob(1, 0)], ktime=8_000_123_000),  # microseconds: 6 digits
     record([int_blob(1, 0)], ktime=8_000_123_001),  # the same second: 9 digits
     record([int_blob(1, 0)], ktime=8_999_999_999),

@@ -20,6 +20,7 @@ from tetragon.bpf.libbpf import Map
 
 _BUSY = 1 << 31
 _DISCARD = 1 << 30
+_LEN_MASK = ~(_BUSY | _DISCARD)
 _HDR = 8
 
 
@@ -47,8 +48,10 @@ class RingBufferReader:
 
     def drain(self, handle: Callable[[memoryview], None], limit: int = 1 << 30) -> int:
         """Hand every committed record to `handle` (a view valid only during the call)."""
-        cons = int(self._cons[0])
-        prod = int(self._prod[0])
+        cons_pos = self._cons
+        prod_pos = self._prod
+        cons = int(cons_pos[0])
+        prod = int(prod_pos[0])
         mask = self._mask
         data = self._data
         hdr = self._hdr
@@ -58,15 +61,15 @@ class RingBufferReader:
             length = hdr[off >> 2]
             if length & _BUSY:
                 break
-            rlen = length & ~(_BUSY | _DISCARD)
+            rlen = length & _LEN_MASK
             if not length & _DISCARD:
                 start = off + _HDR
                 handle(data[start : start + rlen])
                 n += 1
             cons += (rlen + _HDR + 7) & ~7
-            self._cons[0] = cons
+            cons_pos[0] = cons
             if cons >= prod:
-                prod = int(self._prod[0])
+                prod = int(prod_pos[0])
         self.received += n
         return n
 
