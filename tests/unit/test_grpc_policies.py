@@ -318,3 +318,20 @@ def test_manager_without_a_method_is_unimplemented(bus: EventBus) -> None:
             grpc.StatusCode.UNIMPLEMENTED,
             "tracing policies are not supported yet",
         )
+
+
+def test_policy_engine_is_imported_on_first_policy_only() -> None:
+    """The schema and compiler (pydantic, the syscall table: ~15 MB of RSS) are not loaded by an
+    agent that has no policy (PolicyManager imports them in add())."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import tetragon.agent, tetragon.api.server, tetragon.cli.agent, tetragon.policy.manager\n"
+        "heavy = ('pydantic', 'tetragon.policy.spec', 'tetragon.policy.compile',\n"
+        "         'tetragon.policy.syscall_table')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

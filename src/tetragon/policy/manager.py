@@ -15,16 +15,20 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tetragon.bpf.libbpf import BpfError
-from tetragon.policy import spec as S
-from tetragon.policy import syscalls as SC
-from tetragon.policy.compile import PolicyPlan, compile_policy
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.hookinfo import HookInfo
 from tetragon.policy.status import PolicyStatus
 from tetragon.sensors import gencfg as G
-from tetragon.sensors.generic import PolicySensor
+
+if TYPE_CHECKING:
+    # imported on the first policy: the schema (pydantic) and compiler cost ~15 MB of RSS that an
+    # agent without policies need not carry
+    from tetragon.policy import spec as S
+    from tetragon.policy.compile import PolicyPlan
+    from tetragon.sensors.generic import PolicySensor
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,9 @@ class PolicyManager:
 
     # --- gRPC / CLI surface --------------------------------------------------------------------
     def add(self, yaml_text: str, *, mode: str | None = None, domain: str = "grpc") -> PolicyStatus:
+        from tetragon.policy import spec as S
+        from tetragon.policy.compile import compile_policy
+
         policy = S.parse_policy(yaml_text)
         chosen = mode or S.policy_mode(policy)
         if chosen not in MODES:
@@ -109,6 +116,8 @@ class PolicyManager:
                 if mode not in MODES:
                     raise PolicyError(f"invalid policy mode '{mode}' (want enforce or monitor)")
                 if mode != entry.mode:
+                    from tetragon.policy.compile import compile_policy
+
                     # enforcement that needs a missing kernel feature is checked again for the new mode
                     plan = compile_policy(entry.policy, entry.id, mode, self._features)
                     entry.plan = plan
@@ -133,6 +142,8 @@ class PolicyManager:
         key = (policy_id, hook_id, func_id)
         named = self._list_infos.get(key)
         if named is None:
+            from tetragon.policy import syscalls as SC
+
             abi = "i386" if func_id >> 31 else "x64"
             name = SC.syscall_name(func_id & 0x7FFFFFFF, abi) or str(func_id & 0x7FFFFFFF)
             fn = ("__ia32_sys_" if abi == "i386" else "__x64_sys_") + name
@@ -157,6 +168,8 @@ class PolicyManager:
 
     # --- internals --------------------------------------------------------------------------------
     def _load(self, entry: _Policy) -> None:
+        from tetragon.sensors.generic import PolicySensor
+
         try:
             entry.sensor = PolicySensor(
                 [h for h in entry.plan.hooks],
@@ -172,6 +185,8 @@ class PolicyManager:
         entry.error = ""
 
     def _register_infos(self, entry: _Policy) -> None:
+        from tetragon.policy import spec as S
+
         if len(self._hooks) > _KEPT_INFOS:  # very long-lived agents: forget the oldest deleted ones
             live = {e.id for e in self._policies.values()}
             for key in [k for k in self._hooks if k[0] not in live][: _KEPT_INFOS // 2]:
