@@ -36,7 +36,7 @@ from tetragon.process.cache import ProcessCache, ProcessEntry, with_tid
 from tetragon.process.events import ProcessEvents, ProcessOptions
 from tetragon.process.model import Clock, node_name
 from tetragon.sensors.base import BaseSensor
-from tetragon.timefmt import format_timestamp
+from tetragon.timefmt import WallStamps, format_timestamp
 
 if TYPE_CHECKING:  # imported where used: a config error must not wait for grpc to import
     from tetragon.api.server import GrpcServer
@@ -202,10 +202,7 @@ class Agent:
         self._plans_generation = -1  # PolicyManager.generation the plans were made under
         self._thread: tuple[int, int, ProcessEntry | None, ProcessEntry | None] | None = None
         self._ancestor_kinds = frozenset(config.enable_ancestors)
-        # the wall-clock second of the last line-path event: its first nanosecond, text, value
-        self._second_start = -(1 << 62)
-        self._second_text = ""
-        self._second_value = 0.0
+        self._stamps = WallStamps()  # `time` of line-path events, formatted per second
         self.op_counts: dict[int, int] = {
             L.MSG_OP_EXECVE: 0,
             L.MSG_OP_EXIT: 0,
@@ -479,12 +476,7 @@ class Agent:
             lines = plan.lines
             if lines is None:
                 lines = plan.lines = HookLines(plan, self.node)
-            wall = ktime + self.clock.offset
-            frac = wall - self._second_start
-            if 0 <= frac < 1_000_000_000 and frac % 1000:
-                stamp = (self._second_text + str(frac).zfill(9) + "Z").encode()
-            else:
-                stamp = self._new_second(wall)
+            stamps = self._stamps
             line = lines.line(
                 buf,
                 action,
@@ -495,10 +487,10 @@ class Agent:
                 size,
                 entry.json_with_tid(tid) if entry is not None else None,
                 parent.json() if parent is not None else None,
-                stamp,
+                stamps.stamp(ktime + self.clock.offset),
             )
             if line is not None:
-                exporter.write_line(line, self._second_value)
+                exporter.write_line(line, stamps.seconds)
         if line is None:
             self._generic_event(
                 plan,
@@ -533,14 +525,6 @@ class Agent:
                 actions = plan.user_actions[selector] = policies.actions(policy_id, hook_id, selector)
             if actions:
                 self._run_user_actions(actions)
-
-    def _new_second(self, wall: int) -> bytes:
-        """The `time` of wall-clock nanoseconds `wall`, remembering its second for the next ones."""
-        text = format_timestamp(wall)
-        self._second_start = wall - wall % 1_000_000_000
-        self._second_text = text[:19] + "."  # "YYYY-MM-DDTHH:MM:SS." (text may end in "Z" there)
-        self._second_value = float(wall // 1_000_000_000)
-        return text.encode()
 
     def _generic_event(
         self,

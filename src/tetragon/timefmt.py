@@ -46,3 +46,26 @@ def format_timestamp(wall_ns: int) -> str:
     if nanos % 1_000_000 == 0:
         return f"{base}.{nanos // 1_000_000:03d}Z"
     return f"{base}.{nanos // 1000:06d}Z"
+
+
+class WallStamps:
+    """`format_timestamp(wall).encode()` for a stream of times that mostly share their second (a
+    batch of events): the second's text is kept and only the nanoseconds are formatted.
+    `seconds` is the whole Unix seconds of the last time stamped."""
+
+    __slots__ = ("_start", "_text", "seconds")
+
+    def __init__(self) -> None:
+        self._start = -(1 << 62)  # first nanosecond of the kept second
+        self._text = ""  # "YYYY-MM-DDTHH:MM:SS."
+        self.seconds = 0.0
+
+    def stamp(self, wall: int) -> bytes:
+        frac = wall - self._start
+        if 0 <= frac < 1_000_000_000 and frac % 1000:  # nine digits: the common case
+            return (self._text + str(frac).zfill(9) + "Z").encode()
+        text = format_timestamp(wall)
+        self._start = wall - wall % 1_000_000_000
+        self._text = text[:19] + "."  # text may end in "Z" there (a whole second)
+        self.seconds = float(wall // 1_000_000_000)
+        return text.encode()

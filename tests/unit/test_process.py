@@ -169,3 +169,15 @@ def test_a_second_exit_record_of_the_same_group_is_ignored() -> None:
     missing = ev.missing_process_info
     assert ev.on_exit(ExitRecord(ktime=201, pid=10, tid=10, exit_code=5 << 8)) is None
     assert ev.missing_process_info == missing  # a duplicate, not a process we do not know
+
+
+def test_wall_stamps_equal_format_timestamp() -> None:
+    from tetragon.timefmt import WallStamps, format_timestamp
+
+    base = 1_700_000_000 * 10**9
+    walls = [base + d for d in (459_142_916, 459_142_917, 0, 7, 123_000, 5_000_000, 999_999_999)]
+    walls += [base - 1, base + 10**9 + 1, base + 10**9, base + 3]  # back a second, on, back again
+    stamps = WallStamps()
+    for wall in walls:
+        assert stamps.stamp(wall) == format_timestamp(wall).encode(), wall
+        assert stamps.seconds == float(wall // 10**9)

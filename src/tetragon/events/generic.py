@@ -772,24 +772,8 @@ class HookPlan:
         the index order: the kernel may write the arguments its selectors compare first), so the
         last layout seen — per blob its kind, index, converter and place in the index order — is
         kept and checked blob by blob; any other record takes the general path and is learnt."""
-        layout = self._layout
-        if len(layout) != nargs:
-            return self._args_learning(buf, nargs, size)
-        out: list[Any] = [None] * nargs
-        pos = _HEAD_SIZE
-        for want_kind, want_index, conv, place in layout:
-            if pos + _ARG_SIZE > size:
-                return self._args_learning(buf, nargs, size)  # raises the right error
-            kind, aflags, index, length = _unpack_arg(buf, pos)
-            if kind != want_kind or index != want_index:
-                return self._args_learning(buf, nargs, size)
-            pos += _ARG_SIZE
-            end = pos + length
-            if end > size:
-                return self._args_learning(buf, nargs, size)
-            out[place] = conv(buf, pos, end, aflags)
-            pos = end
-        return out
+        out = convert_by_layout(self._layout, buf, nargs, size)
+        return out if out is not None else self._args_learning(buf, nargs, size)
 
     def _args_learning(self, buf: bytes, nargs: int, size: int) -> list[Event]:
         """Validate every blob, convert them in index order and remember this record's layout."""
@@ -821,10 +805,39 @@ class HookPlan:
             out.append(self._converter(kind, index)(buf, start, end, aflags))
         return out
 
+    def arg_info(self, index: int) -> ArgInfo:
+        """The hook's argument at `index`; a blob of an index the hook does not have is untyped."""
+        args = self.hook.args
+        return args[index] if index < len(args) else ArgInfo(type="")
+
     def _converter(self, kind: int, index: int) -> Converter:
         conv = self._converters.get((kind, index))
         if conv is None:
-            args = self.hook.args
-            info = args[index] if index < len(args) else ArgInfo(type="")
-            conv = self._converters[(kind, index)] = make_converter(kind, info, index)
+            conv = self._converters[(kind, index)] = make_converter(kind, self.arg_info(index), index)
         return conv
+
+
+# per blob of a record layout: (kind, index, converter, position in index order)
+Layout = tuple[tuple[int, int, Callable[[bytes, int, int, int], Any], int], ...]
+
+
+def convert_by_layout(layout: Layout, buf: bytes, nargs: int, size: int) -> list[Any] | None:
+    """The record's blobs converted into their places when they are exactly `layout` (kinds,
+    indexes, in order, within `size`); None otherwise, for the caller's validating path."""
+    if len(layout) != nargs:
+        return None
+    out: list[Any] = [None] * nargs
+    pos = _HEAD_SIZE
+    for want_kind, want_index, conv, place in layout:
+        if pos + _ARG_SIZE > size:
+            return None
+        kind, aflags, index, length = _unpack_arg(buf, pos)
+        if kind != want_kind or index != want_index:
+            return None
+        pos += _ARG_SIZE
+        end = pos + length
+        if end > size:
+            return None
+        out[place] = conv(buf, pos, end, aflags)
+        pos = end
+    return out

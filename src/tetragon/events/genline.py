@@ -26,13 +26,12 @@ import orjson
 
 from tetragon.events import layout as L
 from tetragon.events.generic import (
-    _ARG_SIZE,
     _HEAD_SIZE,
     _SIGNED_BITS,
     HookPlan,
-    _unpack_arg,
     _unpack_i32,
     _with_label,
+    convert_by_layout,
     int_variant,
 )
 from tetragon.policy.hookinfo import ArgInfo
@@ -154,24 +153,8 @@ class HookLines:
         return text
 
     def _convert(self, buf: bytes, nargs: int, size: int) -> bytes:
-        layout = self._layout
-        if len(layout) != nargs:
-            return self._learn(buf, nargs, size)
-        out: list[bytes] = [b""] * nargs
-        pos = _HEAD_SIZE
-        for want_kind, want_index, conv, place in layout:
-            if pos + _ARG_SIZE > size:
-                return self._learn(buf, nargs, size)
-            kind, aflags, index, length = _unpack_arg(buf, pos)
-            if kind != want_kind or index != want_index:
-                return self._learn(buf, nargs, size)
-            pos += _ARG_SIZE
-            end = pos + length
-            if end > size:
-                return self._learn(buf, nargs, size)
-            out[place] = conv(buf, pos, end, aflags)
-            pos = end
-        return b",".join(out)
+        out = convert_by_layout(self._layout, buf, nargs, size)
+        return b",".join(out) if out is not None else self._learn(buf, nargs, size)
 
     def _learn(self, buf: bytes, nargs: int, size: int) -> bytes:
         """The plan's general path (validating every blob), then its layout with line converters."""
@@ -181,9 +164,9 @@ class HookLines:
         for kind, index, dict_conv, place in plan._layout:
             conv = self._converters.get((kind, index))
             if conv is None:
-                args = plan.hook.args
-                info = args[index] if index < len(args) else ArgInfo(type="")
-                conv = self._converters[(kind, index)] = make_line_converter(kind, info, dict_conv)
+                conv = self._converters[(kind, index)] = make_line_converter(
+                    kind, plan.arg_info(index), dict_conv
+                )
             layout.append((kind, index, conv, place))
         self._layout = tuple(layout)
         return b",".join(_dumps(item) for item in items)
