@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from tetragon import __version__
-from tetragon.events import layout as L
+from tetragon.abi import events_h as L
 from tetragon.events.bus import EventBus
 from tetragon.events.decode import decode_clone, decode_exec, decode_exit
 from tetragon.events.generic import HookPlan, decode_header

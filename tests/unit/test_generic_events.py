@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from tetragon.abi import events_h as L
 from tetragon.api.convert import event_to_proto, proto_to_event
 from tetragon.events import compact_hooks
-from tetragon.events import layout as L
 from tetragon.events.compact import format_compact
 from tetragon.events.generic import (
     ACTION_NAMES,

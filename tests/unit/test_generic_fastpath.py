@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
+from tetragon.abi import events_h as L
 from tetragon.agent import Agent, AgentConfig
-from tetragon.events import layout as L
 from tetragon.events.generic import (
     HookPlan,
     build_args,

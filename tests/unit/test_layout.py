@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tetragon.events import layout
+from tetragon.abi import events_h as layout
 
 ROOT = Path(__file__).resolve().parents[2]
 CC = shutil.which("gcc") or shutil.which("cc") or shutil.which("clang-19")

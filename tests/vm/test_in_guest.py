@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.agentproc import AgentProcess, Event, body, kind
+from tetragon.abi import events_h as layout
 from tetragon.bpf.features import FEATURES, active_lsms, probe_features
 from tetragon.bpf.libbpf import BpfObject
 from tetragon.bpf.ringbuf import RingBufferReader
-from tetragon.events import layout
 from tetragon.events.decode import decode_exec
 
 pytestmark = pytest.mark.vm

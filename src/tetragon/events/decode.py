@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from tetragon.events import layout as L
+from tetragon.abi import events_h as L
 from tetragon.process.model import ExecInfo
 
 _EXEC = L.MSG_EXEC

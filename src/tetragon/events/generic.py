@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tetragon.abi import events_h as L
 from tetragon.api.gen.tetragon import bpf_pb2
-from tetragon.events import layout as L
 from tetragon.policy.hookinfo import ArgInfo, HookInfo
 from tetragon.process.cache import with_tid
 from tetragon.process.model import CAP_NAMES, cap_names, securebit_names

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import orjson
 
-from tetragon.events import layout as L
+from tetragon.abi import events_h as L
 from tetragon.events.generic import (
     _HEAD_SIZE,
     _SIGNED_BITS,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sys import intern
 from typing import Any
 
-from tetragon.events import layout as L
+from tetragon.abi import events_h as L
 from tetragon.events.decode import CloneRecord, ExitRecord
 from tetragon.process.cache import ProcessCache, ProcessEntry
 from tetragon.process.model import (

@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from tetragon.events.layout import NS_NAMES
+from tetragon.abi.events_h import NS_NAMES
 from tetragon.process.model import ExecInfo
 
 log = logging.getLogger(__name__)

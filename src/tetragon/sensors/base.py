@@ -7,9 +7,9 @@ import struct
 from pathlib import Path
 from types import TracebackType
 
+from tetragon.abi import events_h as L
 from tetragon.bpf.libbpf import BpfError, BpfObject
 from tetragon.bpf.ringbuf import RingBufferReader
-from tetragon.events import layout as L
 from tetragon.sensors.gencfg import GEN_BIN_LEN, GenProc
 
 log = logging.getLogger(__name__)
