@@ -19,8 +19,8 @@ from tetragon.export.jsonfile import (
     JsonFileExporter,
     format_timestamp,
     parse_file_perm,
-    parse_go_duration,
 )
+from tetragon.timefmt import parse_duration
 
 MIB = 1024 * 1024
 T0_NS = 1_704_164_645_678_000_000  # 2024-01-02T03:04:05.678Z
@@ -214,7 +214,7 @@ def test_compress_rotated_files(tmp_path: Path) -> None:
 def test_rotation_interval(tmp_path: Path) -> None:
     clock = FakeClock()
     path = tmp_path / "tetragon.log"
-    exp = make(path, clock, rotation_interval=parse_go_duration("1m"))
+    exp = make(path, clock, rotation_interval=parse_duration("1m"))
     exp.write(exec_event(1))
     exp.flush()
     clock.advance(30)
@@ -374,15 +374,15 @@ def test_partial_line_is_finished_in_the_same_file_before_rotating(
 
 
 def test_parse_helpers() -> None:
-    assert parse_go_duration("0") == 0
-    assert parse_go_duration("90s") == 90
-    assert parse_go_duration("1h30m") == 5400
-    assert parse_go_duration("1.5h") == 5400
-    assert parse_go_duration("250ms") == pytest.approx(0.25)
-    assert parse_go_duration("-2m") == -120
+    assert parse_duration("0") == 0
+    assert parse_duration("90s") == 90
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("1.5h") == 5400
+    assert parse_duration("250ms") == pytest.approx(0.25)
+    assert parse_duration("-2m") == -120
     for bad in ("", "10", "1x", "h", "--1s"):
         with pytest.raises(ValueError, match="invalid duration"):
-            parse_go_duration(bad)
+            parse_duration(bad)
     assert parse_file_perm("600") == 0o600
     assert parse_file_perm("0644") == 0o644
     assert parse_file_perm("rw") == 0o600
