@@ -18,7 +18,6 @@ from tetragon.export.jsonfile import (
     ExportError,
     JsonFileExporter,
     format_timestamp,
-    parse_file_perm,
 )
 from tetragon.timefmt import parse_duration
 
@@ -383,10 +382,6 @@ def test_parse_helpers() -> None:
     for bad in ("", "10", "1x", "h", "--1s"):
         with pytest.raises(ValueError, match="invalid duration"):
             parse_duration(bad)
-    assert parse_file_perm("600") == 0o600
-    assert parse_file_perm("0644") == 0o644
-    assert parse_file_perm("rw") == 0o600
-    assert parse_file_perm("1777") == 0o600
     assert format_timestamp(T0_NS) == "2024-01-02T03:04:05.678Z"
     assert format_timestamp(T0_NS - 678_000_000) == "2024-01-02T03:04:05Z"
     assert format_timestamp(T0_NS + 1) == "2024-01-02T03:04:05.678000001Z"

@@ -45,19 +45,6 @@ class ExportError(Exception):
     """The export file cannot be used; the message says which path and why."""
 
 
-def parse_file_perm(text: str) -> int:
-    """`--export-file-perm`: an octal string such as "600". Like Tetragon, a bad value logs a
-    warning and falls back to 0600."""
-    try:
-        perm = int(text, 8)
-        if not 0 <= perm <= 0o777:
-            raise ValueError("not a regular file permission")
-        return perm
-    except ValueError as e:
-        log.warning("Failed to parse export file permission %r (%s), falling back to 600", text, e)
-        return 0o600
-
-
 class JsonFileExporter:
     def __init__(
         self,
