@@ -390,13 +390,13 @@ def test_parse_helpers() -> None:
 
 def test_accepts_compiled_field_filters_and_redaction(tmp_path: Path) -> None:
     from tetragon.export.fieldfilters import compile_field_filters
-    from tetragon.export.redaction import compile_redaction, parse_redaction_lines
+    from tetragon.export.redaction import compile_redaction, parse_redaction_filter_lines
 
     path = tmp_path / "t.log"
     exp = make(
         path,
         field_filters=compile_field_filters([{"fields": "process.arguments"}]),
-        redaction=compile_redaction(parse_redaction_lines('{"redact":["(x+)"]}')),
+        redaction=compile_redaction(parse_redaction_filter_lines('{"redact":["(x+)"]}')),
     )
     exp.write(exec_event(1, pad=3))
     exp.close()
