@@ -13,6 +13,7 @@
 #include "ringbuf.h"
 #include "generic_cfg.h"
 #include "execve_map.h"
+#include "bound.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -26,8 +27,7 @@ char LICENSE[] SEC("license") = "GPL";
 /* Scratch: the exec record is built here, then copied into the ring with its real size. */
 #define EXEC_BUF_SIZE 32768
 #define EXEC_DATA_OFF ((__u32)sizeof(struct msg_exec))
-/* Force a mask the verifier can see; every variable offset into exec_buf goes through it. */
-#define BOUND(x, mask) asm volatile("%0 &= " #mask : "+r"(x))
+/* every variable offset into exec_buf goes through it */
 #define BOUND_OFF(x) BOUND(x, 0x3fff) /* + at most 8 KiB written after it: fits EXEC_BUF_SIZE */
 struct exec_buf {
 	char data[EXEC_BUF_SIZE];

@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * NotifyEnforcer: do_actions() leaves a note (signal, error) for the thread in tg_enforcer, a map
+ * shared by all hooks of the policy; gen_enforcer (raw_syscalls/sys_exit) sends the signal when the
+ * thread next leaves a syscall of the policy's list (gen_inmap set 0).
+ */
+#ifndef TETRAGON_GENERIC_ENFORCER_H
+#define TETRAGON_GENERIC_ENFORCER_H
+
+/* NotifyEnforcer: pending signal per thread, delivered by gen_enforcer at the next listed syscall. */
+struct enforcer_note {
+	__u32 sig;
+	__s32 error;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct enforcer_note);
+} tg_enforcer SEC(".maps");
+
+#endif
