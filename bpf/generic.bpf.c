@@ -234,12 +234,7 @@ static __always_inline int gen_return(void *ctx)
 		if (off > REC_OFF_MASK)
 			break;
 		__u32 len = put_ubuf(h, off, (const void *)h->val[i], ret < 0 ? 0 : ret, cfg.args[i].max_data, &aflags);
-		struct gen_arg *a = blob(h, off);
-		a->kind = GEN_KIND_BYTES;
-		a->flags = aflags;
-		a->index = i;
-		a->pad = 0;
-		a->len = len;
+		put_arg_header(h, off, GEN_KIND_BYTES, aflags, i, len);
 		off += sizeof(struct gen_arg) + len;
 		m->nargs++;
 	}

@@ -10,10 +10,17 @@
 #ifndef TETRAGON_GENERIC_READERS_H
 #define TETRAGON_GENERIC_READERS_H
 
-static __always_inline struct gen_arg *blob(struct gen_heap *h, __u32 off)
+/* the header of argument i's blob at off, followed by len payload bytes */
+static __always_inline void put_arg_header(struct gen_heap *h, __u32 off, __u8 kind, __u32 aflags, __u32 i,
+					   __u32 len)
 {
 	BOUND(off, REC_OFF_MASK);
-	return (struct gen_arg *)&h->buf[off];
+	struct gen_arg *a = (struct gen_arg *)&h->buf[off];
+	a->kind = kind;
+	a->flags = aflags;
+	a->index = i;
+	a->pad = 0;
+	a->len = len;
 }
 
 static __always_inline struct file *fd_file(struct task_struct *task, __s64 fd)
@@ -371,12 +378,7 @@ static __noinline int read_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *of
 		return 0; /* unused slot */
 	}
 
-	struct gen_arg *a = blob(h, o);
-	a->kind = kind;
-	a->flags = aflags;
-	a->index = i;
-	a->pad = 0;
-	a->len = len;
+	put_arg_header(h, o, kind, aflags, i, len);
 	h->aoff[i] = poff;
 	h->alen[i] = len;
 	h->akind[i] = kind;
@@ -397,13 +399,8 @@ static __always_inline void emit_arg(void *ctx, struct gen_heap *h, __u32 i, __u
 		__u32 o = *off;
 		if (o > REC_OFF_MASK)
 			return;
-		struct gen_arg *a = blob(h, o);
 		__u32 poff = o + sizeof(struct gen_arg);
-		a->kind = GEN_KIND_INT;
-		a->flags = 0;
-		a->index = i;
-		a->pad = 0;
-		a->len = 8;
+		put_arg_header(h, o, GEN_KIND_INT, 0, i, 8);
 		*(__u64 *)&h->buf[poff & REC_OFF_MASK] = h->val[i];
 		h->aoff[i] = poff;
 		h->alen[i] = 8;
