@@ -63,14 +63,8 @@ static __always_inline int gen_entry(void *ctx)
 	if (!h)
 		return 0;
 	/* syscall-list hooks on raw_syscalls: the syscall id (offset 8) must be in the list */
-	if (cfg.syscall == 2) {
-		__u64 id = tp_value(ctx, 8, 8, 1);
-		if (task_is_compat(cur_task()))
-			id |= 1ULL << 31;
-		struct inmap_key k = {.map_id = 0, .value = id};
-		if (!bpf_map_lookup_elem(&gen_inmap, &k))
-			return 0;
-	}
+	if (cfg.syscall == 2 && !syscall_listed(syscall_id(ctx)))
+		return 0;
 	if (cfg.nselectors) {
 		mask = (1U << cfg.nselectors) - 1;
 		/* selectors of matchArgs alone need neither the exec entry nor a call per selector */
@@ -299,16 +293,8 @@ int gen_enforcer(void *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct enforcer_note *note = bpf_map_lookup_elem(&tg_enforcer, &pid_tgid);
-	struct task_struct *task;
 
-	if (!note)
-		return 0;
-	task = (struct task_struct *)bpf_get_current_task();
-	__u64 id = tp_value(ctx, 8, 8, 1);
-	if (task_is_compat(task))
-		id |= 1ULL << 31;
-	struct inmap_key k = {.map_id = 0, .value = id};
-	if (!bpf_map_lookup_elem(&gen_inmap, &k))
+	if (!note || !syscall_listed(syscall_id(ctx)))
 		return 0;
 	if (note->sig)
 		bpf_send_signal(note->sig);

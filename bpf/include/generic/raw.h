@@ -118,10 +118,27 @@ static __always_inline __u64 raw_value(void *ctx, __u32 i)
 
 static __always_inline int task_is_compat(struct task_struct *task)
 {
-	/* x86: TS_COMPAT in thread_info.status while an ia32 syscall runs */
+	/* x86-only: TS_COMPAT in thread_info.status while an ia32 syscall runs */
 	if (bpf_core_field_exists(task->thread_info.status))
 		return (BPF_CORE_READ(task, thread_info.status) & 0x0002) != 0;
 	return 0;
+}
+
+/* raw_syscalls: the syscall id (offset 8 of the record), bit 31 set for an ia32 call: the agent's
+ * numbering in gen_inmap and msg_generic.func_id */
+static __always_inline __u64 syscall_id(void *ctx)
+{
+	__u64 id = tp_value(ctx, 8, 8, 1);
+	if (task_is_compat(cur_task()))
+		id |= 1ULL << 31;
+	return id;
+}
+
+/* is syscall id in the hook's syscall list (gen_inmap set 0)? */
+static __always_inline int syscall_listed(__u64 id)
+{
+	struct inmap_key k = {.map_id = 0, .value = id};
+	return bpf_map_lookup_elem(&gen_inmap, &k) != NULL;
 }
 
 #endif
