@@ -42,8 +42,8 @@ const volatile struct gen_hook_cfg cfg = {};
 #include "path.h"
 #include "generic/maps.h"
 #include "generic/stash.h"
-#include "generic/enforcer.h"
 #include "generic/raw.h"
+#include "generic/enforcer.h"
 #include "generic/readers.h"
 #include "generic/selectors.h"
 #include "generic/actions.h"
@@ -166,24 +166,7 @@ static __always_inline int gen_entry(void *ctx)
 	m->common.size = off;
 
 	if (cfg.has_return) {
-		struct gen_stash *st = (struct gen_stash *)&h->buf[32768]; /* scratch past any blob start */
-		if (off > STASH_MAX) {
-			gstat(GSTAT_LOST);
-			return 0;
-		}
-		/* build the stash in place: the record is copied into the map value */
-		struct gen_stash *slot;
-		bpf_map_update_elem(&gen_stash, &pid_tgid, st, BPF_ANY);
-		slot = bpf_map_lookup_elem(&gen_stash, &pid_tgid);
-		if (!slot)
-			return 0;
-		slot->size = off;
-		slot->sel = matched;
-		for (int i = 0; i < GEN_ARGS_MAX; i++)
-			slot->uptr[i] = i < cfg.nargs ? h->val[i] : 0;
-		__u32 n = off;
-		BOUND(n, 0x3fff);
-		bpf_probe_read_kernel(slot->data, n, h->buf);
+		stash_put(h, &pid_tgid, off, matched);
 		return 0;
 	}
 	submit(h, off);
@@ -193,23 +176,11 @@ static __always_inline int gen_entry(void *ctx)
 static __always_inline int gen_return(void *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct gen_stash *st = bpf_map_lookup_elem(&gen_stash, &pid_tgid);
-	struct gen_heap *h;
+	__u32 size, s;
+	struct gen_heap *h = stash_take(&pid_tgid, &size, &s);
 
-	if (!st)
+	if (!h)
 		return 0;
-	h = heap();
-	if (!h) {
-		bpf_map_delete_elem(&gen_stash, &pid_tgid);
-		return 0;
-	}
-	__u32 size = st->size;
-	__u32 s = st->sel;
-	BOUND(size, 0x3fff);
-	bpf_probe_read_kernel(h->buf, size, st->data);
-	for (int i = 0; i < GEN_ARGS_MAX; i++)
-		h->val[i] = st->uptr[i];
-	bpf_map_delete_elem(&gen_stash, &pid_tgid);
 
 	struct msg_generic *m = (struct msg_generic *)h->buf;
 	__s64 ret = (__s64)tp_value(ctx, 16, 8, 1);
@@ -291,14 +262,5 @@ int gen_uprobe(struct pt_regs *ctx)
 SEC("tracepoint")
 int gen_enforcer(void *ctx)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct enforcer_note *note = bpf_map_lookup_elem(&tg_enforcer, &pid_tgid);
-
-	if (!note || !syscall_listed(syscall_id(ctx)))
-		return 0;
-	if (note->sig)
-		bpf_send_signal(note->sig);
-	bpf_map_delete_elem(&tg_enforcer, &pid_tgid);
-	gstat(GSTAT_ENFORCED);
-	return 0;
+	return enforcer_deliver(ctx);
 }

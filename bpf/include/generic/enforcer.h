@@ -19,4 +19,19 @@ struct {
 	__type(value, struct enforcer_note);
 } tg_enforcer SEC(".maps");
 
+/* gen_enforcer: a note for this thread is served when it leaves a listed syscall */
+static __always_inline int enforcer_deliver(void *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct enforcer_note *note = bpf_map_lookup_elem(&tg_enforcer, &pid_tgid);
+
+	if (!note || !syscall_listed(syscall_id(ctx)))
+		return 0;
+	if (note->sig)
+		bpf_send_signal(note->sig);
+	bpf_map_delete_elem(&tg_enforcer, &pid_tgid);
+	gstat(GSTAT_ENFORCED);
+	return 0;
+}
+
 #endif
