@@ -252,6 +252,7 @@ int gen_rawtp(void *ctx)
 	return gen_entry(ctx);
 }
 
+/* x86-only: the pt_regs layout is x86-64's (vmlinux.h, __TARGET_ARCH_x86); see raw.h reg_value() */
 SEC("uprobe")
 int gen_uprobe(struct pt_regs *ctx)
 {

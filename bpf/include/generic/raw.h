@@ -79,6 +79,7 @@ static __always_inline __u64 tp_value(void *ctx, __u32 off, __u32 size, __u32 is
 	return narrow(v, size, is_signed);
 }
 
+/* argument n of a uprobe, from x86-64's calling convention (rdi, rsi, rdx, rcx, r8, r9) */
 static __always_inline __u64 reg_value(struct pt_regs *regs, __u32 n)
 {
 	switch (n) {
@@ -93,7 +94,7 @@ static __always_inline __u64 reg_value(struct pt_regs *regs, __u32 n)
 	case 4:
 		return PT_REGS_PARM5_CORE(regs);
 	default:
-		return BPF_CORE_READ(regs, r9); /* x86-64: sixth argument */
+		return BPF_CORE_READ(regs, r9); /* x86-only: the sixth argument's register */
 	}
 }
 
