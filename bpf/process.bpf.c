@@ -272,15 +272,9 @@ int BPF_PROG(tg_process_exec, struct task_struct *task, pid_t old_pid, struct li
 	if (pb && fs) {
 		__u32 wflags = 0;
 		int pos = walk_path(&fs->pwd, &fs->root, &wflags);
-		int clen = PATH_BUF_SIZE - 1 - pos;
 		if (wflags)
 			e->flags |= EXEC_F_TRUNC_CWD;
-		if (clen == 0) { /* cwd is the root */
-			pb->data[PATH_BUF_SIZE - 2] = '/';
-			pos = PATH_BUF_SIZE - 2;
-			clen = 1;
-		}
-		__u32 csize = (__u32)clen;
+		__u32 csize = path_len_or_root(pb, &pos);
 		BOUND(csize, 0xfff);
 		BOUND_OFF(off);
 		if (csize && bpf_probe_read_kernel(&buf->data[off], csize, &pb->data[pos & (PATH_BUF_SIZE - 1)]) == 0) {

@@ -52,12 +52,7 @@ static __always_inline __u32 put_path(struct gen_heap *h, __u32 poff, const stru
 	pos = walk_path(p, &fs->root, &wflags);
 	if (wflags)
 		*aflags |= GEN_AF_TRUNC;
-	__u32 len = (__u32)(PATH_BUF_SIZE - 1 - pos);
-	if (len == 0) {
-		pb->data[PATH_BUF_SIZE - 2] = '/';
-		pos = PATH_BUF_SIZE - 2;
-		len = 1;
-	}
+	__u32 len = path_len_or_root(pb, &pos);
 	BOUND(len, 0xfff);
 	BOUND(poff, REC_OFF_MASK);
 	if (bpf_probe_read_kernel(&h->buf[poff], len, &pb->data[pos & (PATH_BUF_SIZE - 1)]))
