@@ -7,7 +7,7 @@
 #ifndef TETRAGON_GENERIC_ENFORCER_H
 #define TETRAGON_GENERIC_ENFORCER_H
 
-/* NotifyEnforcer: pending signal per thread, delivered by gen_enforcer at the next listed syscall. */
+/* key pid_tgid */
 struct enforcer_note {
 	__u32 sig;
 	__s32 error;

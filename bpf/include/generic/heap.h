@@ -9,9 +9,11 @@
 /*
  * gen_heap.buf: the record is built from offset 0, a blob starts below 32 KiB and is at most
  * 32 KiB + header long. Past that start range, scratch that never meets a blob start: a return
- * hook's stash is staged at 32 KiB (stash.h), binary paths are compared at BIN_SCRATCH.
+ * hook's stash is staged at STASH_SCRATCH (stash.h), binary paths are compared at BIN_SCRATCH
+ * (selectors.h).
  */
 #define REC_OFF_MASK 0x7fff
+#define STASH_SCRATCH 32768
 #define BIN_SCRATCH 65536
 #define REC_BUF_SIZE (65536 + 4096 + 512) /* + the reach of a postfix compare past BIN_SCRATCH */
 /* What a filtered call touches (the counter, the argument slots, the start of buf) shares one page. */

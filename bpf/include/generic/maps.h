@@ -22,6 +22,13 @@ struct {
 	__type(value, __u64);
 } gen_stats SEC(".maps");
 
+static __always_inline void gstat(__u32 slot)
+{
+	__u64 *v = bpf_map_lookup_elem(&gen_stats, &slot);
+	if (v)
+		*v += 1;
+}
+
 /* InMap / NotInMap values and syscall-id sets: {map_id, value} present = member */
 struct inmap_key {
 	__u32 map_id;
@@ -39,13 +46,6 @@ struct {
 static __always_inline struct task_struct *cur_task(void)
 {
 	return (struct task_struct *)bpf_get_current_task();
-}
-
-static __always_inline void gstat(__u32 slot)
-{
-	__u64 *v = bpf_map_lookup_elem(&gen_stats, &slot);
-	if (v)
-		*v += 1;
 }
 
 #endif

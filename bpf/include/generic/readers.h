@@ -40,7 +40,7 @@ static __always_inline struct file *fd_file(struct task_struct *task, __s64 fd)
 /* path of (dentry, mnt) into the payload at off + sizeof(gen_path); returns payload length */
 static __always_inline __u32 put_path(struct gen_heap *h, __u32 poff, const struct path *p, __u32 *aflags)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *task = cur_task();
 	struct fs_struct *fs = BPF_CORE_READ(task, fs);
 	struct path_buf *pb;
 	__u32 zero = 0, wflags = 0;
@@ -141,7 +141,7 @@ static __always_inline __u32 put_filename(struct gen_heap *h, __u32 off, const c
 {
 	__u32 poff = off + sizeof(struct gen_arg) + sizeof(struct gen_path);
 	struct gen_path *gp = (struct gen_path *)&h->buf[(off + sizeof(struct gen_arg)) & REC_OFF_MASK];
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *task = cur_task();
 	char first = 0;
 	__u32 base = 0;
 	long n;

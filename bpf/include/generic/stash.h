@@ -7,7 +7,7 @@
 #ifndef TETRAGON_GENERIC_STASH_H
 #define TETRAGON_GENERIC_STASH_H
 
-/* Entry records of return: true hooks, waiting for the syscall's exit (key: pid_tgid). */
+/* the entry record (at most STASH_MAX bytes) and the returnCopy pointers, key pid_tgid */
 #define STASH_MAX 16384
 struct gen_stash {
 	__u32 size;
@@ -27,7 +27,7 @@ struct {
 /* gen_tp: the record in h->buf (off bytes, matched selector sel) waits in gen_stash for the exit */
 static __always_inline void stash_put(struct gen_heap *h, __u64 *pid_tgid, __u32 off, __u32 sel)
 {
-	struct gen_stash *st = (struct gen_stash *)&h->buf[32768]; /* scratch past any blob start */
+	struct gen_stash *st = (struct gen_stash *)&h->buf[STASH_SCRATCH];
 	if (off > STASH_MAX) {
 		gstat(GSTAT_LOST);
 		return;
