@@ -11,6 +11,7 @@ installed.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import IN_CI, ROOT
+from tests.vm import run_vm
 from tests.vm.guest_kernel import KERNEL_MATRIX, KernelPin, missing_package_message
 
 RUNNER = ROOT / "tests/vm/run_vm.py"
@@ -85,3 +87,28 @@ def test_a_vanished_kernel_pin_names_the_package_and_how_to_bump_it() -> None:
     assert "dropped" in message
     assert "KERNEL_MATRIX (tests/vm/guest_kernel.py)" in message
     assert re.search(r"e\.g\. linux-image-6\.1\.0-\d+-amd64-unsigned\.$", message), message
+
+
+@pytest.mark.parametrize(
+    ("boots", "expected_rc", "expected_boots"),
+    [
+        # the rare TCG oops while the second CPU comes up: booted once more
+        ([run_vm._Boot(panicked=True, console_lines=40), run_vm._Boot(rc=0, ready_at=6.0)], 0, 2),
+        # twice in a row: reported, not retried forever
+        ([run_vm._Boot(panicked=True, console_lines=40)] * 2, run_vm.EXIT_CRASHED, 2),
+        # after the guest was ready the code under test may be the cause: never retried
+        ([run_vm._Boot(panicked=True, ready_at=6.0, console_lines=90)], run_vm.EXIT_CRASHED, 1),
+    ],
+)
+def test_only_a_panic_during_boot_is_retried(
+    monkeypatch: pytest.MonkeyPatch, boots: list[run_vm._Boot], expected_rc: int, expected_boots: int
+) -> None:
+    pending = list(boots)
+    monkeypatch.setattr(run_vm, "ensure_host_tools", lambda: None)
+    nowhere = Path("/nonexistent")
+    pin = KERNEL_MATRIX[-1]
+    guest = run_vm.GuestKernel(pin.package, pin.release, nowhere, nowhere, nowhere)
+    monkeypatch.setattr(run_vm, "prepare_kernel", lambda package: guest)
+    monkeypatch.setattr(run_vm, "_boot_once", lambda *args: pending.pop(0))
+    assert run_vm.run_in_vm(["true"], kernel=pin.name, out=io.StringIO()) == expected_rc
+    assert len(boots) - len(pending) == expected_boots
