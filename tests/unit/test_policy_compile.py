@@ -1,7 +1,8 @@
 """Policy → kernel configuration: mechanism choice, argument placement, selector encoding, refusals.
 
-No BPF is loaded here; tracepoint formats are read from this machine's tracefs (the same files
-the agent reads), so these tests need /sys/kernel/tracing like the agent does.
+No BPF is loaded here, and nothing is read from this machine: tracepoint formats come from
+tests/data/tracefs, a tracefs tree holding the `format` files (as a 6.18 x86_64 kernel writes
+them) of the events these tests use.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from tetragon.policy.errors import PolicyError
 from tetragon.policy.load import parse_policy
 from tetragon.policy.schema import TracingPolicy
 
-TRACEFS = Path("/sys/kernel/tracing/events/syscalls")
-pytestmark = pytest.mark.skipif(not TRACEFS.is_dir(), reason="needs tracefs syscall events")
+TRACEFS = Path(__file__).resolve().parents[1] / "data" / "tracefs"
 
 NO_KPROBES = {
     "tracepoint": True,
@@ -36,7 +36,7 @@ def _policy(body: str, name: str = "p") -> TracingPolicy:
 
 
 def _compile(body: str, mode: str = "enforce", features: dict[str, bool] | None = None):  # type: ignore[no-untyped-def]
-    return compile_policy(_policy(body), 7, mode, features or NO_KPROBES)
+    return compile_policy(_policy(body), 7, mode, features or NO_KPROBES, tracefs=TRACEFS)
 
 
 OPENAT = """
