@@ -15,8 +15,6 @@ from pydantic_core import PydanticCustomError
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.names import ACTIONS, ARG_TYPES, CAPABILITIES, NAMESPACES, OPERATOR_ALIASES, OPERATORS
 
-_ACTIONS_LOWER = {name.lower(): name for name in ACTIONS}
-_NAMESPACES_LOWER = {name.lower(): name for name in NAMESPACES}
 _RATE_LIMIT = re.compile(r"^(\d+)([smhSMH]?)$")
 
 
@@ -25,27 +23,14 @@ def _fail(template: str, **ctx: Any) -> PydanticCustomError:
     return PydanticCustomError("policy", template, ctx)
 
 
-def one_of(what: str, allowed: Iterable[str]) -> Callable[[str], str]:
-    choices = tuple(allowed)
-
-    def check(value: str) -> str:
-        if value not in choices:
-            raise _fail(
-                "unknown {what} '{value}' (one of: {choices})",
-                what=what,
-                value=value,
-                choices=", ".join(choices),
-            )
-        return value
-
-    return check
-
-
-def _canonical(what: str, table: dict[str, str], show: Iterable[str]) -> Callable[[str], str]:
+def _canonical(
+    what: str, table: dict[str, str], show: Iterable[str], fold: Callable[[str], str] = str
+) -> Callable[[str], str]:
+    """Accept the keys of `table` (after `fold`); return their canonical spelling."""
     shown = ", ".join(show)
 
     def check(value: str) -> str:
-        canon = table.get(value)
+        canon = table.get(fold(value))
         if canon is None:
             raise _fail("unknown {what} '{value}' (one of: {choices})", what=what, value=value, choices=shown)
         return canon
@@ -53,17 +38,19 @@ def _canonical(what: str, table: dict[str, str], show: Iterable[str]) -> Callabl
     return check
 
 
+def one_of(what: str, allowed: Iterable[str]) -> Callable[[str], str]:
+    choices = tuple(allowed)
+    return _canonical(what, {name: name for name in choices}, choices)
+
+
+def _any_case(what: str, names: tuple[str, ...]) -> Callable[[str], str]:
+    return _canonical(what, {name.lower(): name for name in names}, names, str.lower)
+
+
 def _arg_type(value: str) -> str:
     if value not in ARG_TYPES:
         raise _fail("unknown argument type '{value}'", value=value)
     return value
-
-
-def _action(value: str) -> str:
-    canon = _ACTIONS_LOWER.get(value.lower())
-    if canon is None:
-        raise _fail("unknown action '{value}' (one of: {choices})", value=value, choices=", ".join(ACTIONS))
-    return canon
 
 
 def _capability(value: str) -> str:
@@ -73,15 +60,6 @@ def _capability(value: str) -> str:
     if name not in CAPABILITIES:
         raise _fail("unknown capability '{value}'", value=value)
     return name
-
-
-def _namespace_change(value: str) -> str:
-    canon = _NAMESPACES_LOWER.get(value.lower())
-    if canon is None:
-        raise _fail(
-            "unknown namespace '{value}' (one of: {choices})", value=value, choices=", ".join(NAMESPACES)
-        )
-    return canon
 
 
 def _rate_limit(value: str) -> str:
@@ -108,9 +86,9 @@ ArgOperator = Annotated[
     str, AfterValidator(_canonical("operator", OPERATOR_ALIASES, [*OPERATORS, "NotSportPriv"]))
 ]
 InNotIn = Annotated[str, AfterValidator(one_of("operator", ("In", "NotIn")))]
-ActionName = Annotated[str, AfterValidator(_action)]
+ActionName = Annotated[str, AfterValidator(_any_case("action", ACTIONS))]
 Capability = Annotated[str, AfterValidator(_capability)]
-NamespaceChange = Annotated[str, AfterValidator(_namespace_change)]
+NamespaceChange = Annotated[str, AfterValidator(_any_case("namespace", NAMESPACES))]
 RateLimit = Annotated[str, AfterValidator(_rate_limit)]
 
 

@@ -55,6 +55,10 @@ class _Checker:
     def fail(path: str, msg: str) -> PolicyError:
         return PolicyError(f"{path}: {msg}")
 
+    def check_count(self, path: str, count: int, limit: int, noun: str) -> None:
+        if count > limit:
+            raise self.fail(path, f"at most {limit} {noun} allowed, got {count}")
+
     def run(self) -> None:
         p = self.p
         if p.api_version != API_VERSION:
@@ -66,10 +70,7 @@ class _Checker:
         self.check_metadata()
         spec = p.spec
         self.check_lists()
-        if len(spec.enforcers) > MAX_ENFORCERS:
-            raise self.fail(
-                "spec.enforcers", f"at most {MAX_ENFORCERS} enforcer allowed, got {len(spec.enforcers)}"
-            )
+        self.check_count("spec.enforcers", len(spec.enforcers), MAX_ENFORCERS, "enforcer")
         for i, enf in enumerate(spec.enforcers):
             for j, call in enumerate(enf.calls):
                 self.check_list_ref(f"spec.enforcers[{i}].calls[{j}]", call)
@@ -130,17 +131,10 @@ class _Checker:
     def check_hook(self, path: str, hook: Hook, section: str) -> None:
         if len(hook.message) > MAX_MESSAGE:
             raise self.fail(f"{path}.message", f"longer than {MAX_MESSAGE} characters ({len(hook.message)})")
-        if len(hook.tags) > MAX_TAGS:
-            raise self.fail(f"{path}.tags", f"at most {MAX_TAGS} tags allowed, got {len(hook.tags)}")
-        if len(hook.selectors) > MAX_SELECTORS:
-            raise self.fail(
-                f"{path}.selectors", f"at most {MAX_SELECTORS} selectors allowed, got {len(hook.selectors)}"
-            )
+        self.check_count(f"{path}.tags", len(hook.tags), MAX_TAGS, "tags")
+        self.check_count(f"{path}.selectors", len(hook.selectors), MAX_SELECTORS, "selectors")
         data: list[KProbeArg] = getattr(hook, "data", [])
-        if len(hook.args) + len(data) > MAX_ARGS:
-            raise self.fail(
-                f"{path}.args", f"at most {MAX_ARGS} args+data allowed, got {len(hook.args) + len(data)}"
-            )
+        self.check_count(f"{path}.args", len(hook.args) + len(data), MAX_ARGS, "args+data")
         for field, args in (("args", hook.args), ("data", data)):
             for j, arg in enumerate(args):
                 self.check_arg(f"{path}.{field}[{j}]", arg)
@@ -168,10 +162,7 @@ class _Checker:
         for m, macro in enumerate(sel.macros):
             if macro not in self.p.spec.selectors_macros:
                 raise self.fail(f"{path}.macros[{m}]", f"unknown selector macro '{macro}'")
-        if len(sel.match_args) > MAX_MATCH_ARGS:
-            raise self.fail(
-                f"{path}.matchArgs", f"at most {MAX_MATCH_ARGS} entries allowed, got {len(sel.match_args)}"
-            )
+        self.check_count(f"{path}.matchArgs", len(sel.match_args), MAX_MATCH_ARGS, "entries")
         data: list[KProbeArg] = getattr(hook, "data", []) if hook is not None else []
         for field, entries, args in (
             ("matchArgs", sel.match_args, hook.args if hook is not None else None),
@@ -181,30 +172,21 @@ class _Checker:
             for q, entry in enumerate(entries):
                 self.check_arg_selector(f"{path}.{field}[{q}]", entry, args, field, section == "tracepoints")
         for q, pids in enumerate(sel.match_pids):
-            if len(pids.values) > MAX_MATCH_PIDS_VALUES:
-                raise self.fail(
-                    f"{path}.matchPIDs[{q}].values",
-                    f"at most {MAX_MATCH_PIDS_VALUES} values allowed, got {len(pids.values)}",
-                )
+            self.check_count(
+                f"{path}.matchPIDs[{q}].values", len(pids.values), MAX_MATCH_PIDS_VALUES, "values"
+            )
         for field, bins in (
             ("matchBinaries", sel.match_binaries),
             ("matchParentBinaries", sel.match_parent_binaries),
         ):
-            if len(bins) > MAX_BINARY_ENTRIES:
-                raise self.fail(
-                    f"{path}.{field}", f"at most {MAX_BINARY_ENTRIES} entry allowed, got {len(bins)}"
-                )
-        if len(sel.match_namespaces) > MAX_NAMESPACE_ENTRIES:
-            raise self.fail(
-                f"{path}.matchNamespaces",
-                f"at most {MAX_NAMESPACE_ENTRIES} entries allowed, got {len(sel.match_namespaces)}",
-            )
+            self.check_count(f"{path}.{field}", len(bins), MAX_BINARY_ENTRIES, "entry")
+        self.check_count(
+            f"{path}.matchNamespaces", len(sel.match_namespaces), MAX_NAMESPACE_ENTRIES, "entries"
+        )
         for q, ns in enumerate(sel.match_namespaces):
-            if len(ns.values) > MAX_NAMESPACE_VALUES:
-                raise self.fail(
-                    f"{path}.matchNamespaces[{q}].values",
-                    f"at most {MAX_NAMESPACE_VALUES} values allowed, got {len(ns.values)}",
-                )
+            self.check_count(
+                f"{path}.matchNamespaces[{q}].values", len(ns.values), MAX_NAMESPACE_VALUES, "values"
+            )
         for field, actions in (
             ("matchActions", sel.match_actions),
             ("matchReturnActions", sel.match_return_actions),

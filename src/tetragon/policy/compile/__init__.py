@@ -24,6 +24,13 @@ from tetragon.policy.schema import TracingPolicy, resolve_list
 __all__ = ["TRACEFS", "Attach", "HookPlan", "PolicyPlan", "compile_policy", "parse_int"]
 
 
+def _not_yet(where: str, feature: str, features: dict[str, bool], what: str) -> PolicyError:
+    """A hook kind this agent does not serve: name the missing kernel feature first, if it is missing."""
+    if not features.get(feature):
+        return unsupported(f"{where}: {missing_feature_message(feature)}")
+    return unsupported(f"{where}: {what} are not implemented yet")
+
+
 def _refuse_unserved_sections(policy: TracingPolicy, features: dict[str, bool]) -> None:
     sp = policy.spec
     if policy.namespaced:
@@ -36,23 +43,9 @@ def _refuse_unserved_sections(policy: TracingPolicy, features: dict[str, bool]) 
             "podSelector/containerSelector need Kubernetes pod information, which this agent does not have"
         )
     if sp.lsmhooks:
-        raise unsupported(
-            f"spec.lsmhooks[0] (hook {sp.lsmhooks[0].hook}): "
-            + (
-                missing_feature_message("lsm")
-                if not features.get("lsm")
-                else "LSM hooks are not implemented yet"
-            )
-        )
+        raise _not_yet(f"spec.lsmhooks[0] (hook {sp.lsmhooks[0].hook})", "lsm", features, "LSM hooks")
     if sp.fentries:
-        raise unsupported(
-            f"spec.fentries[0] (call {sp.fentries[0].call}): "
-            + (
-                missing_feature_message("fentry")
-                if not features.get("fentry")
-                else "fentry hooks are not implemented yet"
-            )
-        )
+        raise _not_yet(f"spec.fentries[0] (call {sp.fentries[0].call})", "fentry", features, "fentry hooks")
     if sp.usdts:
         raise unsupported(
             f"spec.usdts[0] ({sp.usdts[0].provider}/{sp.usdts[0].name}): USDT probes are not supported by "

@@ -240,16 +240,8 @@ def compile_tracepoint(site: PolicySite, hook_id: int, hook: TracepointSpec, whe
         att = [Attach("tracepoint", "gen_tp", (hook.subsystem, hook.event))]
         syscall = G.SYSCALL_ONE if src.user_memory else G.SYSCALL_NONE
         mech = _Mechanism(src, op, pos, att, sensor, syscall)
-    return _plan(
-        site,
-        hook_id,
-        hook,
-        where,
-        mech,
-        event="process_tracepoint",
-        subsys=hook.subsystem,
-        tp_event=hook.event,
-    )
+    info = {"event": "process_tracepoint", "subsys": hook.subsystem, "tp_event": hook.event}
+    return _plan(site, hook_id, hook, where, mech, **info)
 
 
 def compile_uprobe(
@@ -276,14 +268,10 @@ def compile_uprobe(
     src = ArgSrc(G.MECH_UPROBE, True, lambda i: (i, 8, False))
     att = [Attach("uprobe", "gen_uprobe", (hook.path, symbol, str(offset)))]
     mech = _Mechanism(src, E.MSG_OP_GENERIC_UPROBE, _function_arg_pos(hook, where), att, "generic_uprobe")
-    return _plan(
-        site,
-        hook_id,
-        hook,
-        where,
-        mech,
-        event="process_uprobe",
-        path=hook.path,
-        symbol=symbol,
-        offset=offset if not symbol else 0,
-    )
+    info = {
+        "event": "process_uprobe",
+        "path": hook.path,
+        "symbol": symbol,
+        "offset": offset if not symbol else 0,
+    }
+    return _plan(site, hook_id, hook, where, mech, **info)

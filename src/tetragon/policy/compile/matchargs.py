@@ -44,23 +44,10 @@ TCP_STATES = {
     )
     if name
 }
-NET_OPS = {
-    "SAddr",
-    "DAddr",
-    "NotSAddr",
-    "NotDAddr",
-    "SPort",
-    "DPort",
-    "NotSPort",
-    "NotDPort",
-    "SPortPriv",
-    "NotSPortPriv",
-    "DPortPriv",
-    "NotDPortPriv",
-    "Family",
-    "Protocol",
-    "State",
-}
+ADDR_OPS = ("SAddr", "DAddr", "NotSAddr", "NotDAddr")
+PORT_OPS = ("SPort", "DPort", "NotSPort", "NotDPort")
+PRIV_PORT_OPS = ("SPortPriv", "NotSPortPriv", "DPortPriv", "NotDPortPriv")  # compare against 1024: no values
+NET_OPS = {*ADDR_OPS, *PORT_OPS, *PRIV_PORT_OPS, "Family", "Protocol", "State"}
 STR_OPS = {"Equal", "NotEqual", "In", "NotIn", "Prefix", "NotPrefix", "Postfix", "NotPostfix"}
 INT_OPS = {
     "Equal",
@@ -183,13 +170,13 @@ def _fill_str_match(ctx: MatchCtx, m: G.Match, op: str, values: list[str]) -> No
 
 def _fill_net_match(ctx: MatchCtx, m: G.Match, op: str, values: list[str]) -> None:
     m.op = G.OP_BY_NAME[op]
-    if op in ("SPortPriv", "NotSPortPriv", "DPortPriv", "NotDPortPriv"):
+    if op in PRIV_PORT_OPS:
         return
     if len(values) > G.GEN_MAX_VALUES:
         raise PolicyError(f"{ctx.where}: at most {G.GEN_MAX_VALUES} values for {op}")
     m.nvals = len(values)
     for j, v in enumerate(values):
-        if op in ("SAddr", "DAddr", "NotSAddr", "NotDAddr"):
+        if op in ADDR_OPS:
             try:
                 net = ipaddress.ip_network(v, strict=False)
             except ValueError:
@@ -203,7 +190,7 @@ def _fill_net_match(ctx: MatchCtx, m: G.Match, op: str, values: list[str]) -> No
                 m.fam[j] = 6
                 m.lo[j] = int.from_bytes(raw[:8], "big")
                 m.hi[j] = int.from_bytes(raw[8:], "big")
-        elif op in ("SPort", "DPort", "NotSPort", "NotDPort"):
+        elif op in PORT_OPS:
             lo, _, hi = v.partition(":")
             m.lo[j] = parse_int(lo)
             m.hi[j] = parse_int(hi) if hi else m.lo[j]
