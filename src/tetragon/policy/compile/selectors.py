@@ -45,8 +45,7 @@ def fill_selector(
         raise unsupported(f"{where}: matchData (data arguments) is not supported")
     if sel.macros:
         raise unsupported(f"{where}: selector macros are not supported")
-    if len(sel.match_args) > G.GEN_MAX_MATCHARGS:
-        raise PolicyError(f"{where}: at most {G.GEN_MAX_MATCHARGS} matchArgs per selector")
+    _at_most(where, len(sel.match_args), G.GEN_MAX_MATCHARGS, "matchArgs per selector")
     for k, ma in enumerate(sel.match_args):
         pos = arg_pos(ma)
         fill_match(ctx, out.match[k], pos, arg_types[pos], ma)
@@ -62,14 +61,12 @@ def fill_selector(
         if m.cmp not in (G.CMP_INT, G.CMP_UINT):
             raise PolicyError(f"{where}: matchReturnArgs compares integer return values only")
         out.has_ret = 1
-    if len(sel.match_pids) > G.GEN_MAX_PIDS:
-        raise PolicyError(f"{where}: at most {G.GEN_MAX_PIDS} matchPIDs entries per selector")
+    _at_most(where, len(sel.match_pids), G.GEN_MAX_PIDS, "matchPIDs entries per selector")
     for k, mp in enumerate(sel.match_pids):
         p = out.pids[k]
         p.op = G.OP_BY_NAME[mp.operator]
         p.flags = (G.PF_FOLLOW if mp.follow_forks else 0) | (G.PF_NSPID if mp.is_namespace_pid else 0)
-        if len(mp.values) > G.GEN_MAX_PIDVALS:
-            raise PolicyError(f"{where}: at most {G.GEN_MAX_PIDVALS} matchPIDs values")
+        _at_most(where, len(mp.values), G.GEN_MAX_PIDVALS, "matchPIDs values")
         p.nvals = len(mp.values)
         for j, v in enumerate(mp.values):
             p.vals[j] = v
@@ -79,8 +76,7 @@ def fill_selector(
         b = out.bin
         b.op = G.OP_BY_NAME[mb.operator]
         b.flags = G.PF_FOLLOW if mb.follow_children else 0
-        if len(mb.values) > G.GEN_MAX_BINVALS:
-            raise PolicyError(f"{where}: at most {G.GEN_MAX_BINVALS} matchBinaries values")
+        _at_most(where, len(mb.values), G.GEN_MAX_BINVALS, "matchBinaries values")
         b.nvals = len(mb.values)
         for j, bv in enumerate(mb.values):
             raw = bv.encode()
@@ -89,20 +85,17 @@ def fill_selector(
             b.len[j] = len(raw)
             b.str[j].value = raw
         out.has_bin = 1
-    if len(sel.match_namespaces) > G.GEN_MAX_NS:
-        raise PolicyError(f"{where}: at most {G.GEN_MAX_NS} matchNamespaces entries")
+    _at_most(where, len(sel.match_namespaces), G.GEN_MAX_NS, "matchNamespaces entries")
     for k, mn in enumerate(sel.match_namespaces):
         n = out.ns[k]
         n.ns = NS_SLOTS[mn.namespace]
         n.op = G.OP_BY_NAME[mn.operator]
-        if len(mn.values) > G.GEN_MAX_NSVALS:
-            raise PolicyError(f"{where}: at most {G.GEN_MAX_NSVALS} matchNamespaces values")
+        _at_most(where, len(mn.values), G.GEN_MAX_NSVALS, "matchNamespaces values")
         n.nvals = len(mn.values)
         for j, nv in enumerate(mn.values):
             n.vals[j] = host_namespace(mn.namespace) if nv == "host_ns" else parse_int(nv)
     out.nns = len(sel.match_namespaces)
-    if len(sel.match_capabilities) > G.GEN_MAX_CAPS:
-        raise PolicyError(f"{where}: at most {G.GEN_MAX_CAPS} matchCapabilities entries")
+    _at_most(where, len(sel.match_capabilities), G.GEN_MAX_CAPS, "matchCapabilities entries")
     for k, mc in enumerate(sel.match_capabilities):
         c = out.caps[k]
         c.type = CAP_SETS[mc.type]
@@ -131,6 +124,11 @@ def fill_selector(
                 f"{where}: {a.action} as a return action would act after the call completed; use matchActions"
             )
     out.nret_actions = fill_actions(ctx, out.ret_actions, sel.match_return_actions, mode, warn)
+
+
+def _at_most(where: str, count: int, limit: int, what: str) -> None:
+    if count > limit:
+        raise PolicyError(f"{where}: at most {limit} {what}")
 
 
 def _cap_mask(values: list[str]) -> int:
