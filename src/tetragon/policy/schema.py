@@ -11,7 +11,6 @@ Python attributes are snake_case; the YAML camelCase keys are the pydantic alias
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -35,7 +34,6 @@ from tetragon.policy.fields import (
 from tetragon.policy.names import (
     BINARY_OPERATORS,
     CAPABILITY_TYPES,
-    HOOK_SECTIONS,
     LIST_PREFIX,
     LIST_TYPES,
     MAX_SIZE_ARG_INDEX,
@@ -338,12 +336,6 @@ class TracingPolicy(_Model):
     @property
     def namespaced(self) -> bool:
         return self.kind == "TracingPolicyNamespaced"
-
-    def hooks(self) -> Iterator[tuple[str, int, Hook]]:
-        """(section, index, hook) for every hook of the policy, in spec order of sections."""
-        for section in HOOK_SECTIONS:
-            for i, hook in enumerate(getattr(self.spec, section)):
-                yield section, i, hook
 
 
 # --- queries -------------------------------------------------------------------------------------------

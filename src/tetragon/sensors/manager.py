@@ -144,8 +144,9 @@ class PolicyManager:
         if named is None:
             from tetragon.policy import syscalls as SC
 
-            abi = "i386" if func_id >> 31 else "x64"
-            name = SC.syscall_name(func_id & 0x7FFFFFFF, abi) or str(func_id & 0x7FFFFFFF)
+            abi = "i386" if func_id & SC.COMPAT_BIT else "x64"
+            nr = func_id & ~SC.COMPAT_BIT
+            name = SC.syscall_name(nr, abi) or str(nr)
             fn = ("__ia32_sys_" if abi == "i386" else "__x64_sys_") + name
             named = dataclasses.replace(info, function_name=fn)
             self._list_infos[key] = named

@@ -106,7 +106,7 @@ def syscall_value(name: str) -> int:
     return SC.syscall64_value(SC.parse_syscall(name))
 
 
-def _list_values(ctx: MatchCtx, ref: str, arg_type: str) -> list[int]:
+def _list_values(ctx: MatchCtx, ref: str) -> list[int]:
     lst = find_list(ctx.policy, ref)
     if lst.type == "generated_ftrace":
         raise unsupported(f"{ctx.where}: list '{lst.name}' (generated_ftrace) needs kprobes")
@@ -121,7 +121,7 @@ def _fill_int_match(ctx: MatchCtx, m: G.Match, op: str, values: list[str], arg_t
         count = 0
         for v in values:
             if v.startswith(LIST_PREFIX):
-                nums = _list_values(ctx, v, arg_type)
+                nums = _list_values(ctx, v)
             elif ":" in v:
                 lo, hi = (parse_int(x) for x in v.split(":", 1))
                 if hi - lo > INMAP_RANGE_MAX:
