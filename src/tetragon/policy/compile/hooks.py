@@ -190,38 +190,33 @@ def compile_kprobe(site: PolicySite, hook_id: int, hook: KProbeSpec, where: str)
     if hook.return_ and hook.return_arg is None:
         raise PolicyError(f"{where}: return: true needs a returnArg")
     return_arg = hook.return_arg if hook.return_ else None
+    info: dict[str, Any]
     if is_list:
-        att = [Attach("tracepoint", "gen_tp", ("raw_syscalls", "sys_enter"))]
-        if return_arg is not None:
-            att.append(Attach("tracepoint", "gen_tp_ret", ("raw_syscalls", "sys_exit")))
-        ids = [syscall_value(n) for n in names]
-        mech = _Mechanism(
-            syscall_src(None), E.MSG_OP_GENERIC_KPROBE, _function_arg_pos(hook, where), att,
-            "generic_kprobe", G.SYSCALL_LIST, return_arg, ids,
-        )  # fmt: skip
-        return _plan(
-            site, hook_id, hook, where, mech, event="process_kprobe", extra={"syscall_list": hook.call}
-        )
-    sc = SC.parse_syscall(hook.call)
-    if sc.abi != "x64":
-        raise unsupported(
-            f"{where}: {hook.call}: 32-bit syscalls have no per-syscall tracepoints; use a syscall list "
-            f"(served by raw_syscalls)"
-        )
-    if not SC.has_tracepoint(sc.name, str(site.tracefs)):
-        raise unsupported(
-            f"{where}: {hook.call} has no syscalls/sys_enter_{sc.name} tracepoint on this kernel, and "
-            f"{missing_feature_message('kprobe')}"
-        )
-    fields = tracepoint_format("syscalls", f"sys_enter_{sc.name}", site.tracefs)
-    att = [Attach("tracepoint", "gen_tp", ("syscalls", f"sys_enter_{sc.name}"))]
+        category, enter, exit_ = "raw_syscalls", "sys_enter", "sys_exit"
+        src, kind, ids = syscall_src(None), G.SYSCALL_LIST, [syscall_value(n) for n in names]
+        info = {"extra": {"syscall_list": hook.call}}
+    else:
+        sc = SC.parse_syscall(hook.call)
+        if sc.abi != "x64":
+            raise unsupported(
+                f"{where}: {hook.call}: 32-bit syscalls have no per-syscall tracepoints; use a syscall list "
+                f"(served by raw_syscalls)"
+            )
+        if not SC.has_tracepoint(sc.name, str(site.tracefs)):
+            raise unsupported(
+                f"{where}: {hook.call} has no syscalls/sys_enter_{sc.name} tracepoint on this kernel, and "
+                f"{missing_feature_message('kprobe')}"
+            )
+        category, enter, exit_ = "syscalls", f"sys_enter_{sc.name}", f"sys_exit_{sc.name}"
+        fields = tracepoint_format(category, enter, site.tracefs)
+        src, kind, ids = syscall_src(fields), G.SYSCALL_ONE, []
+        info = {"function_name": SC.function_name(sc)}
+    att = [Attach("tracepoint", "gen_tp", (category, enter))]
     if return_arg is not None:
-        att.append(Attach("tracepoint", "gen_tp_ret", ("syscalls", f"sys_exit_{sc.name}")))
-    mech = _Mechanism(
-        syscall_src(fields), E.MSG_OP_GENERIC_KPROBE, _function_arg_pos(hook, where), att,
-        "generic_kprobe", G.SYSCALL_ONE, return_arg,
-    )  # fmt: skip
-    return _plan(site, hook_id, hook, where, mech, event="process_kprobe", function_name=SC.function_name(sc))
+        att.append(Attach("tracepoint", "gen_tp_ret", (category, exit_)))
+    pos = _function_arg_pos(hook, where)
+    mech = _Mechanism(src, E.MSG_OP_GENERIC_KPROBE, pos, att, "generic_kprobe", kind, return_arg, ids)
+    return _plan(site, hook_id, hook, where, mech, event="process_kprobe", **info)
 
 
 def compile_tracepoint(site: PolicySite, hook_id: int, hook: TracepointSpec, where: str) -> HookPlan:
