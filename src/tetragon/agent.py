@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # imported where used: a config error must not wait for grpc 
     from tetragon.api.server import GrpcServer
     from tetragon.export.jsonfile import JsonFileExporter
     from tetragon.metrics import AgentMetrics
-    from tetragon.policy.manager import PolicyManager
+    from tetragon.sensors.manager import PolicyManager
 
 log = logging.getLogger("tetragon")
 
@@ -263,7 +263,7 @@ class Agent:
         """The policy manager, then --tracing-policy (must load) and --tracing-policy-dir (each may fail)."""
         from tetragon.bpf.features import probe_features
         from tetragon.policy.errors import PolicyError
-        from tetragon.policy.manager import PolicyManager, policy_files
+        from tetragon.sensors.manager import PolicyManager, policy_files
 
         sensor = self.sensor
         assert sensor is not None

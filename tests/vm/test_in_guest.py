@@ -188,7 +188,7 @@ def test_kernel_function_kprobes_are_refused_as_not_implemented_here() -> None:
     """With kprobes present the refusal says the hook type is not implemented, not a missing feature."""
     from tetragon.policy.compile import compile_policy
     from tetragon.policy.errors import PolicyError
-    from tetragon.policy.spec import parse_policy
+    from tetragon.policy.load import parse_policy
 
     policy = parse_policy(
         "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata: {name: k}\n"
