@@ -27,8 +27,10 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
+from tetragon.api.access import ServerOptions, is_loopback_host
 from tetragon.api.convert import event_to_proto
 from tetragon.api.gen.tetragon import events_pb2, sensors_pb2, sensors_pb2_grpc, tetragon_pb2
+from tetragon.api.interceptor import AccessInterceptor
 from tetragon.api.policy_service import POLICY_UNSUPPORTED, PolicyRpcs
 from tetragon.events.bus import EventBus
 from tetragon.export.fieldfilters import compile_field_filters
@@ -40,6 +42,9 @@ log = logging.getLogger(__name__)
 
 MAX_RECV_BYTES = 10 * 1024 * 1024
 _POLL_SECONDS = 0.25
+_UNARY_THREADS = 16  # threads event streams never take: health and policy RPCs always get one
+_IDLE_CONNECTION_MS = 10 * 60 * 1000  # a connection without a call for this long is closed
+_HANDSHAKE_MS = 10 * 1000
 _POLICY_RPCS = {  # RPC -> PolicyRpcs method
     "AddTracingPolicy": "add",
     "DeleteTracingPolicy": "delete",
@@ -107,6 +112,15 @@ class _Servicer(sensors_pb2_grpc.FineGuidanceSensorsServicer):
         except ValueError as exc:  # FilterError, bad FieldMask paths
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid filter: {exc}")
         owner = self._owner
+        if not owner.take_stream_slot():
+            log.warning("GetEvents refused for %s: %d event streams open", context.peer(), owner.max_streams)
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many event streams open ({owner.max_streams}, --server-max-event-streams)",
+            )
+        if not context.add_callback(owner.release_stream_slot):  # the RPC has already ended
+            owner.release_stream_slot()
+            return
         sub = owner.bus.subscribe()
         context.add_callback(sub.close)  # runs when the client goes away or the RPC ends
         try:
@@ -211,7 +225,7 @@ class GrpcServer:
         version: str,
         health: HealthCheck | None = None,
         policy_handler: object | None = None,  # a PolicyManager (tetragon.policy.manager)
-        max_workers: int = 32,
+        options: ServerOptions | None = None,
     ) -> None:
         self.bus = bus
         self.address = address
@@ -220,7 +234,10 @@ class GrpcServer:
         self.policy_handler = policy_handler
         self.stopping = threading.Event()
         self.port: int | None = None  # the bound TCP port (useful with host:0)
-        self._max_workers = max_workers
+        self.options = options or ServerOptions()
+        self.max_streams = self.options.max_event_streams
+        self._streams = 0
+        self._streams_lock = threading.Lock()
         self._server: grpc.Server | None = None
         self._unix_path: Path | None = None
         self._unix_inode: int | None = None
@@ -228,15 +245,28 @@ class GrpcServer:
     def start(self) -> None:
         if self._server is not None:
             raise RuntimeError("server already started")
+        opts = self.options
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="grpc"),
+            # one thread per open event stream at most, plus threads only unary RPCs can use
+            futures.ThreadPoolExecutor(
+                max_workers=self.max_streams + _UNARY_THREADS, thread_name_prefix="grpc"
+            ),
+            interceptors=[AccessInterceptor(opts.access, lambda: self.port, tls=opts.tls)],
             options=[
                 ("grpc.max_receive_message_length", MAX_RECV_BYTES),
                 ("grpc.so_reuseport", 0),
+                ("grpc.max_allowed_incoming_connections", opts.max_connections),
+                ("grpc.max_connection_idle_ms", _IDLE_CONNECTION_MS),
+                ("grpc.server_handshake_timeout_ms", _HANDSHAKE_MS),
             ],
         )
         sensors_pb2_grpc.add_FineGuidanceSensorsServicer_to_server(_Servicer(self), server)
         if self.address.startswith("unix://"):
+            if not opts.access.default:
+                raise ServerStartError(
+                    f"--server-address {self.address}: the --server-allow-*/--server-admin-* rules need a"
+                    " TCP address (gRPC does not tell a unix socket's peer; the socket is root-only)"
+                )
             self._bind_unix(server, self.address.removeprefix("unix://"))
         else:
             self._bind_tcp(server, self.address)
@@ -251,6 +281,17 @@ class GrpcServer:
             server.stop(grace).wait(grace + 5.0)
         self._remove_unix_socket()
 
+    def take_stream_slot(self) -> bool:
+        with self._streams_lock:
+            if self._streams >= self.max_streams:
+                return False
+            self._streams += 1
+            return True
+
+    def release_stream_slot(self) -> None:
+        with self._streams_lock:
+            self._streams -= 1
+
     def __enter__(self) -> GrpcServer:
         self.start()
         return self
@@ -263,14 +304,44 @@ class GrpcServer:
     def _bind_tcp(self, server: grpc.Server, address: str) -> None:
         if ":" not in address:
             raise ServerStartError(f"invalid server address {address!r}: expected host:port or unix:///path")
+        host, _, port_text = address.rpartition(":")
+        if not host:
+            address = f"[::]:{port_text}"  # Tetragon's `:port`: every interface
         _check_tcp_free(address)  # a clean error instead of grpc core's bind log line
+        credentials = self._tls_credentials(host)
         try:
-            port = server.add_insecure_port(address)
+            if credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, credentials)
         except RuntimeError as exc:
             raise ServerStartError(f"cannot listen on {address}: address in use or unavailable") from exc
         if port == 0:
             raise ServerStartError(f"cannot listen on {address}: address in use or unavailable")
         self.port = port
+
+    def _tls_credentials(self, host: str) -> grpc.ServerCredentials | None:
+        """TLS with required client certificates; refuses a non-loopback address without them."""
+        opts = self.options
+        if not opts.tls:
+            if not is_loopback_host(host):
+                raise ServerStartError(
+                    f"--server-address {self.address} accepts connections from other hosts: it needs"
+                    " --server-tls-cert-file, --server-tls-key-file and --server-tls-client-ca-files"
+                    " (clients must present certificates); or listen on localhost:PORT or unix:///PATH"
+                )
+            return None
+        if not (opts.tls_cert_file and opts.tls_key_file and opts.tls_client_ca_files):
+            raise ServerStartError(
+                "TLS needs --server-tls-cert-file, --server-tls-key-file and --server-tls-client-ca-files"
+            )
+        try:
+            cert = Path(opts.tls_cert_file).read_bytes()
+            key = Path(opts.tls_key_file).read_bytes()
+            cas = b"".join(Path(f).read_bytes() for f in opts.tls_client_ca_files)
+        except OSError as exc:
+            raise ServerStartError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from exc
+        return grpc.ssl_server_credentials([(key, cert)], root_certificates=cas, require_client_auth=True)
 
     def _bind_unix(self, server: grpc.Server, raw_path: str) -> None:
         path = Path(raw_path)

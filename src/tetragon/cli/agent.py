@@ -17,7 +17,14 @@ from typing import Any
 import yaml
 
 from tetragon.agent import Agent, AgentConfig, AgentError
-from tetragon.cli.agent_flags import FLAGS, NOT_CONFIG, build_parser, check_value, join_dash_values
+from tetragon.cli.agent_flags import (
+    FLAGS,
+    NOT_CONFIG,
+    build_parser,
+    check_value,
+    join_dash_values,
+    server_options,
+)
 
 CONFIG_FILE = Path("/etc/tetragon/tetragon.yaml")
 CONFIG_DROPIN = Path("/etc/tetragon/tetragon.conf.d")
@@ -83,7 +90,7 @@ def parse_config(argv: list[str]) -> tuple[AgentConfig, argparse.Namespace]:
     # files first, command line last: argparse keeps the last value of a repeated flag
     ns = parser.parse_args(_config_argv(dirs, CONFIG_FILE) + argv)
     values = {f.dest: getattr(ns, f.dest) for f in FLAGS.values() if f.dest not in NOT_CONFIG}
-    config = AgentConfig(**values)
+    config = AgentConfig(**values, server_options=server_options(ns))
     if ns.legacy_ancestors and "base" not in config.enable_ancestors:
         config.enable_ancestors = ["base", *config.enable_ancestors]
     return config, ns

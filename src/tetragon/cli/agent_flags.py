@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from tetragon import __version__
+from tetragon.api.access import AccessRule, ServerOptions
 from tetragon.cli import argtypes as t
 
 
@@ -59,6 +60,37 @@ FLAGS: dict[str, Flag] = {
         t.server_address,
         "localhost:54321",
         "gRPC address: host:port, :port (all interfaces, needs TLS) or unix:///path; empty: off",
+    ),
+    "server-allow-uids": Flag(
+        "server_allow_uids", t.id_list, [], "uids that may call the read-only gRPC RPCs (besides root)"
+    ),
+    "server-allow-gids": Flag(
+        "server_allow_gids", t.id_list, [], "gids whose members may call the read-only gRPC RPCs"
+    ),
+    "server-admin-uids": Flag(
+        "server_admin_uids", t.id_list, [], "uids that may call every gRPC RPC, policy changes too"
+    ),
+    "server-admin-gids": Flag(
+        "server_admin_gids", t.id_list, [], "gids whose members may call every gRPC RPC"
+    ),
+    "server-tls-cert-file": Flag(
+        "server_tls_cert_file", t.existing_file_or_empty, "", "TLS certificate of the gRPC server"
+    ),
+    "server-tls-key-file": Flag("server_tls_key_file", t.existing_file_or_empty, "", "its private key"),
+    "server-tls-client-ca-files": Flag(
+        "server_tls_client_ca_files",
+        t.existing_files,
+        [],
+        "CA certificates that sign client certificates (TLS clients must present one)",
+    ),
+    "server-max-event-streams": Flag(
+        "server_max_event_streams",
+        t.int_range(1, 4096),
+        256,
+        "GetEvents streams open at once; more get RESOURCE_EXHAUSTED",
+    ),
+    "server-max-connections": Flag(
+        "server_max_connections", t.int_range(1, 65536), 512, "gRPC connections open at once"
     ),
     "tracing-policy": Flag("tracing_policy", t.text, "", "TracingPolicy YAML file loaded at start"),
     "tracing-policy-dir": Flag(
@@ -107,7 +139,24 @@ FLAGS: dict[str, Flag] = {
         "log level",
     ),
 }
-NOT_CONFIG = {"log_level"}  # flags that are not AgentConfig fields
+SERVER_OPTIONS = {f.dest for name, f in FLAGS.items() if name.startswith("server-")} - {"server_address"}
+NOT_CONFIG = {"log_level", *SERVER_OPTIONS}  # flags that are not AgentConfig fields
+
+
+def server_options(ns: argparse.Namespace) -> ServerOptions:
+    return ServerOptions(
+        access=AccessRule(
+            read_uids=frozenset(ns.server_allow_uids),
+            read_gids=frozenset(ns.server_allow_gids),
+            admin_uids=frozenset(ns.server_admin_uids),
+            admin_gids=frozenset(ns.server_admin_gids),
+        ),
+        tls_cert_file=ns.server_tls_cert_file,
+        tls_key_file=ns.server_tls_key_file,
+        tls_client_ca_files=tuple(ns.server_tls_client_ca_files),
+        max_event_streams=ns.server_max_event_streams,
+        max_connections=ns.server_max_connections,
+    )
 
 
 def join_dash_values(argv: list[str]) -> list[str]:

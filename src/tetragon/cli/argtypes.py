@@ -180,10 +180,19 @@ def server_address(value: str) -> str:
         ) from None
 
 
+@_allows("an existing file (or empty)")
 def existing_file_or_empty(value: str) -> str:
     if value and not os.path.isfile(value):
         raise ValueError("an existing file (or empty)")
     return value
+
+
+@_allows("comma-separated existing files")
+def existing_files(value: str) -> list[str]:
+    files = comma_list(value)
+    if not all(os.path.isfile(f) for f in files):
+        raise ValueError(describe(existing_files))
+    return files
 
 
 @_allows("a directory (a missing one is read as empty), not a file")
