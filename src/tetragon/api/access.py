@@ -79,7 +79,6 @@ class ServerOptions:
     tls_key_file: str = ""
     tls_client_ca_files: tuple[str, ...] = ()
     max_event_streams: int = 256
-    max_connections: int = 512
 
     @property
     def tls(self) -> bool:

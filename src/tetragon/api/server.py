@@ -13,24 +13,23 @@ Addresses: `host:port` (TCP, SO_REUSEPORT off so a busy port is an error, not a 
 from __future__ import annotations
 
 import contextlib
-import errno
+import ctypes
 import logging
 import os
-import socket
-import stat
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import json_format
 
-from tetragon.api.access import ServerOptions, is_loopback_host
+from tetragon.api.access import ServerOptions
 from tetragon.api.convert import event_to_proto
 from tetragon.api.gen.tetragon import events_pb2, sensors_pb2, sensors_pb2_grpc, tetragon_pb2
 from tetragon.api.interceptor import AccessInterceptor
+from tetragon.api.listen import ServerStartError, check_tcp_free, remove_stale_socket, tls_credentials
 from tetragon.api.policy_service import POLICY_UNSUPPORTED, PolicyRpcs
 from tetragon.events.bus import EventBus
 from tetragon.export.fieldfilters import compile_field_filters
@@ -38,13 +37,19 @@ from tetragon.export.filters import compile_filters
 
 __all__ = ["MAX_RECV_BYTES", "GrpcServer", "ServerStartError"]
 
+if TYPE_CHECKING:
+    from tetragon.events.bus import Subscription
+
 log = logging.getLogger(__name__)
 
 MAX_RECV_BYTES = 10 * 1024 * 1024
 _POLL_SECONDS = 0.25
+_TRIM_AFTER_BACKLOG = 1000  # events left queued for a stream that ended: worth a malloc_trim
 _UNARY_THREADS = 16  # threads event streams never take: health and policy RPCs always get one
-_IDLE_CONNECTION_MS = 10 * 60 * 1000  # a connection without a call for this long is closed
+# Bounds on connections (gRPC Python has no working per-server connection cap): a connection that
+# never completes the HTTP/2 handshake is dropped after 10 s, one without a call after 5 minutes.
 _HANDSHAKE_MS = 10 * 1000
+_IDLE_CONNECTION_MS = 5 * 60 * 1000
 _POLICY_RPCS = {  # RPC -> PolicyRpcs method
     "AddTracingPolicy": "add",
     "DeleteTracingPolicy": "delete",
@@ -66,8 +71,18 @@ _LOG_LEVELS = {  # tetragon.LogLevel -> Python logging level
 HealthCheck = Callable[[], list[tuple[str, str]]]
 
 
-class ServerStartError(RuntimeError):
-    """The server could not listen on its address."""
+def _drain(sub: Subscription) -> int:
+    count = 0
+    while sub.get(timeout=0) is not None:
+        count += 1
+    return count
+
+
+def _return_freed_memory() -> None:
+    """Give the heap a stalled reader's backlog occupied back to the kernel (glibc keeps freed
+    memory below the agent's 32 MiB trim threshold, and in the middle of its heaps, otherwise)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _filter_dicts(filters: Any) -> list[dict[str, Any]]:
@@ -138,8 +153,11 @@ class _Servicer(sensors_pb2_grpc.FineGuidanceSensorsServicer):
                 yield msg
         finally:
             sub.close()
+            backlog = _drain(sub)  # the RPC's context (and so `sub`) may outlive this generator
             if sub.dropped:
                 log.info("GetEvents stream ended; %d events dropped for a slow client", sub.dropped)
+            if backlog >= _TRIM_AFTER_BACKLOG:
+                _return_freed_memory()
 
     def GetHealth(  # noqa: N802
         self, request: tetragon_pb2.GetHealthStatusRequest, context: grpc.ServicerContext
@@ -255,7 +273,6 @@ class GrpcServer:
             options=[
                 ("grpc.max_receive_message_length", MAX_RECV_BYTES),
                 ("grpc.so_reuseport", 0),
-                ("grpc.max_allowed_incoming_connections", opts.max_connections),
                 ("grpc.max_connection_idle_ms", _IDLE_CONNECTION_MS),
                 ("grpc.server_handshake_timeout_ms", _HANDSHAKE_MS),
             ],
@@ -307,8 +324,8 @@ class GrpcServer:
         host, _, port_text = address.rpartition(":")
         if not host:
             address = f"[::]:{port_text}"  # Tetragon's `:port`: every interface
-        _check_tcp_free(address)  # a clean error instead of grpc core's bind log line
-        credentials = self._tls_credentials(host)
+        check_tcp_free(address)  # a clean error instead of grpc core's bind log line
+        credentials = tls_credentials(self.options, self.address, host)
         try:
             if credentials is None:
                 port = server.add_insecure_port(address)
@@ -320,29 +337,6 @@ class GrpcServer:
             raise ServerStartError(f"cannot listen on {address}: address in use or unavailable")
         self.port = port
 
-    def _tls_credentials(self, host: str) -> grpc.ServerCredentials | None:
-        """TLS with required client certificates; refuses a non-loopback address without them."""
-        opts = self.options
-        if not opts.tls:
-            if not is_loopback_host(host):
-                raise ServerStartError(
-                    f"--server-address {self.address} accepts connections from other hosts: it needs"
-                    " --server-tls-cert-file, --server-tls-key-file and --server-tls-client-ca-files"
-                    " (clients must present certificates); or listen on localhost:PORT or unix:///PATH"
-                )
-            return None
-        if not (opts.tls_cert_file and opts.tls_key_file and opts.tls_client_ca_files):
-            raise ServerStartError(
-                "TLS needs --server-tls-cert-file, --server-tls-key-file and --server-tls-client-ca-files"
-            )
-        try:
-            cert = Path(opts.tls_cert_file).read_bytes()
-            key = Path(opts.tls_key_file).read_bytes()
-            cas = b"".join(Path(f).read_bytes() for f in opts.tls_client_ca_files)
-        except OSError as exc:
-            raise ServerStartError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from exc
-        return grpc.ssl_server_credentials([(key, cert)], root_certificates=cas, require_client_auth=True)
-
     def _bind_unix(self, server: grpc.Server, raw_path: str) -> None:
         path = Path(raw_path)
         if not path.is_absolute():
@@ -350,7 +344,7 @@ class GrpcServer:
                 f"invalid server address {self.address!r}: unix socket path must be absolute"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_socket(path, self.address)
+        remove_stale_socket(path, self.address)
         old_umask = os.umask(0o177)  # the socket is born 0600: no window where others may connect
         try:
             port = server.add_insecure_port(f"unix://{path}")
@@ -371,47 +365,3 @@ class GrpcServer:
         with contextlib.suppress(FileNotFoundError):
             if path.stat().st_ino == inode:  # still ours, not a successor's
                 path.unlink()
-
-
-def _remove_stale_socket(path: Path, address: str) -> None:
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise ServerStartError(f"cannot listen on {address}: {path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(str(path))
-    except OSError as exc:
-        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-            raise ServerStartError(f"cannot listen on {address}: {exc.strerror}") from exc
-        path.unlink(missing_ok=True)  # nobody listens: a leftover of a previous run
-        return
-    finally:
-        probe.close()
-    raise ServerStartError(f"cannot listen on {address}: another server is listening on {path}")
-
-
-def _check_tcp_free(address: str) -> None:
-    host_text, _, port_text = address.rpartition(":")
-    host = host_text.strip("[]") or None
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ServerStartError(f"invalid server address {address!r}: bad port {port_text!r}") from None
-    if port == 0:
-        return
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise ServerStartError(f"cannot listen on {address}: {exc.strerror}") from exc
-    for family, kind, proto, _, sockaddr in infos:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(sockaddr)
-            except OSError as exc:
-                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                    raise ServerStartError(f"cannot listen on {address}: {exc.strerror}") from exc

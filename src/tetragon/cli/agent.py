@@ -8,7 +8,9 @@ value), --config-dir, then the command line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -104,6 +106,15 @@ def _probe() -> int:
     return 0
 
 
+def _raise_fd_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit, as Go (so Tetragon) does at start: every hook holds
+    ~20 fds and every gRPC client one, and 1024 runs out long before memory does."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
@@ -117,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if ns.command == "probe":
         return _probe()
+    _raise_fd_limit()
     agent: Agent | None = None
     try:
         agent = Agent(config)

@@ -89,9 +89,6 @@ FLAGS: dict[str, Flag] = {
         256,
         "GetEvents streams open at once; more get RESOURCE_EXHAUSTED",
     ),
-    "server-max-connections": Flag(
-        "server_max_connections", t.int_range(1, 65536), 512, "gRPC connections open at once"
-    ),
     "tracing-policy": Flag("tracing_policy", t.text, "", "TracingPolicy YAML file loaded at start"),
     "tracing-policy-dir": Flag(
         "tracing_policy_dir",
@@ -155,7 +152,6 @@ def server_options(ns: argparse.Namespace) -> ServerOptions:
         tls_key_file=ns.server_tls_key_file,
         tls_client_ca_files=tuple(ns.server_tls_client_ca_files),
         max_event_streams=ns.server_max_event_streams,
-        max_connections=ns.server_max_connections,
     )
 
 
