@@ -10,7 +10,7 @@ import pytest
 
 from tetragon.agent import AgentError
 from tetragon.cli.agent import main, parse_config
-from tetragon.cli.agent_flags import FLAGS
+from tetragon.cli.agent_flags import FLAGS, check_value
 from tetragon.export.jsonfile import ExportError, JsonFileExporter
 
 # flag -> values that must be refused (at least one per flag that takes a checked value)
@@ -88,7 +88,6 @@ def test_bad_value_in_config_dir(
 @pytest.mark.parametrize(
     ("flag", "value", "expected"),
     [
-        ("server-address", ":54411", ":54411"),
         ("server-address", "[::1]:54411", "[::1]:54411"),
         ("server-address", "unix:///run/t.sock", "unix:///run/t.sock"),
         ("server-address", "", ""),
@@ -109,6 +108,35 @@ def test_bad_value_in_config_dir(
 def test_good_values(flag: str, value: str, expected: object) -> None:
     _, ns = parse_config([f"--{flag}", value])
     assert getattr(ns, FLAGS[flag].dest) == expected
+
+
+def test_all_interfaces_need_tls(tmp_path: Path) -> None:
+    assert check_value("server-address", ":54411") == ":54411"  # Tetragon's form parses...
+    with pytest.raises(
+        AgentError, match="accepts connections from other hosts: it needs --server-tls-cert-file"
+    ):
+        parse_config(["--server-address", ":54411"])  # ...but plaintext beyond loopback is refused
+    for name in ("cert", "key", "ca"):
+        (tmp_path / name).write_text("")
+    tls = ["--server-tls-cert-file", str(tmp_path / "cert"), "--server-tls-key-file", str(tmp_path / "key")]
+    with pytest.raises(AgentError, match="--server-tls-client-ca-files"):
+        parse_config(["--server-address", ":54411", *tls])
+    cfg, _ = parse_config(
+        ["--server-address", ":54411", *tls, "--server-tls-client-ca-files", str(tmp_path / "ca")]
+    )
+    assert cfg.server_options is not None and cfg.server_options.tls_client_ca_files == (
+        str(tmp_path / "ca"),
+    )
+
+
+def test_uid_rules_need_tcp() -> None:
+    with pytest.raises(AgentError, match="need a TCP address"):
+        parse_config(["--server-address", "unix:///run/t.sock", "--server-allow-uids", "1000"])
+    cfg, _ = parse_config(["--server-allow-uids", "1000,1001", "--server-admin-gids", "10"])
+    assert cfg.server_options is not None
+    assert cfg.server_options.access.read_uids == {1000, 1001} and cfg.server_options.access.admin_gids == {
+        10
+    }
 
 
 def test_negative_value_given_as_a_separate_word(capsys: pytest.CaptureFixture[str]) -> None:

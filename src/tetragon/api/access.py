@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-__all__ = ["READ_ONLY_RPCS", "AccessRule", "ServerOptions", "is_loopback_host", "loopback_peer_uid"]
+__all__ = ["READ_ONLY_RPCS", "AccessRule", "ServerOptions", "listen_error", "loopback_peer_uid"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,28 @@ class ServerOptions:
     @property
     def tls(self) -> bool:
         return bool(self.tls_cert_file or self.tls_key_file)
+
+
+def listen_error(address: str, options: ServerOptions) -> str | None:
+    """Why the server must not listen on `address` with these options (None: it may)."""
+    if not address or address.startswith("unix://"):
+        if address and not options.access.default:
+            return (
+                f"--server-address {address}: the --server-allow-*/--server-admin-* rules need a TCP"
+                " address (gRPC does not tell a unix socket's peer; the socket is root-only)"
+            )
+        return None
+    if not options.tls:
+        if not is_loopback_host(address.rpartition(":")[0]):
+            return (
+                f"--server-address {address} accepts connections from other hosts: it needs"
+                " --server-tls-cert-file, --server-tls-key-file and --server-tls-client-ca-files"
+                " (clients must present certificates); or listen on localhost:PORT or unix:///PATH"
+            )
+        return None
+    if not (options.tls_cert_file and options.tls_key_file and options.tls_client_ca_files):
+        return "TLS needs --server-tls-cert-file, --server-tls-key-file and --server-tls-client-ca-files"
+    return None
 
 
 def user_groups(uid: int) -> set[int]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import grpc
 
-from tetragon.api.access import ServerOptions, is_loopback_host
+from tetragon.api.access import ServerOptions, listen_error
 
 __all__ = ["ServerStartError", "check_tcp_free", "remove_stale_socket", "tls_credentials"]
 
@@ -18,20 +18,13 @@ class ServerStartError(RuntimeError):
     """The server could not listen on its address."""
 
 
-def tls_credentials(opts: ServerOptions, address: str, host: str) -> grpc.ServerCredentials | None:
-    """TLS with required client certificates; refuses a non-loopback address without them."""
+def tls_credentials(opts: ServerOptions, address: str) -> grpc.ServerCredentials | None:
+    """TLS with required client certificates (None: plaintext, only allowed on loopback)."""
+    error = listen_error(address, opts)
+    if error is not None:
+        raise ServerStartError(error)
     if not opts.tls:
-        if not is_loopback_host(host):
-            raise ServerStartError(
-                f"--server-address {address} accepts connections from other hosts: it needs"
-                " --server-tls-cert-file, --server-tls-key-file and --server-tls-client-ca-files"
-                " (clients must present certificates); or listen on localhost:PORT or unix:///PATH"
-            )
         return None
-    if not (opts.tls_cert_file and opts.tls_key_file and opts.tls_client_ca_files):
-        raise ServerStartError(
-            "TLS needs --server-tls-cert-file, --server-tls-key-file and --server-tls-client-ca-files"
-        )
     try:
         cert = Path(opts.tls_cert_file).read_bytes()
         key = Path(opts.tls_key_file).read_bytes()

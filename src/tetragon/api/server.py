@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf import json_format
 
-from tetragon.api.access import ServerOptions
+from tetragon.api.access import ServerOptions, listen_error
 from tetragon.api.convert import event_to_proto
 from tetragon.api.gen.tetragon import events_pb2, sensors_pb2, sensors_pb2_grpc, tetragon_pb2
 from tetragon.api.interceptor import AccessInterceptor
@@ -279,11 +279,9 @@ class GrpcServer:
         )
         sensors_pb2_grpc.add_FineGuidanceSensorsServicer_to_server(_Servicer(self), server)
         if self.address.startswith("unix://"):
-            if not opts.access.default:
-                raise ServerStartError(
-                    f"--server-address {self.address}: the --server-allow-*/--server-admin-* rules need a"
-                    " TCP address (gRPC does not tell a unix socket's peer; the socket is root-only)"
-                )
+            error = listen_error(self.address, opts)
+            if error is not None:
+                raise ServerStartError(error)
             self._bind_unix(server, self.address.removeprefix("unix://"))
         else:
             self._bind_tcp(server, self.address)
@@ -325,7 +323,7 @@ class GrpcServer:
         if not host:
             address = f"[::]:{port_text}"  # Tetragon's `:port`: every interface
         check_tcp_free(address)  # a clean error instead of grpc core's bind log line
-        credentials = tls_credentials(self.options, self.address, host)
+        credentials = tls_credentials(self.options, self.address)
         try:
             if credentials is None:
                 port = server.add_insecure_port(address)

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from tetragon.agent import Agent, AgentConfig, AgentError
+from tetragon.api.access import listen_error
 from tetragon.cli.agent_flags import (
     FLAGS,
     NOT_CONFIG,
@@ -92,7 +93,11 @@ def parse_config(argv: list[str]) -> tuple[AgentConfig, argparse.Namespace]:
     # files first, command line last: argparse keeps the last value of a repeated flag
     ns = parser.parse_args(_config_argv(dirs, CONFIG_FILE) + argv)
     values = {f.dest: getattr(ns, f.dest) for f in FLAGS.values() if f.dest not in NOT_CONFIG}
-    config = AgentConfig(**values, server_options=server_options(ns))
+    options = server_options(ns)
+    error = listen_error(ns.server_address, options)
+    if error is not None:  # refused before anything is loaded
+        raise AgentError(error)
+    config = AgentConfig(**values, server_options=options)
     if ns.legacy_ancestors and "base" not in config.enable_ancestors:
         config.enable_ancestors = ["base", *config.enable_ancestors]
     return config, ns
