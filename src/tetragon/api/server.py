@@ -6,8 +6,13 @@ Each stream applies the request's allow/deny lists and field filters to the even
 converting them to protobuf. The TracingPolicy RPCs go to `policy_handler`, a PolicyManager, through
 tetragon.api.policy_service (UNIMPLEMENTED without one).
 
-Addresses: `host:port` (TCP, SO_REUSEPORT off so a busy port is an error, not a shared listener) or
-`unix:///abs/path.sock` (created 0600; a stale socket file is replaced, a live one is refused).
+Every call first goes through tetragon.api.interceptor: only allowed uids get further (see
+docs/security.md). Each open stream holds one thread; at most `options.max_event_streams` are open
+(RESOURCE_EXHAUSTED beyond) and the pool has _UNARY_THREADS more, so unary RPCs always find one.
+
+Addresses: `host:port` (TCP, SO_REUSEPORT off so a busy port is an error, not a shared listener),
+`:port` (every interface: TLS with client certificates required), or `unix:///abs/path.sock`
+(created 0600; a stale socket file is replaced, a live one is refused); see tetragon.api.listen.
 """
 
 from __future__ import annotations
