@@ -141,18 +141,11 @@ NOT_CONFIG = {"log_level", *SERVER_OPTIONS}  # flags that are not AgentConfig fi
 
 
 def server_options(ns: argparse.Namespace) -> ServerOptions:
-    return ServerOptions(
-        access=AccessRule(
-            read_uids=frozenset(ns.server_allow_uids),
-            read_gids=frozenset(ns.server_allow_gids),
-            admin_uids=frozenset(ns.server_admin_uids),
-            admin_gids=frozenset(ns.server_admin_gids),
-        ),
-        tls_cert_file=ns.server_tls_cert_file,
-        tls_key_file=ns.server_tls_key_file,
-        tls_client_ca_files=tuple(ns.server_tls_client_ca_files),
-        max_event_streams=ns.server_max_event_streams,
-    )
+    # AccessRule's fields in order: readers (uids, gids), then admins (uids, gids)
+    ids = ("allow_uids", "allow_gids", "admin_uids", "admin_gids")
+    access = AccessRule(*(frozenset(getattr(ns, f"server_{name}")) for name in ids))
+    tls = (ns.server_tls_cert_file, ns.server_tls_key_file, tuple(ns.server_tls_client_ca_files))
+    return ServerOptions(access, *tls, max_event_streams=ns.server_max_event_streams)
 
 
 def join_dash_values(argv: list[str]) -> list[str]:
