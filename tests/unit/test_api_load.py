@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -119,3 +120,26 @@ def test_an_ended_stream_keeps_no_backlog(server: GrpcServer, bus: EventBus) -> 
         stream.cancel()
         wait_for(lambda: bus.subscriber_count == 0)
     wait_for(lambda: subs[0].get(timeout=0) is None)
+
+
+def rss_mib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) // 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_stalled_readers_memory_is_returned_when_it_goes(server: GrpcServer, bus: EventBus) -> None:
+    with grpc.insecure_channel(f"localhost:{server.port}") as channel:
+        stream = open_stream(channel)  # never read
+        wait_for(lambda: bus.subscriber_count == 1)
+        before = rss_mib()
+        for pid in range(10000):  # the queue's bound: ~4 KiB each, ~40 MiB held for this client
+            bus.publish(
+                {"process_exec": {"process": {"pid": pid, "arguments": f"{pid:08d}" * 500}}, "node_name": "n"}
+            )
+        stalled = rss_mib()
+        assert stalled - before > 20
+        stream.cancel()
+        wait_for(lambda: bus.subscriber_count == 0)
+    wait_for(lambda: rss_mib() - before < (stalled - before) / 2)
