@@ -30,6 +30,8 @@ BAD_VALUES: dict[str, list[str]] = {
     "server-tls-key-file": ["/nonexistent.key"],
     "server-tls-client-ca-files": ["/nonexistent.pem", "/etc/hostname,/nonexistent.pem"],
     "server-max-event-streams": ["0", "-1", "100000"],
+    "server-max-connections-per-peer": ["0", "-1"],
+    "server-max-connections": ["0", "many"],
     "tracing-policy-dir": ["/etc/hostname"],
     "metrics-server": ["localhost", "localhost:0", ":99999"],
     "enable-process-cred": ["2"],

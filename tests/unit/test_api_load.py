@@ -3,6 +3,11 @@ threads of their own, and a stream that ends leaves no backlog behind."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +19,7 @@ import pytest
 
 from tetragon.api.access import ServerOptions
 from tetragon.api.gen.tetragon import events_pb2, sensors_pb2, sensors_pb2_grpc, tetragon_pb2
+from tetragon.api.reaper import Connection, over_limits
 from tetragon.api.server import GrpcServer
 from tetragon.events.bus import EventBus, Subscription
 
@@ -143,3 +149,84 @@ def test_a_stalled_readers_memory_is_returned_when_it_goes(server: GrpcServer, b
         stream.cancel()
         wait_for(lambda: bus.subscriber_count == 0)
     wait_for(lambda: rss_mib() - before < (stalled - before) / 2)
+
+
+# --- connection caps ------------------------------------------------------------------------------
+
+
+def test_over_limits_per_peer_then_total() -> None:
+    conns = [Connection("uid 1000", i, 1000) for i in range(5)]
+    conns += [Connection("uid 0", 100 + i, 0) for i in range(4)]
+    conns += [Connection("address 0A000001", 200 + i, None) for i in range(3)]
+    doomed = over_limits(conns, per_peer=2, total=100, exempt={0})
+    assert sorted(c.inode for c in doomed) == [2, 3, 4, 202]  # root is exempt from the per-peer cap
+    doomed = over_limits(conns, per_peer=2, total=5, exempt={0})
+    assert len(doomed) == 4 + 3 and sum(c.uid == 0 for c in doomed) == 2  # then the biggest peers pay
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server closed `sock` (reading past what it sent, e.g. its HTTP/2 settings)."""
+    sock.setblocking(False)
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def test_connections_beyond_the_total_are_closed(bus: EventBus) -> None:
+    srv = GrpcServer(bus, "localhost:0", version="x", options=ServerOptions(max_connections=4))
+    srv.start()
+    idle = [socket.create_connection(("127.0.0.1", srv.port or 0)) for _ in range(10)]
+    try:
+        wait_for(lambda: sum(_closed_by_server(s) for s in idle) >= 6)
+        time.sleep(1.5)  # and no more than that
+        assert sum(_closed_by_server(s) for s in idle) == 6
+        for s in idle:
+            s.close()
+        with grpc.insecure_channel(f"localhost:{srv.port}") as channel:
+            stub = sensors_pb2_grpc.FineGuidanceSensorsStub(channel)
+            assert stub.GetVersion(sensors_pb2.GetVersionRequest(), timeout=5).version == "x"
+    finally:
+        srv.stop(0.5)
+
+
+HOLDER = """
+import socket, sys, time
+held = [socket.create_connection(("127.0.0.1", int(sys.argv[1]))) for _ in range(20)]
+time.sleep(4)
+closed = 0
+for s in held:
+    s.setblocking(False)
+    try:
+        while s.recv(65536):  # the server's HTTP/2 settings, then end of file when it closed
+            pass
+        closed += 1
+    except BlockingIOError:
+        pass
+print(closed)
+"""
+
+
+def test_one_users_connections_are_capped(bus: EventBus) -> None:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run a client as another uid")
+    srv = GrpcServer(bus, "localhost:0", version="x", options=ServerOptions(max_connections_per_peer=8))
+    srv.start()
+    try:
+        res = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             sys.executable, "-c", HOLDER, str(srv.port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        assert int(res.stdout) == 12
+        # root's connections are exempt and keep working meanwhile
+        with grpc.insecure_channel(f"localhost:{srv.port}") as channel:
+            stub = sensors_pb2_grpc.FineGuidanceSensorsStub(channel)
+            assert stub.GetVersion(sensors_pb2.GetVersionRequest(), timeout=5).version == "x"
+    finally:
+        srv.stop(0.5)

@@ -79,6 +79,8 @@ class ServerOptions:
     tls_key_file: str = ""
     tls_client_ca_files: tuple[str, ...] = ()
     max_event_streams: int = 256
+    max_connections_per_peer: int = 64  # per uid on this host (root exempt), or per remote address
+    max_connections: int = 1024
 
     @property
     def tls(self) -> bool:

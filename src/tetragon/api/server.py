@@ -9,6 +9,7 @@ tetragon.api.policy_service (UNIMPLEMENTED without one).
 Every call first goes through tetragon.api.interceptor: only allowed uids get further (see
 docs/security.md). Each open stream holds one thread; at most `options.max_event_streams` are open
 (RESOURCE_EXHAUSTED beyond) and the pool has _UNARY_THREADS more, so unary RPCs always find one.
+TCP connections are capped per peer and in total by tetragon.api.reaper.
 
 Addresses: `host:port` (TCP, SO_REUSEPORT off so a busy port is an error, not a shared listener),
 `:port` (every interface: TLS with client certificates required), or `unix:///abs/path.sock`
@@ -36,6 +37,7 @@ from tetragon.api.gen.tetragon import events_pb2, sensors_pb2, sensors_pb2_grpc,
 from tetragon.api.interceptor import AccessInterceptor
 from tetragon.api.listen import ServerStartError, check_tcp_free, remove_stale_socket, tls_credentials
 from tetragon.api.policy_service import POLICY_UNSUPPORTED, PolicyRpcs
+from tetragon.api.reaper import ConnectionReaper
 from tetragon.events.bus import EventBus
 from tetragon.export.fieldfilters import compile_field_filters
 from tetragon.export.filters import compile_filters
@@ -261,6 +263,7 @@ class GrpcServer:
         self.max_streams = self.options.max_event_streams
         self._streams = 0
         self._streams_lock = threading.Lock()
+        self._reaper: ConnectionReaper | None = None
         self._server: grpc.Server | None = None
         self._unix_path: Path | None = None
         self._unix_inode: int | None = None
@@ -290,12 +293,18 @@ class GrpcServer:
             self._bind_unix(server, self.address.removeprefix("unix://"))
         else:
             self._bind_tcp(server, self.address)
+            self._reaper = ConnectionReaper(
+                lambda: self.port, per_peer=opts.max_connections_per_peer, total=opts.max_connections
+            )
+            self._reaper.start()
         server.start()
         self._server = server
         log.info("gRPC server listening on %s", self.address)
 
     def stop(self, grace: float = 1.0) -> None:
         self.stopping.set()  # open GetEvents streams notice within _POLL_SECONDS and end cleanly
+        if self._reaper is not None:
+            self._reaper.stop()
         server, self._server = self._server, None
         if server is not None:
             server.stop(grace).wait(grace + 5.0)

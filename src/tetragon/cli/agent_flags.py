@@ -89,6 +89,15 @@ FLAGS: dict[str, Flag] = {
         256,
         "GetEvents streams open at once; more get RESOURCE_EXHAUSTED",
     ),
+    "server-max-connections-per-peer": Flag(
+        "server_max_connections_per_peer",
+        t.int_range(1, 65536),
+        64,
+        "TCP connections one uid (root exempt) or remote address may hold; more are closed",
+    ),
+    "server-max-connections": Flag(
+        "server_max_connections", t.int_range(1, 1 << 20), 1024, "TCP connections held in total"
+    ),
     "tracing-policy": Flag("tracing_policy", t.text, "", "TracingPolicy YAML file loaded at start"),
     "tracing-policy-dir": Flag(
         "tracing_policy_dir",
@@ -145,7 +154,8 @@ def server_options(ns: argparse.Namespace) -> ServerOptions:
     ids = ("allow_uids", "allow_gids", "admin_uids", "admin_gids")
     access = AccessRule(*(frozenset(getattr(ns, f"server_{name}")) for name in ids))
     tls = (ns.server_tls_cert_file, ns.server_tls_key_file, tuple(ns.server_tls_client_ca_files))
-    return ServerOptions(access, *tls, max_event_streams=ns.server_max_event_streams)
+    limits = (ns.server_max_event_streams, ns.server_max_connections_per_peer, ns.server_max_connections)
+    return ServerOptions(access, *tls, *limits)
 
 
 def join_dash_values(argv: list[str]) -> list[str]:
