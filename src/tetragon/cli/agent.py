@@ -134,6 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     if ns.command == "probe":
         return _probe()
     _raise_fd_limit()
+    if (
+        config.tracing_policy_dir != FLAGS["tracing-policy-dir"].default
+        and not Path(config.tracing_policy_dir).exists()
+    ):
+        logging.getLogger("tetragon").warning(
+            "--tracing-policy-dir %s does not exist: no policies are loaded from it",
+            config.tracing_policy_dir,
+        )
     agent: Agent | None = None
     try:
         agent = Agent(config)
