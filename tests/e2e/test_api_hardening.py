@@ -165,3 +165,49 @@ def test_all_interfaces_without_tls_is_refused(tmp_path: Path) -> None:
     )  # fmt: skip
     assert res.returncode == 2  # refused before anything is loaded
     assert "--server-tls-cert-file" in _one_line(res)
+
+
+HOLDER = """
+import socket, sys, time
+held = []
+for _ in range(int(sys.argv[2])):
+    try:
+        held.append(socket.create_connection(("127.0.0.1", int(sys.argv[1]))))
+    except OSError:
+        break
+print("open", flush=True)
+time.sleep(float(sys.argv[3]))
+closed = 0
+for s in held:
+    s.setblocking(False)
+    try:
+        while s.recv(65536):  # the server's HTTP/2 settings, then end of file when it closed
+            pass
+        closed += 1
+    except BlockingIOError:
+        pass
+print(closed, flush=True)
+"""
+
+
+def test_one_users_idle_connections_are_capped(agent: AgentProcess) -> None:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to drop privileges")
+    port = agent.server.rpartition(":")[2]
+    holder = subprocess.Popen(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+         str(VENV_BIN / "python"), "-c", HOLDER, port, "500", "5"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        time.sleep(2.5)  # the cap is enforced once a second
+        started = time.monotonic()
+        res = agent.tetra("status")
+        assert res.returncode == 0 and time.monotonic() - started < 5
+        closed = int(holder.stdout.readline())
+    finally:
+        holder.kill()
+        holder.wait()
+    assert closed >= 500 - 64, closed
+    assert f"uid {NOBODY}" in agent.stderr() and "closed" in agent.stderr()
