@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import pytest
 
-from tetragon.api.access import AccessRule, ServerOptions, loopback_peer_uid, parse_peer
+from tetragon.api.access import AccessRule, ServerOptions, local_peer_uid, parse_peer
 from tetragon.api.gen.tetragon import events_pb2, sensors_pb2, sensors_pb2_grpc
 from tetragon.api.server import GrpcServer, ServerStartError
 from tetragon.events.bus import EventBus
@@ -56,23 +56,23 @@ TCP_TABLE = """\
 
 
 @pytest.mark.skipif(sys.byteorder != "little", reason="the sample table is little-endian")
-def test_loopback_peer_uid_from_the_socket_table(tmp_path: Path) -> None:
+def test_local_peer_uid_from_the_socket_table(tmp_path: Path) -> None:
     (tmp_path / "net").mkdir()
     (tmp_path / "net/tcp").write_text(TCP_TABLE)
     server_port = 0xD431
-    assert loopback_peer_uid("ipv4:127.0.0.1:4242", server_port, str(tmp_path)) == 1000  # 0x1092
-    assert loopback_peer_uid("ipv4:127.0.0.1:4243", server_port, str(tmp_path)) == 1000  # remote port decides
-    assert loopback_peer_uid("ipv4:127.0.0.1:4244", server_port, str(tmp_path)) is None  # no such socket
-    assert loopback_peer_uid("ipv4:10.0.0.1:4242", server_port, str(tmp_path)) is None  # not loopback
+    assert local_peer_uid("ipv4:127.0.0.1:4242", server_port, str(tmp_path)) == 1000  # 0x1092
+    assert local_peer_uid("ipv4:127.0.0.1:4243", server_port, str(tmp_path)) == 1000  # remote port decides
+    assert local_peer_uid("ipv4:127.0.0.1:4244", server_port, str(tmp_path)) is None  # no such socket
+    assert local_peer_uid("ipv4:10.0.0.1:4242", server_port, str(tmp_path)) is None  # not from this host
 
 
-def test_loopback_peer_uid_of_a_real_connection() -> None:
+def test_local_peer_uid_of_a_real_connection() -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         with socket.create_connection(listener.getsockname()) as client:
             host, port = client.getsockname()
-            assert loopback_peer_uid(f"ipv4:{host}:{port}", listener.getsockname()[1]) == os.geteuid()
+            assert local_peer_uid(f"ipv4:{host}:{port}", listener.getsockname()[1]) == os.geteuid()
 
 
 def test_non_loopback_address_needs_tls(bus: EventBus) -> None:

@@ -8,12 +8,13 @@ load an enforcement policy (Sigkill on root's processes) or read every user's co
 * uid 0 and the agent's own uid may call anything; `--server-allow-uids/-gids` add readers,
   `--server-admin-uids/-gids` add callers of every RPC. A gid matches the uid's groups in the user
   database (primary and supplementary).
-* TCP on loopback: the kernel's socket table (/proc/net/tcp{,6}) names the owner of the client's
-  socket: the row whose local address:port is the peer's and whose remote port is the server's.
+* TCP from this host (loopback or not): the kernel's socket table (/proc/net/tcp{,6}) names the
+  owner of the client's socket: the row whose local address:port is the peer's and whose remote
+  port is the server's.
 * Unix socket: gRPC does not expose the peer's SO_PEERCRED, so the socket file's mode (0600, owned
   by the agent) is the rule: only the agent's uid and root can connect at all.
 * TCP beyond loopback: only with TLS and required client certificates (the server refuses to start
-  otherwise); a peer with a verified certificate may call anything, as with Tetragon.
+  otherwise); a peer elsewhere with a verified certificate may call anything, as with Tetragon.
 
 Refused calls get PERMISSION_DENIED and one log line with the uid; nothing else happens
 (tetragon.api.interceptor applies the rule; this module does not import grpc, so the command line
@@ -32,7 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-__all__ = ["READ_ONLY_RPCS", "AccessRule", "ServerOptions", "listen_error", "loopback_peer_uid"]
+__all__ = ["READ_ONLY_RPCS", "AccessRule", "ServerOptions", "listen_error", "local_peer_uid"]
 
 log = logging.getLogger(__name__)
 
@@ -147,21 +148,23 @@ def _proc_hex(family: int, address: str) -> str:
     return "".join(f"{w:08X}" for w in words)
 
 
-def loopback_peer_uid(peer: str, server_port: int, proc: str = "/proc") -> int | None:
-    """The uid owning the client end of a loopback TCP connection, or None when not found, not
-    loopback, or ambiguous (two sockets with that local address, of different owners)."""
+def local_peer_uid(peer: str, server_port: int, proc: str = "/proc") -> int | None:
+    """The uid owning the client end of a TCP connection from this host (any of its addresses, in
+    the agent's network namespace); None when the client is elsewhere, or when two sockets have that
+    local address with different owners."""
     parsed = parse_peer(peer)
     if parsed is None:
         return None
     family, address, port = parsed
-    ip = ipaddress.ip_address(address)
-    mapped = getattr(ip, "ipv4_mapped", None)
-    if not (ip.is_loopback or (mapped is not None and mapped.is_loopback)):
-        return None
     # a client may use an IPv6 socket for an IPv4 peer (gRPC does): then its row is in tcp6, mapped
-    wanted = {("tcp6" if family == socket.AF_INET6 else "tcp", f"{_proc_hex(family, address)}:{port:04X}")}
-    if family == socket.AF_INET:
-        wanted.add(("tcp6", f"{_proc_hex(socket.AF_INET6, '::ffff:' + address)}:{port:04X}"))
+    try:
+        wanted = {
+            ("tcp6" if family == socket.AF_INET6 else "tcp", f"{_proc_hex(family, address)}:{port:04X}")
+        }
+        if family == socket.AF_INET:
+            wanted.add(("tcp6", f"{_proc_hex(socket.AF_INET6, '::ffff:' + address)}:{port:04X}"))
+    except (OSError, ValueError):  # not an address gRPC would print: nobody we can name
+        return None
     remote_port = f":{server_port:04X}"
     uids: set[int] = set()
     for table in sorted({t for t, _ in wanted}):

@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from tetragon.api.access import READ_ONLY_RPCS, AccessRule, loopback_peer_uid, parse_peer, user_groups
+from tetragon.api.access import READ_ONLY_RPCS, AccessRule, local_peer_uid, parse_peer, user_groups
 
 __all__ = ["AccessInterceptor"]
 
@@ -57,10 +57,10 @@ class AccessInterceptor(grpc.ServerInterceptor):
         if peer.startswith("unix:"):
             return  # the socket file is 0600, owned by the agent: only its uid and root connect
         port = self._server_port()
-        uid = loopback_peer_uid(peer, port) if port else None
+        uid = local_peer_uid(peer, port) if port else None
         if uid is None:
             if self._tls and parse_peer(peer) is not None:
-                return  # beyond loopback only TLS with a verified client certificate gets here
+                return  # a client elsewhere: only TLS with a verified client certificate gets here
             log.warning("gRPC %s refused for %s: cannot identify the caller's uid", method, peer)
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{method}: cannot identify the caller's uid")
         if not self.rule.allows(uid, user_groups(uid), admin=admin):
