@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import VENV_BIN
 from tests.e2e.agentproc import AgentProcess, free_port, running_agent
+from tests.unit.test_api_load import HOLDER
 from tetragon.api.gen.tetragon import events_pb2, sensors_pb2, sensors_pb2_grpc, tetragon_pb2
 
 TETRA = str(VENV_BIN / "tetra")
@@ -165,29 +166,6 @@ def test_all_interfaces_without_tls_is_refused(tmp_path: Path) -> None:
     )  # fmt: skip
     assert res.returncode == 2  # refused before anything is loaded
     assert "--server-tls-cert-file" in _one_line(res)
-
-
-HOLDER = """
-import socket, sys, time
-held = []
-for _ in range(int(sys.argv[2])):
-    try:
-        held.append(socket.create_connection(("127.0.0.1", int(sys.argv[1]))))
-    except OSError:
-        break
-print("open", flush=True)
-time.sleep(float(sys.argv[3]))
-closed = 0
-for s in held:
-    s.setblocking(False)
-    try:
-        while s.recv(65536):  # the server's HTTP/2 settings, then end of file when it closed
-            pass
-        closed += 1
-    except BlockingIOError:
-        pass
-print(closed, flush=True)
-"""
 
 
 def test_one_users_idle_connections_are_capped(agent: AgentProcess) -> None:

@@ -30,6 +30,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "server-tls-key-file": ["/nonexistent.key"],
     "server-tls-client-ca-files": ["/nonexistent.pem", "/etc/hostname,/nonexistent.pem"],
     "server-max-event-streams": ["0", "-1", "100000"],
+    "server-max-event-streams-per-peer": ["0"],
     "server-max-connections-per-peer": ["0", "-1"],
     "server-max-connections": ["0", "many"],
     "tracing-policy-dir": ["/etc/hostname"],
@@ -166,3 +167,19 @@ def test_exporter_refuses_special_mode_bits(tmp_path: Path) -> None:
     for perm in (0o7777, 0o4755, -1):
         with pytest.raises(ExportError, match="outside 0..0o777"):
             JsonFileExporter(str(tmp_path / "x.log"), perm=perm)
+
+
+def test_server_limits_reach_the_server_options() -> None:
+    cfg, _ = parse_config(
+        [
+            "--server-max-event-streams", "11",
+            "--server-max-event-streams-per-peer", "12",
+            "--server-max-connections-per-peer", "13",
+            "--server-max-connections", "14",
+        ]
+    )  # fmt: skip
+    opts = cfg.server_options
+    assert opts is not None
+    assert (opts.max_event_streams, opts.max_event_streams_per_peer) == (11, 12)
+    assert (opts.max_connections_per_peer, opts.max_connections) == (13, 14)
+    assert opts.tls_cert_file == opts.tls_key_file == "" and opts.tls_client_ca_files == ()

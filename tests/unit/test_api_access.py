@@ -206,3 +206,33 @@ def test_admin_uid_may_change(as_root: None, bus: EventBus, policies: RecordingP
 
 def test_unused_import_guard() -> None:
     assert events_pb2 and sensors_pb2_grpc and grpc  # the client script imports the same modules
+
+
+STREAMS_CLIENT = """
+import sys, grpc
+from tetragon.api.gen.tetragon import events_pb2, sensors_pb2_grpc
+channel = grpc.insecure_channel(sys.argv[1])
+stub = sensors_pb2_grpc.FineGuidanceSensorsStub(channel)
+calls = [stub.GetEvents(events_pb2.GetEventsRequest(), timeout=3) for _ in range(3)]
+for call in calls:
+    try:
+        next(call)
+        print("EVENT")
+    except grpc.RpcError as e:
+        print(e.code().name)
+"""
+
+
+def test_one_uids_streams_are_capped(as_root: None, bus: EventBus, policies: RecordingPolicies) -> None:
+    access = AccessRule(read_uids=frozenset({NOBODY}))
+    srv = serve(bus, policies, ServerOptions(access=access, max_event_streams_per_peer=2))
+    try:
+        res = subprocess.run(
+            ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+             sys.executable, "-c", STREAMS_CLIENT, f"localhost:{srv.port}"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        srv.stop(0.5)
+    assert res.returncode == 0, res.stderr
+    assert sorted(res.stdout.split()) == ["DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"]

@@ -194,10 +194,17 @@ def test_connections_beyond_the_total_are_closed(bus: EventBus) -> None:
         srv.stop(0.5)
 
 
+# `python -c HOLDER PORT COUNT SECONDS`: hold COUNT idle connections, then print how many the server closed
 HOLDER = """
 import socket, sys, time
-held = [socket.create_connection(("127.0.0.1", int(sys.argv[1]))) for _ in range(20)]
-time.sleep(4)
+held = []
+for _ in range(int(sys.argv[2])):
+    try:
+        held.append(socket.create_connection(("127.0.0.1", int(sys.argv[1]))))
+    except OSError:
+        break
+print("open", flush=True)
+time.sleep(float(sys.argv[3]))
 closed = 0
 for s in held:
     s.setblocking(False)
@@ -207,7 +214,7 @@ for s in held:
         closed += 1
     except BlockingIOError:
         pass
-print(closed)
+print(closed, flush=True)
 """
 
 
@@ -219,11 +226,11 @@ def test_one_users_connections_are_capped(bus: EventBus) -> None:
     try:
         res = subprocess.run(
             ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-             sys.executable, "-c", HOLDER, str(srv.port)],
+             sys.executable, "-c", HOLDER, str(srv.port), "20", "4"],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert res.returncode == 0, res.stderr
-        assert int(res.stdout) == 12
+        assert res.stdout.split() == ["open", "12"]
         # root's connections are exempt and keep working meanwhile
         with grpc.insecure_channel(f"localhost:{srv.port}") as channel:
             stub = sensors_pb2_grpc.FineGuidanceSensorsStub(channel)

@@ -80,6 +80,7 @@ class ServerOptions:
     tls_key_file: str = ""
     tls_client_ca_files: tuple[str, ...] = ()
     max_event_streams: int = 256
+    max_event_streams_per_peer: int = 32  # per uid, root exempt
     max_connections_per_peer: int = 64  # per uid on this host (root exempt), or per remote address
     max_connections: int = 1024
 

@@ -277,7 +277,14 @@ class GrpcServer:
             futures.ThreadPoolExecutor(
                 max_workers=self.max_streams + _UNARY_THREADS, thread_name_prefix="grpc"
             ),
-            interceptors=[AccessInterceptor(opts.access, lambda: self.port, tls=opts.tls)],
+            interceptors=[
+                AccessInterceptor(
+                    opts.access,
+                    lambda: self.port,
+                    tls=opts.tls,
+                    streams_per_peer=opts.max_event_streams_per_peer,
+                )
+            ],
             options=[
                 ("grpc.max_receive_message_length", MAX_RECV_BYTES),
                 ("grpc.so_reuseport", 0),

@@ -89,6 +89,12 @@ FLAGS: dict[str, Flag] = {
         256,
         "GetEvents streams open at once; more get RESOURCE_EXHAUSTED",
     ),
+    "server-max-event-streams-per-peer": Flag(
+        "server_max_event_streams_per_peer",
+        t.int_range(1, 4096),
+        32,
+        "GetEvents streams one uid (root exempt) may hold; more get RESOURCE_EXHAUSTED",
+    ),
     "server-max-connections-per-peer": Flag(
         "server_max_connections_per_peer",
         t.int_range(1, 65536),
@@ -154,7 +160,12 @@ def server_options(ns: argparse.Namespace) -> ServerOptions:
     ids = ("allow_uids", "allow_gids", "admin_uids", "admin_gids")
     access = AccessRule(*(frozenset(getattr(ns, f"server_{name}")) for name in ids))
     tls = (ns.server_tls_cert_file, ns.server_tls_key_file, tuple(ns.server_tls_client_ca_files))
-    limits = (ns.server_max_event_streams, ns.server_max_connections_per_peer, ns.server_max_connections)
+    limits = (
+        ns.server_max_event_streams,
+        ns.server_max_event_streams_per_peer,
+        ns.server_max_connections_per_peer,
+        ns.server_max_connections,
+    )
     return ServerOptions(access, *tls, *limits)
 
 
