@@ -1,4 +1,5 @@
-"""`tetragon`: the agent. Flags are named as Tetragon's where the feature exists.
+"""`tetragon`: the agent. Flags are named as Tetragon's where the feature exists; their table (range
+checks, defaults, help) is tetragon.cli.agent_flags.
 
 Configuration sources, lowest to highest precedence: /etc/tetragon/tetragon.yaml, the drop-in
 directory /etc/tetragon/tetragon.conf.d/ (one file per flag, file name = flag name, content =

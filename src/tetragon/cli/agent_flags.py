@@ -228,6 +228,8 @@ def _help(flag: Flag) -> str:
         default = f"{default:o}"
     elif isinstance(default, list):
         default = ",".join(default)
+    elif isinstance(default, float):  # durations
+        default = f"{default:g}s"
     allowed = t.describe(flag.parse)
     return f"{flag.help} (default {default!r}{'; ' + allowed if allowed else ''})".replace("%", "%%")
 
