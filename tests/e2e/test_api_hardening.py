@@ -81,17 +81,16 @@ def test_nobody_cannot_add_a_policy_or_read_events(agent: AgentProcess, shared_d
 
 async def _streams_and_unary_rpcs(address: str, marker_bin: str) -> tuple[int, list[float]]:
     """Open STREAMS GetEvents streams (each its own connection), run `marker_bin` until every stream
-    has seen its exec, timing unary RPCs meanwhile. Returns (streams that got an event, timings)."""
+    has seen its exec, timing unary RPCs meanwhile, then a policy add and delete (last timing).
+    Returns (streams that got an event, timings)."""
     request = events_pb2.GetEventsRequest(allow_list=[events_pb2.Filter(binary_regex=[f"^{marker_bin}$"])])
     channels = [grpc.aio.insecure_channel(address) for _ in range(STREAMS)]
     got = [False] * STREAMS
 
     async def read(i: int) -> None:
         call = sensors_pb2_grpc.FineGuidanceSensorsStub(channels[i]).GetEvents(request)
-        async for _ in call:
+        async for _ in call:  # kept open (and drained) until the end
             got[i] = True
-            call.cancel()
-            return
 
     readers = [asyncio.create_task(read(i)) for i in range(STREAMS)]
     stub = sensors_pb2_grpc.FineGuidanceSensorsStub(channels[0])
@@ -111,6 +110,13 @@ async def _streams_and_unary_rpcs(address: str, marker_bin: str) -> tuple[int, l
                 await call()
                 timings.append(time.monotonic() - started)
             await asyncio.sleep(0.5)
+        # policy changes too, with every stream still open
+        started = time.monotonic()
+        await stub.AddTracingPolicy(
+            sensors_pb2.AddTracingPolicyRequest(yaml=policy_yaml("under-load")), timeout=30
+        )
+        await stub.DeleteTracingPolicy(sensors_pb2.DeleteTracingPolicyRequest(name="under-load"), timeout=30)
+        timings.append(time.monotonic() - started)
         return sum(got), timings
     finally:
         for t in readers:
@@ -127,14 +133,9 @@ def test_200_streams_all_get_events_and_unary_rpcs_stay_answerable(
     shutil.copy("/bin/true", marker)
     received, timings = asyncio.run(_streams_and_unary_rpcs(agent.server, str(marker)))
     assert received == STREAMS
-    assert timings and max(timings) < 2.0, timings
-    # and policy management still works once they are gone
-    f = tmp_path / "p.yaml"
-    f.write_text(policy_yaml("after-streams"))
-    started = time.monotonic()
-    assert agent.tetra("tracingpolicy", "add", str(f)).returncode == 0
-    assert time.monotonic() - started < 10
-    agent.tetra("tracingpolicy", "delete", "after-streams")
+    *unary, policy_change = timings
+    assert unary and max(unary) < 2.0, unary
+    assert policy_change < 10.0  # loads and unloads a BPF object: seconds at worst on a busy machine
 
 
 def _one_line(res: subprocess.CompletedProcess[str]) -> str:
