@@ -39,6 +39,7 @@ from tetragon.sensors.base import BaseSensor
 from tetragon.timefmt import WallStamps, format_timestamp
 
 if TYPE_CHECKING:  # imported where used: a config error must not wait for grpc to import
+    from tetragon.api.access import ServerOptions
     from tetragon.api.server import GrpcServer
     from tetragon.export.jsonfile import JsonFileExporter
     from tetragon.metrics import AgentMetrics
@@ -86,6 +87,7 @@ class AgentConfig:
     run_dir: str = str(RUN_DIR)
     tracing_policy: str = ""  # one policy file loaded at start (domain "static")
     tracing_policy_dir: str = "/etc/tetragon/tetragon.tp.d"  # every *.yaml / *.yml in it, sorted
+    server_options: ServerOptions | None = None  # the --server-* flags but the address (None: defaults)
 
 
 def _host_namespaces(proc: str) -> tuple[int, ...]:
@@ -253,6 +255,7 @@ class Agent:
             version=__version__,
             health=self.health,
             policy_handler=self.policies,
+            options=self.config.server_options,
         )
         try:
             self.grpc.start()
