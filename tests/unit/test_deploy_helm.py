@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from tests.unit.test_k8s_pods import JsonHandler, serve_local, write_kubeconfig
 
 helm = pytest.importorskip("helm_sdkpy", reason="helm-sdkpy: pip install --ignore-requires-python helm-sdkpy")
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
@@ -71,71 +71,41 @@ def _group_list() -> dict[str, Any]:
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def _send(self, code: int, obj: dict[str, Any]) -> None:
-        body = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
+class _Handler(JsonHandler):
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         path = self.path.split("?")[0]
         major, minor, _ = K8S_VERSION.split(".")
         if path == "/version":
-            self._send(200, {"major": major, "minor": minor, "gitVersion": f"v{K8S_VERSION}"})
+            self.send_json(200, {"major": major, "minor": minor, "gitVersion": f"v{K8S_VERSION}"})
         elif path == "/api":
-            self._send(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
+            self.send_json(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
         elif path == "/api/v1":
-            self._send(200, _resource_list("v1"))
+            self.send_json(200, _resource_list("v1"))
         elif path == "/apis":
-            self._send(200, _group_list())
+            self.send_json(200, _group_list())
         elif path.startswith("/apis/") and path.count("/") == 3 and path[6:] in RESOURCES:
-            self._send(200, _resource_list(path[6:]))
+            self.send_json(200, _resource_list(path[6:]))
         elif self.command == "GET" and "labelSelector=" in self.path:
-            self._send(200, {"kind": "List", "apiVersion": "v1", "metadata": {}, "items": []})
+            self.send_json(200, {"kind": "List", "apiVersion": "v1", "metadata": {}, "items": []})
         elif self.command in ("POST", "PUT"):
             # Helm stores its release record as a protobuf Secret; everything else arrives as JSON
             try:
                 obj = json.loads(body)
             except ValueError:
                 obj = {"kind": "Secret", "apiVersion": "v1", "metadata": {"name": "release"}}
-            self._send(201, obj)
+            self.send_json(201, obj)
         else:
-            self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404})
+            self.send_json(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404})
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
 
 
 @pytest.fixture(scope="module")
 def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    path = tmp_path_factory.mktemp("kube") / "config"
-    cluster = {"server": f"http://127.0.0.1:{server.server_address[1]}"}
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "test", "cluster": cluster}],
-                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
-                "current-context": "test",
-                "users": [{"name": "test", "user": {"token": "test"}}],
-            }
-        )
-    )
-    yield str(path)
+    server = serve_local(_Handler)
+    yield str(write_kubeconfig(tmp_path_factory.mktemp("kube") / "config", server.server_address[1]))
     server.shutdown()
     server.server_close()
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from kubernetes import client
 
+from tests.unit.test_k8s_pods import JsonHandler, eventually, local_api_client, serve_local
 from tetragon.k8s.leader import LeaseElector
 
 NAMESPACE = "kube-system"
@@ -28,57 +28,31 @@ class LeaseServer:
         self.lock = threading.Lock()
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _send(self, code: int, obj: dict[str, Any]) -> None:
-                body = json.dumps(obj).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _status(self, code: int, reason: str) -> None:
-                self._send(
-                    code,
-                    {
-                        "kind": "Status",
-                        "apiVersion": "v1",
-                        "status": "Failure",
-                        "code": code,
-                        "reason": reason,
-                    },
-                )
-
+        class Handler(JsonHandler):
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length)) if length else None
                 path = self.path.split("?")[0]
                 with owner.lock:
                     if owner.down:
-                        return self._status(503, "ServiceUnavailable")
-                    if self.command == "GET" and path == f"{PATH}/{LEASE}":
-                        return self._send(200, owner.lease) if owner.lease else self._status(404, "NotFound")
+                        return self.send_status(503, "ServiceUnavailable")
+                    if self.command == "GET" and path == f"{PATH}/{LEASE}" and owner.lease:
+                        return self.send_json(200, owner.lease)
                     if self.command == "POST" and path == PATH:
                         if owner.lease is not None:
-                            return self._status(409, "AlreadyExists")
-                        return self._send(201, owner.store(body))
+                            return self.send_status(409, "AlreadyExists")
+                        return self.send_json(201, owner.store(body))
                     if self.command == "PUT" and path == f"{PATH}/{LEASE}":
                         current = owner.lease["metadata"]["resourceVersion"] if owner.lease else None
                         if body["metadata"].get("resourceVersion") != current:
-                            return self._status(409, "Conflict")
-                        return self._send(200, owner.store(body))
-                return self._status(404, "NotFound")
+                            return self.send_status(409, "Conflict")
+                        return self.send_json(200, owner.store(body))
+                return self.send_status(404, "NotFound")
 
             do_GET = do_POST = do_PUT = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        self.server = serve_local(Handler)
+        self.port = self.server.server_address[1]
 
     def store(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.version += 1
@@ -92,17 +66,7 @@ class LeaseServer:
             return (self.lease or {}).get("spec", {}).get("holderIdentity") or ""
 
     def api(self) -> client.CoordinationV1Api:
-        configuration = client.Configuration()
-        configuration.host = f"http://127.0.0.1:{self.server.server_address[1]}"
-        configuration.retries = False
-        return client.CoordinationV1Api(client.ApiClient(configuration))
-
-
-def _eventually(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+        return client.CoordinationV1Api(local_api_client(self.port))
 
 
 @pytest.fixture
@@ -127,19 +91,25 @@ def _elector(server: LeaseServer, identity: str, log: list[str]) -> LeaseElector
     )
 
 
-def test_one_leader_and_failover_after_a_crash(server: LeaseServer) -> None:
-    log: list[str] = []
+def _leader_and_candidate(server: LeaseServer, log: list[str]) -> tuple[LeaseElector, LeaseElector]:
+    """op-a leading, op-b trying meanwhile (and failing while op-a renews)."""
     a, b = _elector(server, "op-a", log), _elector(server, "op-b", log)
     a.start()
-    _eventually(a.leading.is_set, "op-a leading")
+    eventually(a.leading.is_set, "op-a leading")
     b.start()
-    time.sleep(0.5)  # b keeps trying while a renews
+    time.sleep(0.5)
+    return a, b
+
+
+def test_one_leader_and_failover_after_a_crash(server: LeaseServer) -> None:
+    log: list[str] = []
+    a, b = _leader_and_candidate(server, log)
     assert not b.leading.is_set() and server.holder() == "op-a"
     assert server.lease is not None and server.lease["spec"]["leaseDurationSeconds"] == 1
     # a dies without releasing: b takes over once the record has not changed for the lease duration
     crashed = time.monotonic()
     a.stop(release=False)
-    _eventually(b.leading.is_set, "op-b taking over")
+    eventually(b.leading.is_set, "op-b taking over")
     assert time.monotonic() - crashed >= 0.8 - 0.1
     assert server.holder() == "op-b" and server.lease["spec"]["leaseTransitions"] == 1
     b.stop()
@@ -148,15 +118,10 @@ def test_one_leader_and_failover_after_a_crash(server: LeaseServer) -> None:
 
 
 def test_clean_stop_hands_over_at_once(server: LeaseServer) -> None:
-    log: list[str] = []
-    a, b = _elector(server, "op-a", log), _elector(server, "op-b", log)
-    a.start()
-    _eventually(a.leading.is_set, "op-a leading")
-    b.start()
-    time.sleep(0.3)
+    a, b = _leader_and_candidate(server, [])
     stopped = time.monotonic()
     a.stop()
-    _eventually(b.leading.is_set, "op-b taking over")
+    eventually(b.leading.is_set, "op-b taking over")
     assert time.monotonic() - stopped < 0.8  # no need to wait for the lease to expire
     b.stop()
 
@@ -165,12 +130,12 @@ def test_leader_steps_down_when_it_cannot_renew(server: LeaseServer) -> None:
     log: list[str] = []
     a = _elector(server, "op-a", log)
     a.start()
-    _eventually(a.leading.is_set, "op-a leading")
+    eventually(a.leading.is_set, "op-a leading")
     server.down = True
-    _eventually(lambda: not a.leading.is_set(), "op-a stepping down")
+    eventually(lambda: not a.leading.is_set(), "op-a stepping down")
     assert log == ["op-a leads", "op-a stops"]
     server.down = False
-    _eventually(a.leading.is_set, "op-a leading again")  # its own record: it may take it back
+    eventually(a.leading.is_set, "op-a leading again")  # its own record: it may take it back
     a.stop()
 
 

@@ -6,9 +6,9 @@ import threading
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.unit.test_k8s_leader import LEASE, NAMESPACE, LeaseServer, _eventually
+from tests.unit.test_k8s_leader import LEASE, NAMESPACE, LeaseServer
+from tests.unit.test_k8s_pods import eventually, write_kubeconfig
 from tetragon.k8s import operator_cli
 
 
@@ -45,20 +45,7 @@ def test_flags_as_the_chart_passes_them(tmp_path: Path) -> None:
 
 def test_serve_takes_the_lease_with_the_pod_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     server = LeaseServer()
-    kubeconfig = tmp_path / "kubeconfig"
-    cluster = {"server": server.api().api_client.configuration.host}
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "t", "cluster": cluster}],
-                "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t"}}],
-                "current-context": "t",
-                "users": [{"name": "t", "user": {"token": "t"}}],
-            }
-        )
-    )
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", server.port)
     monkeypatch.setenv("POD_NAME", "tetragon-operator-5d9c7-abcde")
     monkeypatch.setenv("POD_NAMESPACE", NAMESPACE)
     args = operator_cli.parse_args(
@@ -76,7 +63,7 @@ def test_serve_takes_the_lease_with_the_pod_name(tmp_path: Path, monkeypatch: py
     thread = threading.Thread(target=operator_cli.serve, args=(args, stop), daemon=True)
     thread.start()
     try:
-        _eventually(
+        eventually(
             lambda: server.holder() == "tetragon-operator-5d9c7-abcde", "the operator holding the lease"
         )
         assert server.lease is not None and server.lease["metadata"]["name"] == LEASE

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import yaml
 from kubernetes import client
 
 from tetragon.k8s.podinfo import pod_from_json, split_container_id, workload_of
@@ -30,6 +31,66 @@ DEBUG = "c0ffee00112233445566778899aabbccddeeff00112233445566778899aabbcc"
 API = "d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2"
 
 
+class JsonHandler(BaseHTTPRequestHandler):
+    """Base of the API server doubles of these tests: HTTP/1.1, quiet, JSON answers."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def send_json(self, code: int, obj: dict[str, Any], close: bool = False) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        if close:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def send_status(self, code: int, reason: str) -> None:
+        status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason}
+        self.send_json(code, status)
+
+
+def serve_local(handler: type[BaseHTTPRequestHandler], port: int = 0) -> ThreadingHTTPServer:
+    """An HTTP server on 127.0.0.1 in a daemon thread."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    return server
+
+
+def local_api_client(port: int) -> client.ApiClient:
+    configuration = client.Configuration()
+    configuration.host = f"http://127.0.0.1:{port}"
+    configuration.retries = False
+    return client.ApiClient(configuration)
+
+
+def write_kubeconfig(path: Path, port: int) -> Path:
+    """A kubeconfig for the double on this port, as a user's would be (token auth)."""
+    cluster = {"server": f"http://127.0.0.1:{port}"}
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": cluster}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+        "current-context": "test",
+        "users": [{"name": "test", "user": {"token": "test"}}],
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def eventually(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
 class FakeApiServer:
     """Serves GET /api/v1/pods (list or watch) from recorded documents; records every query."""
 
@@ -40,12 +101,7 @@ class FakeApiServer:
         self.closing = threading.Event()
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
                 query = parse_qs(url.query)
@@ -56,19 +112,10 @@ class FakeApiServer:
                 if query.get("watch") == ["true"]:
                     owner.stream_watch(self, query)
                 else:
-                    body = json.dumps(owner.pod_list).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.send_header("Connection", "close")
-                    self.end_headers()
-                    self.wfile.write(body)
+                    self.send_json(200, owner.pod_list, close=True)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
+        self.server = serve_local(Handler, port)
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
 
     def stream_watch(self, handler: BaseHTTPRequestHandler, query: dict[str, list[str]]) -> None:
         since = int(query.get("resourceVersion", ["0"])[0] or 0)
@@ -95,17 +142,7 @@ class FakeApiServer:
 
 
 def _api(port: int) -> client.CoreV1Api:
-    configuration = client.Configuration()
-    configuration.host = f"http://127.0.0.1:{port}"
-    configuration.retries = False
-    return client.CoreV1Api(client.ApiClient(configuration))
-
-
-def _eventually(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+    return client.CoreV1Api(local_api_client(port))
 
 
 def _load(name: str) -> Any:
@@ -190,7 +227,7 @@ def test_list_watch_outage_and_relist(apiserver: FakeApiServer) -> None:
     try:
         assert watcher.synced.wait(10)
         # the watch: a pending pod, then its container starts; a label changes; a pod is deleted
-        _eventually(lambda: cache.by_uid("1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f") is None, "the DELETED event")
+        eventually(lambda: cache.by_uid("1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f") is None, "the DELETED event")
         assert seen == [
             ("ADDED", "debug"),
             ("MODIFIED", "debug"),
@@ -214,11 +251,11 @@ def test_list_watch_outage_and_relist(apiserver: FakeApiServer) -> None:
         back = FakeApiServer(port)
         try:
             back.pod_list = _load("pods-relist.json")
-            _eventually(lambda: cache.by_container(API) is not None, "the relist after the outage")
+            eventually(lambda: cache.by_container(API) is not None, "the relist after the outage")
             assert cache.by_container(DEBUG) is None  # deleted during the outage
             assert {p.name for p in cache.pods()} == {"web-7d4b9c8f6-x2x9k", "api-5f6c7d8e9-m4n5p"}
             assert watcher.lists >= 2
-            _eventually(
+            eventually(
                 lambda: any(q.get("resourceVersion") == ["2002"] for q in back.queries), "the new watch"
             )
         finally:
@@ -233,7 +270,7 @@ def test_expired_watch_lists_again(apiserver: FakeApiServer) -> None:
     watcher = PodWatcher(_api(apiserver.port), "node1", watch_timeout=30, retry_delay=0.05)
     watcher.start()
     try:
-        _eventually(lambda: watcher.lists >= 3, "relists after 410 Gone")
+        eventually(lambda: watcher.lists >= 3, "relists after 410 Gone")
         assert len(watcher.cache) == 2
     finally:
         watcher.stop()
