@@ -208,7 +208,20 @@ def test_cache_indexes_by_uid_and_container_prefix() -> None:
     assert cache.by_uid(web.uid) is web
     assert cache.by_container(WEB_NGINX[:31] + "0") is None  # the rest of the id must match too
     cache.delete(web.uid)
-    assert cache.by_container(WEB_NGINX) is None and len(cache) == 1
+    assert len(cache) == 1 and cache.by_uid(web.uid) is None
+    # late events of a deleted pod's containers still find it, within the deleted-pods LRU
+    assert cache.by_container(WEB_NGINX) is web
+
+
+def test_deleted_pods_are_kept_in_a_bounded_lru() -> None:
+    cache = PodCache(deleted_size=1)
+    web, report = (pod_from_json(item) for item in _load("pods-list.json")["items"])
+    cache.replace([web, report])
+    cache.replace([report])  # web is gone from a relist: its two containers go to the LRU of one entry
+    assert cache.by_container(WEB_NGINX) is web and cache.by_container(WEB_INIT) is None
+    cache.delete(report.uid)
+    assert cache.by_container(REPORT) is report and cache.by_container(WEB_NGINX) is None
+    assert PodCache(deleted_size=0).by_container(REPORT) is None
 
 
 def test_list_watch_outage_and_relist(apiserver: FakeApiServer) -> None:
@@ -238,7 +251,7 @@ def test_list_watch_outage_and_relist(apiserver: FakeApiServer) -> None:
         assert debug is not None and (debug.workload, debug.workload_kind) == ("debug", "Pod")
         web = cache.by_container(WEB_NGINX)
         assert web is not None and web.labels["version"] == "2"
-        assert cache.by_container(REPORT) is None
+        assert cache.by_uid("1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f") is None
         assert all(q.get("fieldSelector") == ["spec.nodeName=node1"] for q in apiserver.queries)
         watch_query = [q for q in apiserver.queries if q.get("watch") == ["true"]][0]
         assert watch_query["resourceVersion"] == ["1003"]
@@ -252,7 +265,8 @@ def test_list_watch_outage_and_relist(apiserver: FakeApiServer) -> None:
         try:
             back.pod_list = _load("pods-relist.json")
             eventually(lambda: cache.by_container(API) is not None, "the relist after the outage")
-            assert cache.by_container(DEBUG) is None  # deleted during the outage
+            assert cache.by_uid("2b3c4d5e-6f70-4812-9a3b-4c5d6e7f8091") is None  # deleted during the outage
+            assert cache.by_container(DEBUG) is not None  # but its late events still find it
             assert {p.name for p in cache.pods()} == {"web-7d4b9c8f6-x2x9k", "api-5f6c7d8e9-m4n5p"}
             assert watcher.lists >= 2
             eventually(

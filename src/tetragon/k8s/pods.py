@@ -18,6 +18,7 @@ import json
 import logging
 import socket
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -32,52 +33,74 @@ HTTP_GONE = 410
 
 
 class PodCache:
-    """Pods by uid, and by container id (the 31-character key of Tetragon's `docker` field)."""
+    """Pods by uid, and by container id (the 31-character key of Tetragon's `docker` field).
 
-    def __init__(self) -> None:
+    Containers of deleted pods stay findable in an LRU of `deleted_size` entries (Tetragon's
+    `deletedPodCacheSize`): a process's last events (its exit) often arrive after its pod is gone.
+    """
+
+    def __init__(self, deleted_size: int = 1024) -> None:
         self._lock = threading.Lock()
         self._by_uid: dict[str, PodInfo] = {}
         self._by_container: dict[str, str] = {}
+        self._deleted: OrderedDict[str, PodInfo] = OrderedDict()
+        self.deleted_size = deleted_size
 
     def __len__(self) -> int:
         return len(self._by_uid)
 
     def upsert(self, pod: PodInfo) -> None:
         with self._lock:
-            self._drop(pod.uid)
+            self._drop(pod.uid, deleted=False)
             self._by_uid[pod.uid] = pod
             for container in pod.containers:
-                self._by_container[container_key(container.id)] = pod.uid
+                key = container_key(container.id)
+                self._by_container[key] = pod.uid
+                self._deleted.pop(key, None)
 
     def delete(self, uid: str) -> None:
         with self._lock:
-            self._drop(uid)
+            self._drop(uid, deleted=True)
 
     def replace(self, pods: list[PodInfo]) -> None:
         """The result of a fresh list: everything not in it is gone."""
         with self._lock:
-            self._by_uid = {p.uid: p for p in pods}
-            self._by_container = {container_key(c.id): p.uid for p in pods for c in p.containers}
+            listed = {p.uid for p in pods}
+            for uid in [uid for uid in self._by_uid if uid not in listed]:
+                self._drop(uid, deleted=True)
+            for pod in pods:
+                self._drop(pod.uid, deleted=False)
+                self._by_uid[pod.uid] = pod
+                for container in pod.containers:
+                    self._by_container[container_key(container.id)] = pod.uid
 
-    def _drop(self, uid: str) -> None:
+    def _drop(self, uid: str, deleted: bool) -> None:
         old = self._by_uid.pop(uid, None)
-        if old is not None:
-            for container in old.containers:
-                key = container_key(container.id)
-                if self._by_container.get(key) == uid:
-                    del self._by_container[key]
+        if old is None:
+            return
+        for container in old.containers:
+            key = container_key(container.id)
+            if self._by_container.get(key) == uid:
+                del self._by_container[key]
+            if deleted and self.deleted_size > 0:
+                self._deleted[key] = old
+                self._deleted.move_to_end(key)
+        while len(self._deleted) > self.deleted_size:
+            self._deleted.popitem(last=False)
 
     def by_uid(self, uid: str) -> PodInfo | None:
         with self._lock:
             return self._by_uid.get(uid)
 
     def by_container(self, container_id: str) -> PodInfo | None:
-        """The pod of a container, by full id or by the `docker` field's 31-character prefix."""
+        """The pod of a container, by full id or by the `docker` field's 31-character prefix; a
+        recently deleted pod's too."""
         if not container_id:
             return None
+        key = container_key(container_id)
         with self._lock:
-            uid = self._by_container.get(container_key(container_id))
-            pod = self._by_uid.get(uid) if uid else None
+            uid = self._by_container.get(key)
+            pod = self._by_uid.get(uid) if uid else self._deleted.get(key)
         return pod if pod is not None and pod.container(container_id) is not None else None
 
     def pods(self) -> list[PodInfo]:
