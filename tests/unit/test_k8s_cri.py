@@ -26,6 +26,7 @@ import pytest
 
 from tetragon.k8s.cgroups import identity_from_proc_cgroup
 from tetragon.k8s.cri import CriClient, grpc_target
+from tetragon.k8s.cripods import CriPodPoller, workload_from_labels
 from tetragon.k8s.gen.cri import api_pb2
 
 IMAGE = "localhost/tetragon-test-busybox:latest"
@@ -41,6 +42,23 @@ needs_containerd = pytest.mark.skipif(
 def test_grpc_target_from_cri_endpoint() -> None:
     assert grpc_target("unix:///run/containerd/containerd.sock") == "unix:///run/containerd/containerd.sock"
     assert grpc_target("/run/crio/crio.sock") == "unix:///run/crio/crio.sock"
+
+
+def test_workload_from_the_labels_controllers_set() -> None:
+    assert workload_from_labels("web-7d4b9c8f6-x2x9k", {"pod-template-hash": "7d4b9c8f6"}) == (
+        "web",
+        "Deployment",
+    )
+    assert workload_from_labels("db-0", {"statefulset.kubernetes.io/pod-name": "db-0"}) == (
+        "db",
+        "StatefulSet",
+    )
+    daemon = {"controller-revision-hash": "5c7d9", "pod-template-generation": "1"}
+    assert workload_from_labels("tetragon-x8k2p", daemon) == ("tetragon", "DaemonSet")
+    cron = {"job-name": "report-29420100"}
+    assert workload_from_labels("report-29420100-q8z7w", cron) == ("report", "CronJob")
+    assert workload_from_labels("migrate-q8z7w", {"job-name": "migrate"}) == ("migrate", "Job")
+    assert workload_from_labels("debug", {"run": "debug"}) == ("debug", "Pod")
 
 
 def _add(tf: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
@@ -203,7 +221,8 @@ def test_pod_of_a_container_started_through_cri(containerd: str) -> None:
     with CriClient(f"unix://{containerd}", timeout=60) as cri:
         assert cri.runtime_name() == "containerd"
         stub = cri.stub
-        sandbox_id, sandbox_config = _run_pod(stub, "web-7d4b9", {"app": "web", "tier": "front"})
+        labels = {"app": "web", "pod-template-hash": "7d4b9c8f6"}
+        sandbox_id, sandbox_config = _run_pod(stub, "web-7d4b9c8f6-x2x9k", labels)
         try:
             container_config = api_pb2.ContainerConfig(
                 metadata=api_pb2.ContainerMetadata(name="nginx"),
@@ -221,8 +240,8 @@ def test_pod_of_a_container_started_through_cri(containerd: str) -> None:
 
             pods = {p.sandbox_id: p for p in cri.list_pods()}
             pod = pods[sandbox_id]
-            assert (pod.name, pod.namespace, pod.uid) == ("web-7d4b9", "shop", POD_UID)
-            assert pod.labels == {"app": "web", "tier": "front"}  # the kubelet's own labels left out
+            assert (pod.name, pod.namespace, pod.uid) == ("web-7d4b9c8f6-x2x9k", "shop", POD_UID)
+            assert pod.labels == labels  # the kubelet's own labels left out
 
             status = cri.container_status(created.container_id)
             assert status.name == "nginx" and status.running and status.pid > 0
@@ -234,10 +253,23 @@ def test_pod_of_a_container_started_through_cri(containerd: str) -> None:
             assert identity.id == created.container_id and identity.pod_uid == POD_UID
             found = cri.pod_of_container(identity.docker)
             assert found is not None
-            assert found.pod.name == "web-7d4b9" and found.container.name == "nginx"
+            assert found.pod.name == "web-7d4b9c8f6-x2x9k" and found.container.name == "nginx"
             assert found.container_id == f"containerd://{created.container_id}"
             assert [cp.container.id for cp in cri.all_container_pods()] == [created.container_id]
             assert cri.pod_of_container("0" * 31) is None
+
+            # the same, as PodInfo in a PodCache: what events are enriched from without an API server
+            poller = CriPodPoller(cri)
+            poller.refresh()
+            info = poller.cache.by_container(identity.docker)
+            assert info is not None
+            assert (info.name, info.namespace, info.uid) == ("web-7d4b9c8f6-x2x9k", "shop", POD_UID)
+            assert (info.workload, info.workload_kind) == ("web", "Deployment")
+            event_pod = info.pod_json(identity.docker)
+            assert event_pod["container"]["id"] == f"containerd://{created.container_id}"
+            assert event_pod["container"]["name"] == "nginx"
+            assert event_pod["container"]["image"]["name"] == IMAGE
+            assert event_pod["container"]["start_time"].endswith("Z")
         finally:
             stub.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
             stub.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
