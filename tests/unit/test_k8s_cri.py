@@ -33,9 +33,22 @@ IMAGE = "localhost/tetragon-test-busybox:latest"
 BUSYBOX = Path("/bin/busybox")
 POD_UID = "5b0c3e1a-7d24-4f6b-9a8e-2c1d0f3b4a59"
 
+
+def _static_busybox() -> bool:
+    """The image's only binary must run without a libc in the image: busybox-static, not busybox."""
+    try:
+        head = BUSYBOX.read_bytes()[:4096]
+    except OSError:
+        return False
+    return head.startswith(b"\x7fELF") and b"ld-linux" not in head
+
+
 needs_containerd = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("containerd") is None or shutil.which("ctr") is None,
-    reason="needs root and Debian's containerd (make setup installs it)",
+    os.geteuid() != 0
+    or shutil.which("containerd") is None
+    or shutil.which("ctr") is None
+    or not _static_busybox(),
+    reason="needs root and Debian's containerd and busybox-static (make setup installs them)",
 )
 
 
