@@ -162,6 +162,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "extraHostPathMounts": [{"name": "btf", "mountPath": "/var/lib/btf", "hostPath": "/var/lib/btf"}],
     },
     "export-and-operator-off": {"export": {"mode": ""}, "tetragonOperator": {"enabled": False}},
+    # an agent with capabilities instead of privileged mode
+    "capabilities": {
+        "tetragon": {
+            "securityContext": {
+                "privileged": False,
+                "capabilities": {"add": ["SYS_ADMIN", "BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE"]},
+            }
+        }
+    },
 }
 
 
@@ -312,6 +321,14 @@ def test_service_monitors_are_optional(kubeconfig: str) -> None:
         v["name"]: v for v in one(docs, "DaemonSet", "tetragon")["spec"]["template"]["spec"]["volumes"]
     }
     assert volumes["cri-socket"]["hostPath"] == {"path": "/run/containerd/containerd.sock", "type": "Socket"}
+
+
+def test_agent_with_capabilities_instead_of_privileged(kubeconfig: str) -> None:
+    daemonset = one(render(kubeconfig, VARIANTS["capabilities"]), "DaemonSet", "tetragon")
+    pod = daemonset["spec"]["template"]["spec"]
+    agent = next(c for c in pod["containers"] if c["name"] == "tetragon")
+    assert agent["securityContext"] == VARIANTS["capabilities"]["tetragon"]["securityContext"]
+    assert pod["hostPID"] is True
 
 
 def test_sidecar_and_operator_can_be_turned_off(kubeconfig: str) -> None:
