@@ -40,6 +40,7 @@ from tetragon.timefmt import WallStamps, format_timestamp
 
 if TYPE_CHECKING:  # imported where used: a config error must not wait for grpc to import
     from tetragon.api.access import ServerOptions
+    from tetragon.api.health import HealthServer
     from tetragon.api.server import GrpcServer
     from tetragon.export.jsonfile import JsonFileExporter
     from tetragon.metrics import AgentMetrics
@@ -88,6 +89,9 @@ class AgentConfig:
     tracing_policy: str = ""  # one policy file loaded at start (domain "static")
     tracing_policy_dir: str = "/etc/tetragon/tetragon.tp.d"  # every *.yaml / *.yml in it, sorted
     server_options: ServerOptions | None = None  # the --server-* flags but the address (None: defaults)
+    health_server_address: str = ""  # grpc.health.v1 (`liveness`); the CLI's default is :6789
+    health_server_interval: int = 10
+    enable_bpf_stats: bool = False
 
 
 def _host_namespaces(proc: str) -> tuple[int, ...]:
@@ -194,6 +198,7 @@ class Agent:
         self.sensor: BaseSensor | None = None
         self.exporter: JsonFileExporter | None = None
         self.grpc: GrpcServer | None = None
+        self.health_server: HealthServer | None = None
         self.metrics: AgentMetrics | None = None
         self._lost_reported = 0
         self._event_counts: dict[Any, int] = {}  # tetragon_events_total, added once per drain
@@ -256,11 +261,29 @@ class Agent:
             health=self.health,
             policy_handler=self.policies,
             options=self.config.server_options,
+            process_cache=self.cache,
         )
         try:
             self.grpc.start()
         except ServerStartError as exc:
             raise AgentError(str(exc)) from exc
+
+    def _start_health(self) -> None:
+        """As Tetragon: a health server that cannot listen is logged, the agent runs on."""
+        if not self.config.health_server_address:
+            return
+        from tetragon.api.health import HealthServer
+        from tetragon.api.listen import ServerStartError
+
+        server = HealthServer(
+            self.config.health_server_address, self.health, self.config.health_server_interval
+        )
+        try:
+            server.start()
+        except ServerStartError as exc:
+            log.error("health server not started: %s", exc)
+            return
+        self.health_server = server
 
     def _start_policies(self) -> None:
         """The policy manager, then --tracing-policy (must load) and --tracing-policy-dir (each may fail)."""
@@ -346,7 +369,9 @@ class Agent:
             (run / "tetragon.pid").write_text(f"{os.getpid()}\n")
 
     def health(self) -> list[tuple[str, str]]:
-        return [("HEALTH_STATUS_RUNNING", "running")] if self.ready.is_set() else []
+        from tetragon.api.health import agent_statuses
+
+        return agent_statuses(self.ready.is_set(), self.stop_event.is_set(), self.sensor)
 
     def start(self) -> None:
         """Everything up to the first drain; raises AgentError with a one-line reason."""
@@ -380,6 +405,7 @@ class Agent:
         self._start_grpc()
         self._write_info()
         self.ready.set()
+        self._start_health()  # after ready: its first answer is SERVING
         log.info(
             "tetragon %s ready: node %s, export %s, gRPC %s",
             __version__,
@@ -664,6 +690,9 @@ class Agent:
 
     def close(self) -> None:
         """Detach and free every BPF object, stop servers, flush and close the export file."""
+        if self.health_server is not None:
+            self.health_server.stop()
+            self.health_server = None
         if self.grpc is not None:
             self.grpc.stop()
             self.grpc = None

@@ -387,7 +387,7 @@ def test_values_keep_tetragons_names_and_defaults(path: str) -> None:
 
 
 # Flags the chart sets, as Tetragon's does, that the agent does not take yet: they come with the
-# pipeline's Kubernetes integration (pod association, policy filter, event cache, health server).
+# pipeline's Kubernetes integration (pod association, policy filter, event cache).
 NOT_YET_AGENT_FLAGS = {
     "deleted-pod-cache-size",
     "enable-k8s-api",
@@ -397,8 +397,6 @@ NOT_YET_AGENT_FLAGS = {
     "enable-policy-filter-debug",
     "event-cache-retries",
     "event-cache-retry-delay",
-    "health-server-address",
-    "health-server-interval",
     "keep-sensors-on-exit",
 }
 

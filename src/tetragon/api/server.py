@@ -33,6 +33,7 @@ from google.protobuf import json_format
 
 from tetragon.api.access import ServerOptions, listen_error
 from tetragon.api.convert import event_to_proto
+from tetragon.api.debug import ProcessSource, dump_process_cache
 from tetragon.api.gen.tetragon import events_pb2, sensors_pb2, sensors_pb2_grpc, tetragon_pb2
 from tetragon.api.interceptor import AccessInterceptor
 from tetragon.api.listen import ServerStartError, check_tcp_free, remove_stale_socket, tls_credentials
@@ -221,8 +222,15 @@ class _Servicer(sensors_pb2_grpc.FineGuidanceSensorsServicer):
     def GetDebug(  # noqa: N802
         self, request: sensors_pb2.GetDebugRequest, context: grpc.ServicerContext
     ) -> sensors_pb2.GetDebugResponse:
+        if request.flag == sensors_pb2.CONFIG_FLAG_DUMP_PROCESS_CACHE:
+            cache = self._owner.process_cache
+            if cache is None:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "this server has no process cache")
+            return sensors_pb2.GetDebugResponse(
+                flag=request.flag, processes=dump_process_cache(cache, request.dump)
+            )
         if request.flag != sensors_pb2.CONFIG_FLAG_LOG_LEVEL:
-            context.abort(grpc.StatusCode.UNIMPLEMENTED, "process cache dump is not supported yet")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown debug flag {request.flag}")
         level = logging.getLogger("tetragon").getEffectiveLevel()
         name = min((k for k, v in _LOG_LEVELS.items() if v == level), default=sensors_pb2.LOG_LEVEL_INFO)
         return sensors_pb2.GetDebugResponse(flag=request.flag, level=name)
@@ -251,8 +259,10 @@ class GrpcServer:
         health: HealthCheck | None = None,
         policy_handler: object | None = None,  # a PolicyManager (tetragon.policy.manager)
         options: ServerOptions | None = None,
+        process_cache: ProcessSource | None = None,  # for GetDebug's process-cache dump
     ) -> None:
         self.bus = bus
+        self.process_cache = process_cache
         self.address = address
         self.version = version
         self.health = health

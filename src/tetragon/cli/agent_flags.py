@@ -120,6 +120,22 @@ FLAGS: dict[str, Flag] = {
     "metrics-label-filter": Flag(
         "metrics_label_filter", t.text, "namespace,workload,pod,binary", "metric labels"
     ),
+    "health-server-address": Flag(
+        "health_server_address",
+        t.host_port,
+        ":6789",
+        "grpc.health.v1 address, service 'liveness' (:6789 listens on every interface); empty: off",
+    ),
+    "health-server-interval": Flag(
+        "health_server_interval", t.int_range(1, 86400), 10, "seconds between liveness re-evaluations"
+    ),
+    "enable-bpf-stats": Flag(
+        "enable_bpf_stats",
+        t.boolean,
+        False,
+        "turn on the kernel's BPF run-time statistics for tetragon_overhead_program_* (~40 ns per run)",
+        True,
+    ),
     "enable-process-cred": Flag(
         "enable_process_cred", t.boolean, False, "export capabilities and credentials", True
     ),

@@ -6,6 +6,8 @@
     tetra probe                                      kernel features this machine offers
     tetra tracingpolicy (tp) add|delete|enable|disable|set-mode|list|modify|generate
                                                      manage tracing policies
+    tetra debug dump processcache [--skip-zero-refcnt] [--exclude-execve-map-processes]
+                                                     the agent's process cache (alias: tetra dump)
 
 Errors are one line on stderr and a non-zero exit code; Ctrl-C exits quietly.
 """
@@ -26,6 +28,7 @@ from tetragon import __version__
 from tetragon.api.gen.tetragon import sensors_pb2, tetragon_pb2
 from tetragon.cli.argtypes import go_bool, positive_duration
 from tetragon.cli.tetra_client import CliError, call_once, write_line
+from tetragon.cli.tetra_debug import add_debug, cmd_debug
 from tetragon.cli.tetra_getevents import cmd_getevents
 from tetragon.cli.tetra_tracingpolicy import GENERATE_KINDS, cmd_tracingpolicy
 
@@ -116,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr = commands.add_parser("probe", help="probe the kernel features the agent can use")
     _add_globals(pr, suppress=True)
     _add_tracingpolicy(commands)
+    add_debug(commands, _add_globals)
     return parser
 
 
@@ -211,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_version(args, sys.stdout)
         if args.command in ("tracingpolicy", "tp"):
             return cmd_tracingpolicy(args, sys.stdout)
+        if args.command in ("debug", "dump"):
+            return cmd_debug(args, sys.stdout)
         return cmd_probe(args, sys.stdout)
     except CliError as exc:
         print(f"Error: {exc}", file=sys.stderr)

@@ -125,6 +125,10 @@ class ProcessCache:
     def get(self, exec_id: str) -> ProcessEntry | None:
         return self._by_exec.get(exec_id)
 
+    def entries(self) -> list[ProcessEntry]:
+        """Every cached process (a copy, safe to take from another thread: one C-level list call)."""
+        return list(self._by_exec.values())
+
     def by_pid(self, pid: int) -> ProcessEntry | None:
         entry = self._by_pid.get(pid)
         if entry is None:

@@ -1,0 +1,116 @@
+"""`--health-server-address`: the standard gRPC health service (`grpc.health.v1.Health`) that
+Kubernetes liveness probes (`grpc: {port: 6789, service: liveness}`) and `grpc_health_probe` ask.
+
+As Tetragon's pkg/health: service `liveness` is SERVING while the agent's own health check
+(the one GetHealth answers) reports every status HEALTH_STATUS_RUNNING, NOT_SERVING otherwise,
+re-evaluated every `--health-server-interval` seconds. The service says nothing but that one word,
+so it listens without access checks, on every interface for `:port` (docs/security.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from tetragon.api.listen import ServerStartError, check_tcp_free
+
+__all__ = ["LIVENESS", "HealthServer", "serving_status"]
+
+log = logging.getLogger(__name__)
+
+LIVENESS = "liveness"
+HealthCheck = Callable[[], list[tuple[str, str]]]
+
+
+def serving_status(statuses: list[tuple[str, str]]) -> int:
+    """SERVING when there is a status and every one is HEALTH_STATUS_RUNNING (as GetHealth says)."""
+    running = bool(statuses) and all(name == "HEALTH_STATUS_RUNNING" for name, _ in statuses)
+    return health_pb2.HealthCheckResponse.SERVING if running else health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def tcp_address(address: str) -> str:
+    """Tetragon's `:port` is every interface; `host:port` and `[v6]:port` as given."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ServerStartError(f"invalid health server address {address!r}: expected [host]:port")
+    return f"[::]:{port}" if not host else address
+
+
+class HealthServer:
+    """grpc.health.v1 on its own listener; `start()` raises ServerStartError when it cannot listen."""
+
+    def __init__(self, address: str, check: HealthCheck, interval: float = 10.0) -> None:
+        self.address = address
+        self.check = check
+        self.interval = interval
+        self.port: int | None = None
+        self.servicer = health.HealthServicer()
+        self._stop = threading.Event()
+        self._server: grpc.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def update(self) -> int:
+        """Evaluate the check now and publish the result under `liveness` (and the server-wide "")."""
+        try:
+            status = serving_status(self.check())
+        except Exception:  # a failing check is an unhealthy agent, never a dead health server
+            log.exception("health check failed")
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+        self.servicer.set(LIVENESS, status)
+        self.servicer.set("", status)
+        return status
+
+    def start(self) -> None:
+        if self._server is not None:
+            raise RuntimeError("health server already started")
+        address = tcp_address(self.address)
+        check_tcp_free(address)
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
+        health_pb2_grpc.add_HealthServicer_to_server(self.servicer, server)
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise ServerStartError(f"cannot listen on {self.address}: address in use or unavailable") from exc
+        if port == 0:
+            raise ServerStartError(f"cannot listen on {self.address}: address in use or unavailable")
+        self.port = port
+        self.update()
+        server.start()
+        self._server = server
+        self._thread = threading.Thread(target=self._run, name="health", daemon=True)
+        self._thread.start()
+        log.info("gRPC health server listening on %s", self.address)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.update()
+
+    def stop(self, grace: float = 0.5) -> None:
+        self._stop.set()
+        self.servicer.enter_graceful_shutdown()
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop(grace).wait(grace + 5.0)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
+def agent_statuses(ready: bool, stopping: bool, sensor: object | None) -> list[tuple[str, str]]:
+    """What GetHealth (and so `liveness`) reports for the agent: RUNNING once started with its base
+    sensor loaded and its ring buffer open; STOPPED while shutting down; ERROR when the sensor or its
+    ring buffer reader is gone; nothing before start-up has finished."""
+    if not ready:
+        return []
+    if stopping:
+        return [("HEALTH_STATUS_STOPPED", "stopping")]
+    if sensor is None:
+        return [("HEALTH_STATUS_ERROR", "base sensor not loaded")]
+    if getattr(sensor, "reader", None) is None:
+        return [("HEALTH_STATUS_ERROR", "ring buffer not open")]
+    return [("HEALTH_STATUS_RUNNING", "running")]
