@@ -287,7 +287,9 @@ def test_parse_filter_lines_forms() -> None:
         ('{"pid":[-1]}', "'pid': expected a list of pids"),
         ('{"health_check":"yes"}', "'health_check': expected true or false"),
         ('{"in_init_tree":1}', "'in_init_tree': expected true or false"),
-        ('{"cel_expression":["process_exec.process.pid == 1"]}', "cel_expression filters are not supported"),
+        ('{"cel_expression":["process_exec.process.pid =="]}', "invalid CEL expression"),
+        ('{"cel_expression":["bogus.pid == 1"]}', "Undefined variable or function: 'bogus'"),
+        ('{"cel_expression":["1 + 2"]}', "must evaluate to a bool, got int"),
         ('{"labels":["a in (b"]}', "'labels': invalid label selector"),
         ('{"labels":["Bad Key=1"]}', "'labels': invalid label selector"),
         ('{"capabilities":{"effective":{"any":["CAP_X"]}}}', 'unknown capability "CAP_X"'),
@@ -346,3 +348,34 @@ def test_label_selectors(selector: str, labels: dict[str, str], expected: bool) 
 def test_label_selector_errors(selector: str) -> None:
     with pytest.raises(LabelSelectorError):
         parse_label_selector(selector)
+
+
+KPROBE = {
+    "process_kprobe": {
+        "process": {"binary": "/usr/bin/cat", "pid": 42},
+        "function_name": "security_file_permission",
+        "args": [{"file_arg": {"path": "/etc/passwd"}}, {"int_arg": 4}],
+    }
+}
+EXEC = {"process_exec": {"process": {"binary": "/usr/bin/cat", "pid": 42, "arguments": "/etc/passwd"}}}
+
+
+def test_cel_expression_over_the_event_named_by_its_key() -> None:
+    by_function = compile_filters(
+        [{"cel_expression": ["process_kprobe.function_name == 'security_file_permission'"]}]
+    )
+    assert by_function(KPROBE) and not by_function(EXEC)  # another event type: no match, no error
+    by_arg = compile_filters(
+        [{"cel_expression": ["process_kprobe.args[0].file_arg.path.startsWith('/etc/')"]}]
+    )
+    assert by_arg(KPROBE)
+    either = compile_filters(
+        [{"cel_expression": ["process_kprobe.args[1].int_arg == 2", "process_exec.process.pid == 42"]}]
+    )
+    assert either(EXEC) and not either(KPROBE)  # expressions are ORed
+    anded = compile_filters(
+        [{"binary_regex": ["bash"], "cel_expression": ["process_exec.process.pid == 42"]}]
+    )
+    assert not anded(EXEC)  # and ANDed with the other fields
+    missing = compile_filters([{"cel_expression": ["process_exec.process.pod.name == 'x'"]}])
+    assert not missing(EXEC)  # a field the event does not carry: no match

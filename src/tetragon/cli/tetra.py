@@ -105,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--pod", "--pods", action=_ListAction, default=[], metavar="REGEX")
     ge.add_argument("--host", action="store_true", help="also match host (non-pod) processes")
     ge.add_argument("--policy-names", action=_ListAction, default=[], metavar="NAMES")
+    ge.add_argument(
+        "--cel-expression",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="CEL expression over the event, e.g. \"process_exec.process.binary == '/bin/true'\" "
+        "(repeatable; not split at commas)",
+    )
     ge.add_argument("--timestamps", action="store_true", help="prefix compact lines with the event time")
     ge.add_argument("--stack-traces", type=go_bool, nargs="?", const=True, default=True, metavar="BOOL")
     ge.add_argument("--ima-hash", type=go_bool, nargs="?", const=True, default=True, metavar="BOOL")

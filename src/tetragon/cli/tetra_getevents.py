@@ -31,6 +31,7 @@ def build_request(args: argparse.Namespace) -> events_pb2.GetEventsRequest:
         namespace=args.namespace + ([""] if args.host else []),
         pod_regex=args.pod,
         policy_names=args.policy_names,
+        cel_expression=args.cel_expression,
     )
     for name in args.event_types:
         if name.upper() not in events_pb2.EventType.DESCRIPTOR.values_by_name or name.upper() == "UNDEF":
@@ -95,7 +96,10 @@ def events_from_lines(lines: Iterable[str], request: events_pb2.GetEventsRequest
     def dicts(items: Iterable[Any]) -> list[dict[str, Any]]:
         return [json_format.MessageToDict(m, preserving_proto_field_name=True) for m in items]
 
-    allow = compile_filters(dicts(request.allow_list))
+    try:
+        allow = compile_filters(dicts(request.allow_list))
+    except ValueError as exc:  # FilterError: a bad regex or CEL expression
+        raise CliError(f"invalid filter: {exc}") from None
     shape = compile_field_filters(dicts(request.field_filters))
     for number, line in enumerate(lines, 1):
         if not line.strip():

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from tetragon.export.celfilter import compile_cel
 from tetragon.export.filterspec import (
     CAPABILITIES,
     EVENT_TYPES,
@@ -228,7 +229,7 @@ _BUILDERS: dict[str, Callable[[Any], _BodyPredicate]] = {
 def _body_predicates(f: dict[str, Any]) -> list[_BodyPredicate]:
     preds: list[_BodyPredicate] = []
     for key, value in f.items():
-        if key == "event_set":
+        if key == "event_set" or (key == "cel_expression" and value):  # CEL needs the event key
             continue
         if isinstance(value, list) and not value:
             preds.append(_never)  # present but empty: Go builds a filter with nothing to match
@@ -240,8 +241,9 @@ def _body_predicates(f: dict[str, Any]) -> list[_BodyPredicate]:
 def _compile_one(f: dict[str, Any]) -> Predicate:
     preds = _body_predicates(f)
     event_keys = frozenset(name.lower() for name in f["event_set"]) if "event_set" in f else None
+    cel_match = compile_cel(f["cel_expression"]) if f.get("cel_expression") else None
 
-    if event_keys is not None and not preds:
+    if event_keys is not None and not preds and cel_match is None:
 
         def by_type(event: Event) -> bool:
             return next(iter(event)) in event_keys
@@ -259,7 +261,7 @@ def _compile_one(f: dict[str, Any]) -> Predicate:
         for pred in preds:  # noqa: SIM110 - a loop is ~2x faster than all() over a generator
             if not pred(body):
                 return False
-        return True
+        return cel_match is None or cel_match(key, body)
 
     return match
 

@@ -216,8 +216,6 @@ def normalize_filter(
     for key, at, value in checked_fields(raw, where, FILTER_FIELDS):
         if key in out:
             raise FilterError(f"{at} given twice")
-        if key == "cel_expression":
-            raise FilterError(f"{at}: cel_expression filters are not supported")
         if key in REGEX_FIELDS:
             patterns = _string_list(at, value)
             for p in patterns:
@@ -228,6 +226,11 @@ def normalize_filter(
             out[key] = patterns
         elif key in _STRING_LIST_FIELDS:
             out[key] = _string_list(at, value)
+            if key == "cel_expression":
+                from tetragon.export.celfilter import compile_one  # it imports this module
+
+                for expression in out[key]:
+                    compile_one(expression)
             if key == "labels":
                 for sel in out[key]:
                     try:
