@@ -314,6 +314,10 @@ class Agent:
 
         self.metrics = AgentMetrics(label_filter=self.config.metrics_label_filter)
         self.metrics.register_source(self._metric_values)
+        from tetragon.metrics.bpfstats import BpfProgramStats
+
+        programs = BpfProgramStats(lambda: self.policies, enable_stats=self.config.enable_bpf_stats)
+        self.metrics.watch_bpf_programs(programs)
         if self.exporter is not None:
             self.metrics.watch_exporter(self.exporter)
         if self.config.metrics_server:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import orjson
@@ -16,10 +18,24 @@ from tests.conftest import VENV_BIN
 from tests.e2e.agentproc import AgentProcess, free_port, running_agent
 
 HEALTH_PORT = free_port()
+METRICS_PORT = free_port()
+DATA = Path(__file__).resolve().parents[1] / "data"
+POLICY = """\
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: ops-getcwd
+spec:
+  kprobes:
+  - call: sys_getcwd
+    syscall: true
+"""
 
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    policy = tmp_path_factory.mktemp("ops-policy") / "getcwd.yaml"
+    policy.write_text(POLICY)
     yield from running_agent(
         tmp_path_factory,
         "agent-ops",
@@ -27,7 +43,63 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
         f"127.0.0.1:{HEALTH_PORT}",
         "--health-server-interval",
         "1",
+        "--metrics-server",
+        f"127.0.0.1:{METRICS_PORT}",
+        "--enable-bpf-stats",
+        "--tracing-policy",
+        str(policy),
     )
+
+
+# exported before this list was written, and not among the names the spec lists
+NOT_IN_SPEC = {"tetragon_events_export_failed_total"}
+
+
+def _spec_metric_names() -> set[str]:
+    lines = (DATA / "tetragon_metrics.txt").read_text().splitlines()
+    return {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+
+
+def _scrape() -> dict[str, list[str]]:
+    """family name -> its sample lines, from the agent's /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).read().decode()
+    families: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            families.setdefault(line.split()[2], [])
+        elif line and not line.startswith("#"):
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            family = next((f for f in families if name == f or name.startswith(f + "_")), name)
+            families.setdefault(family, []).append(line)
+    return families
+
+
+def test_metrics_are_tetragons_names_and_labels(agent: AgentProcess) -> None:
+    for _ in range(50):
+        os.getcwd()
+    families = _scrape()
+    ours = {name for name in families if name.startswith("tetragon_")}
+    assert ours - NOT_IN_SPEC <= _spec_metric_names(), ours - NOT_IN_SPEC - _spec_metric_names()
+    for name in (
+        "tetragon_map_errors_update_total",
+        "tetragon_map_errors_delete_total",
+        "tetragon_event_cache_entries",
+        "tetragon_event_cache_inserts_total",
+        "tetragon_event_cache_fetch_failures_total",
+        "tetragon_handler_errors_total",
+        "tetragon_overhead_program_runs_total",
+        "tetragon_overhead_program_seconds_total",
+        "tetragon_observer_ringbuf_queue_events_received_total",
+    ):
+        assert name in ours, name
+    runs = [
+        line for line in families["tetragon_overhead_program_runs_total"] if 'policy="ops-getcwd"' in line
+    ]
+    assert runs, families["tetragon_overhead_program_runs_total"]
+    assert all('policy_namespace=""' in line and 'sensor="generic_sensor"' in line for line in runs)
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in runs) > 0  # --enable-bpf-stats: the kernel counts
+    base = [line for line in families["tetragon_overhead_program_runs_total"] if 'policy="__base__"' in line]
+    assert base and sum(float(line.rsplit(" ", 1)[1]) for line in base) > 0
 
 
 def test_liveness_probe_is_serving(agent: AgentProcess) -> None:

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector, 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from tetragon.metrics.bpfstats import BpfProgramStats
 from tetragon.metrics.families import (
     DEFAULT_LABEL_FILTER,
     METRICS,
@@ -101,6 +102,7 @@ class AgentMetrics:
             GCCollector(registry=self.registry)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+        self._bpf_programs: BpfProgramStats | None = None
 
     # -- generic ------------------------------------------------------------------------------
 
@@ -175,6 +177,11 @@ class AgentMetrics:
                     pulled[name] = self._normalize(name, result)
             except Exception:  # a broken source must not break the whole scrape
                 log.exception("metrics: a metrics source failed")
+        # No user-space queue sits between the ring buffer and the handlers: what the ring delivers,
+        # the "queue" received, and it never loses anything.
+        ring = pulled.get("tetragon_observer_ringbuf_events_received_total")
+        if ring is not None:
+            pulled.setdefault("tetragon_observer_ringbuf_queue_events_received_total", ring)
         out: dict[str, dict[Labels, float]] = {}
         for name in METRICS:
             if name in pulled and name not in self._sources:
@@ -276,6 +283,41 @@ class AgentMetrics:
         self.set_source("tetragon_events_export_failed_total", lambda: exporter.failed_events)
         self.set_source("tetragon_export_ratelimit_events_dropped_total", lambda: exporter.ratelimit_dropped)
 
+    def watch_event_cache(self, stats: Callable[[], tuple[int, Any]]) -> None:
+        """The pod event cache's (entries, EventCacheStats) at scrape time; it only holds pod info."""
+
+        def values() -> Mapping[str, Any]:
+            entries, st = stats()
+            return {
+                "tetragon_event_cache_entries": entries,
+                "tetragon_event_cache_inserts_total": st.inserts,
+                "tetragon_event_cache_fetch_retries_total": {"pod_info": st.fetch_retries},
+                "tetragon_event_cache_fetch_failures_total": {("pod_info", "unknown"): st.fetch_failures},
+            }
+
+        self.register_source(values)
+
+    def watch_bpf_programs(self, programs: BpfProgramStats) -> None:
+        """Per-policy BPF run time, runs and recursion misses at scrape time (metrics.bpfstats)."""
+
+        def values() -> Mapping[str, Any]:
+            totals = programs.totals()
+            seconds: dict[Labels, float] = {}
+            runs: dict[Labels, float] = {}
+            missed: dict[Labels, float] = {}
+            for (policy, namespace, sensor, section), (sec, cnt, miss) in totals.items():
+                key = (policy, namespace, sensor, "", section)
+                seconds[key], runs[key] = sec, cnt
+                missed[(policy, "")] = missed.get((policy, ""), 0.0) + miss
+            return {
+                "tetragon_overhead_program_seconds_total": seconds,
+                "tetragon_overhead_program_runs_total": runs,
+                "tetragon_missed_prog_probes_total": missed,
+            }
+
+        self._bpf_programs = programs
+        self.register_source(values)
+
     # -- serving ------------------------------------------------------------------------------
 
     def serve(self, address: str) -> tuple[str, int]:
@@ -295,6 +337,9 @@ class AgentMetrics:
         return str(bound[0]), int(bound[1])
 
     def shutdown(self) -> None:
+        programs, self._bpf_programs = self._bpf_programs, None
+        if programs is not None:
+            programs.close()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -77,6 +77,50 @@ METRICS: dict[str, tuple[str, str, Labels]] = {
         "The total number of event handler errors. For internal use only.",
         ("opcode", "error"),
     ),
+    "tetragon_observer_ringbuf_queue_events_received_total": (
+        COUNTER,
+        "Number of ring buffer events received by the user-space queue.",
+        (),
+    ),
+    "tetragon_observer_ringbuf_queue_events_lost_total": (
+        COUNTER,
+        "Number of ring buffer events lost by the user-space queue.",
+        (),
+    ),
+    "tetragon_map_errors_update_total": (COUNTER, "The number of failed updates per map.", ("map",)),
+    "tetragon_map_errors_delete_total": (COUNTER, "The number of failed deletes per map.", ("map",)),
+    "tetragon_event_cache_entries": (GAUGE, "The number of entries in the event cache.", ()),
+    "tetragon_event_cache_inserts_total": (COUNTER, "Number of inserts to the event cache.", ()),
+    "tetragon_event_cache_errors_total": (
+        COUNTER,
+        "The total of errors encountered while fetching process exec information from the cache.",
+        ("error", "event_type"),
+    ),
+    "tetragon_event_cache_fetch_retries_total": (
+        COUNTER,
+        "Number of retries when fetching info from the event cache.",
+        ("entry_type",),
+    ),
+    "tetragon_event_cache_fetch_failures_total": (
+        COUNTER,
+        "Number of failed fetches from the event cache. These won't be retried anymore.",
+        ("entry_type", "event_type"),
+    ),
+    "tetragon_overhead_program_runs_total": (
+        COUNTER,
+        "The total number of times the BPF program was executed.",
+        ("policy", "policy_namespace", "sensor", "attach", "section"),
+    ),
+    "tetragon_overhead_program_seconds_total": (
+        COUNTER,
+        "The total time of BPF program execution in seconds.",
+        ("policy", "policy_namespace", "sensor", "attach", "section"),
+    ),
+    "tetragon_missed_prog_probes_total": (
+        COUNTER,
+        "The total number of Tetragon probe missed by program.",
+        ("policy", "attach"),
+    ),
     "tetragon_build_info": (
         GAUGE,
         "Build information about tetragon",

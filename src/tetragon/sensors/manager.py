@@ -159,6 +159,13 @@ class PolicyManager:
         with self._lock:
             return {e.policy.name: e.sensor.stats() for e in self._policies.values() if e.sensor is not None}
 
+    def sensors(self) -> builtins.list[tuple[str, str, PolicySensor]]:
+        """(name, namespace, sensor) of each loaded policy: metrics read its BPF programs' counters."""
+        with self._lock:
+            return [
+                (e.policy.name, key[1], e.sensor) for key, e in self._policies.items() if e.sensor is not None
+            ]
+
     def close(self) -> None:
         with self._lock:
             for entry in self._policies.values():
