@@ -129,3 +129,16 @@ def test_tetra_dumps_the_process_cache(agent: AgentProcess) -> None:
     assert os.getpid() in {p["process"]["pid"] for p in live}  # type: ignore[index]
     leaked = _tetra(agent, "dump", "processcache", "--exclude-execve-map-processes")
     assert os.getpid() not in {p["process"]["pid"] for p in leaked}  # type: ignore[index]
+
+
+def test_tetra_debug_progs_lists_the_agents_programs(agent: AgentProcess) -> None:
+    res = subprocess.run(
+        [str(VENV_BIN / "tetra"), "debug", "progs", "--pid", str(agent.proc.pid)],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    header, *rows = res.stdout.splitlines()
+    assert header.split() == ["ID", "RUNS", "TIME(ns)", "AVG(ns)", "NAME"]
+    assert rows and sum(int(row.split()[1]) for row in rows) > 0  # --enable-bpf-stats: the kernel counts
+    assert any(row.split()[-1].startswith("gen_") for row in rows), rows  # the policy's programs

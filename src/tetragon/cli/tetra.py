@@ -8,6 +8,7 @@
                                                      manage tracing policies
     tetra debug dump processcache [--skip-zero-refcnt] [--exclude-execve-map-processes]
                                                      the agent's process cache (alias: tetra dump)
+    tetra debug progs [--pid PID]                    the agent's BPF programs: runs and run time (root)
 
 Errors are one line on stderr and a non-zero exit code; Ctrl-C exits quietly.
 """

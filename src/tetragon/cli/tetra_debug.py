@@ -1,10 +1,13 @@
 """`tetra debug dump processcache` (also `tetra dump processcache`): the agent's process cache,
-one ProcessInternal JSON object a line, through GetDebug(CONFIG_FLAG_DUMP_PROCESS_CACHE)."""
+one ProcessInternal JSON object a line, through GetDebug(CONFIG_FLAG_DUMP_PROCESS_CACHE).
+`tetra debug progs` (alias `top`): the agent's BPF programs with the kernel's run count and run time,
+read locally (root) from the agent process's program fds, as Tetragon's reads its pinned programs."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
@@ -37,12 +40,40 @@ def add_debug(commands: Any, add_globals: AddGlobals) -> None:
     dump = sub.add_parser("dump", help="dump the agent's internal state")
     add_globals(dump, True)
     _add_dump(dump, add_globals)
+    progs = sub.add_parser("progs", aliases=["top"], help="the agent's BPF programs: runs and run time")
+    add_globals(progs, True)
+    progs.add_argument("--pid", type=int, default=0, help="agent pid (default: from RUN_DIR/tetragon.pid)")
+    progs.add_argument("--run-dir", default="/var/run/tetragon", help="the agent's --run-dir")
     alias = commands.add_parser("dump", help="alias of 'debug dump'")
     add_globals(alias, True)
     _add_dump(alias, add_globals)
 
 
+def cmd_progs(args: argparse.Namespace, stdout: TextIO) -> int:
+    """One line per program, most run time first; run time counts only while BPF statistics are on
+    (the agent's --enable-bpf-stats, or sysctl kernel.bpf_stats_enabled=1)."""
+    from tetragon.metrics.bpfstats import programs_of_process
+
+    pid = args.pid
+    if not pid:
+        try:
+            pid = int((Path(args.run_dir) / "tetragon.pid").read_text().strip())
+        except (OSError, ValueError) as exc:
+            raise CliError(f"no agent pid in {args.run_dir}/tetragon.pid (use --pid): {exc}") from None
+    try:
+        programs = programs_of_process(pid)
+    except OSError as exc:
+        raise CliError(f"cannot read the BPF programs of pid {pid}: {exc.strerror}") from None
+    write_line(stdout, f"{'ID':>7} {'RUNS':>12} {'TIME(ns)':>15} {'AVG(ns)':>9}  NAME")
+    for p in sorted(programs, key=lambda p: (-p.run_time_ns, p.id)):
+        avg = p.run_time_ns // p.run_cnt if p.run_cnt else 0
+        write_line(stdout, f"{p.id:>7} {p.run_cnt:>12} {p.run_time_ns:>15} {avg:>9}  {p.name}")
+    return 0
+
+
 def cmd_debug(args: argparse.Namespace, stdout: TextIO) -> int:
+    if getattr(args, "debug_command", None) in ("progs", "top"):
+        return cmd_progs(args, stdout)
     if getattr(args, "dump_command", None) != "processcache":
         raise CliError("unknown debug command")
     request = sensors_pb2.GetDebugRequest(

@@ -145,6 +145,32 @@ def own_programs() -> list[ProgramStats]:
     return list(seen.values())
 
 
+def programs_of_process(pid: int) -> list[ProgramStats]:
+    """The BPF programs another process (the agent) holds open, by id (needs root, as
+    `tetra debug progs` does): each is opened by its id to read its info."""
+    ids: set[int] = set()
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{name}") != "anon_inode:bpf-prog":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{name}") as f:
+                for line in f:
+                    if line.startswith("prog_id:"):
+                        ids.add(int(line.split(":", 1)[1]))
+    out = []
+    for prog_id in sorted(ids):
+        fd = _lib().bpf_prog_get_fd_by_id(prog_id)
+        if fd < 0:
+            continue
+        try:
+            stats = program_stats(fd)
+        finally:
+            os.close(fd)
+        if stats is not None:
+            out.append(stats)
+    return out
+
+
 def map_id(fd: int) -> int | None:
     return _fdinfo_value(fd, "map_id")
 
