@@ -88,6 +88,13 @@ def _add_globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
         "--timeout", type=positive_duration, default=default(30.0), help="connect/RPC timeout (30s)"
     )
     parser.add_argument("--retries", type=_non_negative, default=default(1), help="retries on UNAVAILABLE")
+    parser.add_argument(
+        "--max-recv-size",
+        type=_non_negative,
+        default=default(10 * 1024 * 1024),
+        metavar="BYTES",
+        help="largest response accepted (10 MiB; a large process cache dump may need more)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,13 +24,11 @@ class CliError(Exception):
 
 
 class Client:
-    def __init__(self, address: str, timeout: float, retries: int) -> None:
+    def __init__(self, address: str, timeout: float, retries: int, max_recv: int = MAX_RECV_BYTES) -> None:
         self.address = address
         self.timeout = timeout
         self.retries = retries
-        self.channel = grpc.insecure_channel(
-            address, options=[("grpc.max_receive_message_length", MAX_RECV_BYTES)]
-        )
+        self.channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", max_recv)])
         self.stub = sensors_pb2_grpc.FineGuidanceSensorsStub(self.channel)
 
     def close(self) -> None:
@@ -72,8 +70,10 @@ def rpc_details(exc: grpc.RpcError) -> str:
 
 def connect(args: argparse.Namespace) -> Client:
     """A client for the global flags (`--server-address`, resolved by `tetra.main`, `--timeout`,
-    `--retries`)."""
-    return Client(args.server_address, args.timeout, args.retries)
+    `--retries`, `--max-recv-size`)."""
+    return Client(
+        args.server_address, args.timeout, args.retries, getattr(args, "max_recv_size", MAX_RECV_BYTES)
+    )
 
 
 def call_once(args: argparse.Namespace, method: str, request: Any) -> Any:
