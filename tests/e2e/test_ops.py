@@ -98,6 +98,13 @@ def test_metrics_are_tetragons_names_and_labels(agent: AgentProcess) -> None:
     assert runs, families["tetragon_overhead_program_runs_total"]
     assert all('policy_namespace=""' in line and 'sensor="generic_sensor"' in line for line in runs)
     assert sum(float(line.rsplit(" ", 1)[1]) for line in runs) > 0  # --enable-bpf-stats: the kernel counts
+    [entries] = families["tetragon_map_entries"]
+    [capacity] = families["tetragon_map_capacity"]
+    assert entries.startswith('tetragon_map_entries{map="execve_map"}') and float(entries.split()[-1]) > 10
+    assert (
+        capacity.startswith('tetragon_map_capacity{map="execve_map"}')
+        and float(capacity.split()[-1]) >= 32768
+    )
     base = [line for line in families["tetragon_overhead_program_runs_total"] if 'policy="__base__"' in line]
     assert base and sum(float(line.rsplit(" ", 1)[1]) for line in base) > 0
 

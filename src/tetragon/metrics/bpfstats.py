@@ -69,6 +69,55 @@ class _ProgInfo(ctypes.Structure):
     ]
 
 
+class _MapInfo(ctypes.Structure):
+    """struct bpf_map_info, its leading fields."""
+
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("name", ctypes.c_char * 16),
+    ]
+
+
+# The agent's maps Tetragon reports in tetragon_map_entries / tetragon_map_capacity, under
+# Tetragon's names for them.
+REPORTED_MAPS = {"tg_execve_map": "execve_map"}
+
+
+def _map_entries(fd: int, key_size: int, limit: int) -> int:
+    lb = _lib()
+    key = ctypes.create_string_buffer(key_size)
+    next_key = ctypes.create_string_buffer(key_size)
+    count, current = 0, None
+    while count <= limit and lb.bpf_map_get_next_key(fd, current, next_key) == 0:
+        count += 1
+        ctypes.memmove(key, next_key, key_size)
+        current = key
+    return count
+
+
+def map_occupancy() -> dict[str, tuple[int, int]]:
+    """Tetragon map name -> (entries, capacity) for REPORTED_MAPS among this process's map fds."""
+    out: dict[str, tuple[int, int]] = {}
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if _fd_kind(fd) != "anon_inode:bpf-map":
+            continue
+        info = _MapInfo()
+        size = ctypes.c_uint32(ctypes.sizeof(info))
+        if _lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)) != 0:
+            continue
+        reported = REPORTED_MAPS.get(info.name.decode(errors="replace"))
+        if reported is None or reported in out:
+            continue
+        out[reported] = (_map_entries(fd, info.key_size, info.max_entries), info.max_entries)
+    return out
+
+
 @dataclass(frozen=True)
 class ProgramStats:
     id: int

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector, 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from tetragon.metrics.bpfstats import BpfProgramStats
+from tetragon.metrics.bpfstats import BpfProgramStats, map_occupancy
 from tetragon.metrics.families import (
     DEFAULT_LABEL_FILTER,
     METRICS,
@@ -298,7 +298,8 @@ class AgentMetrics:
         self.register_source(values)
 
     def watch_bpf_programs(self, programs: BpfProgramStats) -> None:
-        """Per-policy BPF run time, runs and recursion misses at scrape time (metrics.bpfstats)."""
+        """Per-policy BPF run time, runs and recursion misses, and the execve map's occupancy, at scrape
+        time (metrics.bpfstats)."""
 
         def values() -> Mapping[str, Any]:
             totals = programs.totals()
@@ -309,7 +310,10 @@ class AgentMetrics:
                 key = (policy, namespace, sensor, "", section)
                 seconds[key], runs[key] = sec, cnt
                 missed[(policy, "")] = missed.get((policy, ""), 0.0) + miss
+            occupancy = map_occupancy()
             return {
+                "tetragon_map_entries": {name: n for name, (n, _) in occupancy.items()},
+                "tetragon_map_capacity": {name: cap for name, (_, cap) in occupancy.items()},
                 "tetragon_overhead_program_seconds_total": seconds,
                 "tetragon_overhead_program_runs_total": runs,
                 "tetragon_missed_prog_probes_total": missed,

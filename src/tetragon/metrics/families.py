@@ -89,6 +89,8 @@ METRICS: dict[str, tuple[str, str, Labels]] = {
     ),
     "tetragon_map_errors_update_total": (COUNTER, "The number of failed updates per map.", ("map",)),
     "tetragon_map_errors_delete_total": (COUNTER, "The number of failed deletes per map.", ("map",)),
+    "tetragon_map_entries": (GAUGE, "The total number of in-use entries per map.", ("map",)),
+    "tetragon_map_capacity": (GAUGE, "Capacity of a BPF map. Expected to be constant.", ("map",)),
     "tetragon_event_cache_entries": (GAUGE, "The number of entries in the event cache.", ()),
     "tetragon_event_cache_inserts_total": (COUNTER, "Number of inserts to the event cache.", ()),
     "tetragon_event_cache_errors_total": (
