@@ -10,7 +10,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tetragon.api.gen.tetragon import sensors_pb2, sensors_pb2_grpc
-from tetragon.api.health import HealthServer, agent_statuses, serving_status, tcp_address
+from tetragon.api.health import HealthServer, RingBufferWatch, agent_statuses, serving_status, tcp_address
 from tetragon.api.listen import ServerStartError
 from tetragon.api.server import GrpcServer
 from tetragon.events.bus import EventBus
@@ -86,6 +86,35 @@ def test_status_rules() -> None:
     closed = Sensor()
     closed.reader = None
     assert agent_statuses(True, False, closed) == [("HEALTH_STATUS_ERROR", "ring buffer not open")]
+
+
+def test_a_ring_buffer_nobody_drains_is_an_error() -> None:
+    now = [0.0]
+    watch = RingBufferWatch(window=5.0, clock=lambda: now[0])
+    assert not watch.stalled(100, 50)
+    now[0] = 1.0
+    assert not watch.stalled(200, 50)  # too soon to tell
+    now[0] = 6.0
+    assert watch.stalled(300, 50)  # the kernel sent 200 records in 6 s, none received
+    now[0] = 7.0
+    assert watch.stalled(300, 60)  # the verdict holds until the next full window
+    now[0] = 12.0
+    assert not watch.stalled(300, 60)  # idle: nothing sent, nothing to receive
+    now[0] = 18.0
+    assert not watch.stalled(400, 160)
+
+    class Reader:
+        received = 0
+
+    class Sensor:
+        reader = Reader()
+        sent_count = 0
+
+        def sent(self) -> int:
+            return self.sent_count
+
+    sensor = Sensor()
+    assert agent_statuses(True, False, sensor) == [("HEALTH_STATUS_RUNNING", "running")]
 
 
 def _entry(pid: int, refcnt: int, exited: bool) -> ProcessEntry:

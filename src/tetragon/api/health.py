@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+import weakref
 from collections.abc import Callable
 from concurrent import futures
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -101,16 +104,52 @@ class HealthServer:
             self._thread = None
 
 
-def agent_statuses(ready: bool, stopping: bool, sensor: object | None) -> list[tuple[str, str]]:
+class RingBufferWatch:
+    """Whether the agent stopped draining its ring buffer: between two samples at least `window`
+    seconds apart, the kernel sent records (the sensor's counters grew) and the reader received
+    none. A wedged drain loop is what a liveness probe exists to catch."""
+
+    def __init__(self, window: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window = window
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._reference: tuple[float, int, int] | None = None
+        self._stalled = False
+
+    def stalled(self, sent: int, received: int) -> bool:
+        now = self.clock()
+        with self._lock:
+            if self._reference is None:
+                self._reference = (now, sent, received)
+                return False
+            then, sent_then, received_then = self._reference
+            if now - then >= self.window:
+                self._stalled = sent > sent_then and received == received_then
+                self._reference = (now, sent, received)
+            return self._stalled
+
+
+# one watch per sensor object, kept beside it rather than in the agent (weak: it goes with the sensor)
+_WATCHES: weakref.WeakKeyDictionary[object, RingBufferWatch] = weakref.WeakKeyDictionary()
+
+
+def agent_statuses(ready: bool, stopping: bool, sensor: Any) -> list[tuple[str, str]]:
     """What GetHealth (and so `liveness`) reports for the agent: RUNNING once started with its base
-    sensor loaded and its ring buffer open; STOPPED while shutting down; ERROR when the sensor or its
-    ring buffer reader is gone; nothing before start-up has finished."""
+    sensor loaded and its ring buffer open and drained; STOPPED while shutting down; ERROR when the
+    sensor or its ring buffer reader is gone, or the kernel sends records nobody reads; nothing
+    before start-up has finished."""
     if not ready:
         return []
     if stopping:
         return [("HEALTH_STATUS_STOPPED", "stopping")]
     if sensor is None:
         return [("HEALTH_STATUS_ERROR", "base sensor not loaded")]
-    if getattr(sensor, "reader", None) is None:
+    reader = getattr(sensor, "reader", None)
+    if reader is None:
         return [("HEALTH_STATUS_ERROR", "ring buffer not open")]
+    sent = getattr(sensor, "sent", None)
+    if sent is not None:
+        watch = _WATCHES.setdefault(sensor, RingBufferWatch())
+        if watch.stalled(sent(), reader.received):
+            return [("HEALTH_STATUS_ERROR", "ring buffer not drained: the kernel sends, nothing is received")]
     return [("HEALTH_STATUS_RUNNING", "running")]
