@@ -69,7 +69,7 @@ def message_to_json(msg: Message) -> dict[str, Any]:
 _FieldPlan = tuple[str, bool, bool, bool, Any, _Convert]
 _PLANS: dict[str, list[_FieldPlan]] = {}
 
-_INT64_TYPES = {
+INT64_TYPES = {
     FieldDescriptor.TYPE_INT64,
     FieldDescriptor.TYPE_UINT64,
     FieldDescriptor.TYPE_SINT64,
@@ -111,7 +111,7 @@ def _converter(field: FieldDescriptor) -> _Convert:
     if ftype == FieldDescriptor.TYPE_ENUM:
         enum = field.enum_type
         return lambda v: enum.values_by_number[v].name if v in enum.values_by_number else v
-    if ftype in _INT64_TYPES:
+    if ftype in INT64_TYPES:
         return str
     if ftype == FieldDescriptor.TYPE_BYTES:
         return lambda v: base64.b64encode(v).decode("ascii")

@@ -23,8 +23,9 @@ from collections.abc import Callable
 from typing import Any
 
 import cel
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import Descriptor
 
+from tetragon.api.convert import INT64_TYPES
 from tetragon.api.gen.tetragon import events_pb2
 from tetragon.export.filterspec import EVENT_TYPES, FilterError
 
@@ -70,7 +71,7 @@ def _skeleton(desc: Descriptor, depth: int = 0) -> dict[str, Any]:
                 value = _skeleton(field.message_type, depth + 1)
         elif field.enum_type is not None:
             value = field.enum_type.values[0].name
-        elif field.type in (field.TYPE_STRING, field.TYPE_BYTES) or field.type in _INT64_TYPES:
+        elif field.type in (field.TYPE_STRING, field.TYPE_BYTES) or field.type in INT64_TYPES:
             value = ""  # 64-bit integers are JSON strings
         elif field.type == field.TYPE_BOOL:
             value = False
@@ -82,13 +83,6 @@ def _skeleton(desc: Descriptor, depth: int = 0) -> dict[str, Any]:
     return out
 
 
-_INT64_TYPES = {
-    FieldDescriptor.TYPE_INT64,
-    FieldDescriptor.TYPE_UINT64,
-    FieldDescriptor.TYPE_SINT64,
-    FieldDescriptor.TYPE_FIXED64,
-    FieldDescriptor.TYPE_SFIXED64,
-}
 _TRIAL_EVENTS: dict[str, dict[str, Any]] = {}
 
 
