@@ -14,12 +14,12 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tetragon import __version__
 from tetragon.abi import events_h as L
+from tetragon.config import AgentConfig, AgentError, check_ancestors
 from tetragon.events.bus import EventBus
 from tetragon.hostsetup import (
     HostError,
@@ -30,6 +30,8 @@ from tetragon.hostsetup import (
     tune_malloc,
 )
 from tetragon.pipeline import Pipeline
+from tetragon.policy.errors import PolicyError
+from tetragon.policy.manager import PolicyManager, policy_files  # the policy lifecycle
 from tetragon.process import procfs
 from tetragon.process.cache import ProcessCache
 from tetragon.process.events import ProcessEvents, ProcessOptions
@@ -40,13 +42,10 @@ if TYPE_CHECKING:  # imported where used: a config error must not wait for grpc 
     from tetragon.api.server import GrpcServer
     from tetragon.export.jsonfile import JsonFileExporter
     from tetragon.metrics import AgentMetrics
-    from tetragon.policy.manager import PolicyManager
 
 log = logging.getLogger("tetragon")
 
 DEFAULT_BTF = "/sys/kernel/btf/vmlinux"
-RUN_DIR = Path("/var/run/tetragon")
-ANCESTOR_KINDS = frozenset(("base", "kprobe", "tracepoint", "uprobe", "lsm", "usdt", "loader"))
 # per record op, the tg_stats slot counting the records the kernel could not reserve ring space for
 _RING_LOSSES = (
     (L.MSG_OP_EXECVE, L.STAT_EXEC_LOST),
@@ -56,40 +55,6 @@ _RING_LOSSES = (
 )
 
 
-class AgentError(Exception):
-    """A start-up problem the user can fix; printed as one line, exit code 1."""
-
-
-@dataclass
-class AgentConfig:
-    export_filename: str = ""
-    export_file_max_size_mb: int = 10
-    export_file_max_backups: int = 5
-    export_file_compress: bool = False
-    export_file_rotation_interval: float = 0.0
-    export_file_perm: int = 0o600
-    export_allowlist: str = ""
-    export_denylist: str = ""
-    field_filters: str = ""
-    redaction_filters: str = ""
-    export_rate_limit: int = -1
-    server_address: str = "localhost:54321"
-    metrics_server: str = ""
-    metrics_label_filter: str = "namespace,workload,pod,binary"
-    enable_process_cred: bool = False
-    enable_process_ns: bool = False
-    enable_ancestors: list[str] = field(default_factory=list)
-    process_cache_size: int = 65536
-    process_cache_gc_interval: float = 30.0
-    rb_size: int = 0
-    procfs: str = "/proc"
-    btf: str = ""
-    drain_interval: float = 0.05
-    run_dir: str = str(RUN_DIR)
-    tracing_policy: str = ""  # one policy file loaded at start (domain "static")
-    tracing_policy_dir: str = "/etc/tetragon/tetragon.tp.d"  # every *.yaml / *.yml in it, sorted
-
-
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
@@ -97,11 +62,7 @@ class Agent:
         self.bus = EventBus()
         self.clock = Clock()
         self.cache = ProcessCache(config.process_cache_size, config.process_cache_gc_interval)
-        unknown = set(config.enable_ancestors) - ANCESTOR_KINDS
-        if unknown:
-            raise AgentError(f"--enable-ancestors: unknown event type(s) {', '.join(sorted(unknown))}")
-        if config.enable_ancestors and "base" not in config.enable_ancestors:
-            raise AgentError("--enable-ancestors: 'base' is required when other types are given")
+        check_ancestors(config.enable_ancestors)
         self.events = ProcessEvents(
             self.cache,
             ProcessOptions(
@@ -173,8 +134,6 @@ class Agent:
     def _start_policies(self) -> None:
         """The policy manager, then --tracing-policy (must load) and --tracing-policy-dir (each may fail)."""
         from tetragon.bpf.features import probe_features
-        from tetragon.policy.errors import PolicyError
-        from tetragon.policy.manager import PolicyManager, policy_files
 
         sensor = self.sensor
         assert sensor is not None

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any
 
-Event = dict[str, Any]
+from tetragon.jsontypes import Event
 
 
 class Subscription:
