@@ -204,6 +204,8 @@ GENERIC_OPS = frozenset((L.MSG_OP_GENERIC_KPROBE, L.MSG_OP_GENERIC_TRACEPOINT, L
 GENERIC_HEAD_SIZE = L.MSG_GENERIC.size
 _unpack_generic = L.MSG_GENERIC.unpack_from
 _new_header = tuple.__new__
+# checked before the header is made: a NamedTuple's attribute reads cost more than a tuple's items
+_OP, _SIZE = GenericHeader._fields.index("op"), GenericHeader._fields.index("size")
 GEN_ARG_SIZE = L.GEN_ARG.size
 unpack_gen_arg = L.GEN_ARG.unpack_from
 unpack_i32 = struct.Struct("<i").unpack_from
@@ -214,13 +216,13 @@ def decode_generic_header(buf: bytes) -> GenericHeader:
     the op is not a generic one."""
     if len(buf) < GENERIC_HEAD_SIZE:
         raise ValueError(f"generic record of {len(buf)} bytes, header needs {GENERIC_HEAD_SIZE}")
-    head: GenericHeader = _new_header(GenericHeader, _unpack_generic(buf))
-    size = head.size
+    fields = _unpack_generic(buf)
+    size = fields[_SIZE]
     if size < GENERIC_HEAD_SIZE or size > len(buf):
         raise ValueError(f"generic record size {size} outside [{GENERIC_HEAD_SIZE}, {len(buf)}]")
-    if head.op not in GENERIC_OPS:
-        raise ValueError(f"op {head.op} is not a generic record")
-    return head
+    if fields[_OP] not in GENERIC_OPS:
+        raise ValueError(f"op {fields[_OP]} is not a generic record")
+    return _new_header(GenericHeader, fields)
 
 
 def generic_blobs(buf: bytes, nargs: int, size: int) -> list[tuple[int, int, int, int, int]]:

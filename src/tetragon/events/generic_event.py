@@ -34,16 +34,13 @@ ACTION_NAMES = {
     L.ACTION_CLEANUPENFORCER: "KPROBE_ACTION_CLEANUPENFORCERNOTIFICATION",
 }
 
+# the generic event types, in the order make_event_builder tells them apart
+GENERIC_EVENT_KINDS = ("process_kprobe", "process_tracepoint", "process_uprobe")
+
 # builder(args, action_id, return_action_id, flags, ret, process, parent, ancestors, node_name, time):
 # process / parent / ancestors are dicts, or orjson.Fragment for an event that is only serialized;
 # `process` already carries the record's tid.
 EventBuilder = Callable[[list[Event], int, int, int, int, Any, Any, "list[Any] | None", str, str], Event]
-# middle(body, action_id, return_action_id, flags, ret): the fields an event type has between its
-# arguments and its closing constants (message, tags), in the order of its message
-Middle = Callable[[Event, int, int, int, int], None]
-# (constants before the arguments, middle or None, constants after it) of one hook's events
-Shape = tuple[Event, "Middle | None", Event]
-
 _action_name = ACTION_NAMES.get
 _RETURNED = L.GEN_F_RETURN
 
@@ -55,72 +52,33 @@ def _present(*fields: tuple[str, Any]) -> Event:
     return {key: value for key, value in fields if value}
 
 
-def _kprobe_shape(hook: HookInfo) -> Shape:
-    policy_name = _present(("policy_name", hook.policy_name))
-    return_arg = hook.return_arg
-
-    def kprobe(body: Event, action_id: int, return_id: int, flags: int, ret: int) -> None:
-        returned = flags & _RETURNED
-        if returned and return_arg is not None:
-            body["return"] = with_label(int_variant(ret, return_arg.type), return_arg)
-        action = _action_name(action_id)
-        if action:
-            body["action"] = action
-        body.update(policy_name)
-        if returned:
-            return_action = _action_name(return_id)
-            if return_action:
-                body["return_action"] = return_action
-
-    closing = _present(("message", hook.message), ("tags", list(hook.tags)))
-    return _present(("function_name", hook.function_name)), kprobe, closing
-
-
-def _tracepoint_shape(hook: HookInfo) -> Shape:
-    policy_name = _present(("policy_name", hook.policy_name))
-
-    def tracepoint(body: Event, action_id: int, return_id: int, flags: int, ret: int) -> None:
-        body.update(policy_name)
-        action = _action_name(action_id)
-        if action:
-            body["action"] = action
-
-    leading = _present(("subsys", hook.subsys), ("event", hook.tp_event))
-    return leading, tracepoint, _present(("message", hook.message), ("tags", list(hook.tags)))
-
-
-def _uprobe_shape(hook: HookInfo) -> Shape:
-    leading = _present(
-        ("path", hook.path),
-        ("symbol", hook.symbol),
-        ("policy_name", hook.policy_name),
-        ("message", hook.message),
-    )
-    return leading, None, _present(("tags", list(hook.tags)))
-
-
-_SHAPES = {
-    "process_kprobe": _kprobe_shape,
-    "process_tracepoint": _tracepoint_shape,
-    "process_uprobe": _uprobe_shape,
-}
+def _constants(hook: HookInfo) -> tuple[Event, Event]:
+    """The hook's constant fields before its arguments and the closing ones (before `ancestors`);
+    kprobes and tracepoints have `policy_name` in between."""
+    message, tags = ("message", hook.message), ("tags", list(hook.tags))
+    if hook.event == "process_kprobe":
+        return _present(("function_name", hook.function_name)), _present(message, tags)
+    if hook.event == "process_tracepoint":
+        return _present(("subsys", hook.subsys), ("event", hook.tp_event)), _present(message, tags)
+    policy_name = ("policy_name", hook.policy_name)
+    return _present(("path", hook.path), ("symbol", hook.symbol), policy_name, message), _present(tags)
 
 
 def make_event_builder(hook: HookInfo) -> EventBuilder:
     """The builder of `hook`'s events (see the module docstring); a hook whose event is not a
     generic event type gets a builder that raises ValueError."""
     event = hook.event
-    make_shape = _SHAPES.get(event)
-    if make_shape is None:
+    if event not in GENERIC_EVENT_KINDS:
 
         def unknown(*_: Any) -> Event:
             raise ValueError(f"hook event {event!r} is not a generic event type")
 
         return unknown
-    leading, middle, closing = make_shape(hook)
-    # process_uprobe has two fields after `ancestors`
-    offset = str(hook.offset) if event == "process_uprobe" and hook.offset else None
-    action_last = event == "process_uprobe"
+    kprobe, tracepoint, uprobe = (event == kind for kind in GENERIC_EVENT_KINDS)
+    leading, closing = _constants(hook)
+    policy_name = hook.policy_name
+    return_arg = hook.return_arg if kprobe else None
+    offset = str(hook.offset) if uprobe and hook.offset else None
 
     def build(
         args: list[Event],
@@ -139,15 +97,34 @@ def make_event_builder(hook: HookInfo) -> EventBuilder:
             body["process"] = process
         if parent is not None:
             body["parent"] = parent
-        body.update(leading)
+        if leading:
+            body.update(leading)
         if args:
             body["args"] = args
-        if middle is not None:
-            middle(body, action_id, return_action_id, flags, ret)
-        body.update(closing)
+        if kprobe:  # return, action, policy_name, return_action
+            returned = flags & _RETURNED
+            if returned and return_arg is not None:
+                body["return"] = with_label(int_variant(ret, return_arg.type), return_arg)
+            action = _action_name(action_id)
+            if action:
+                body["action"] = action
+            if policy_name:
+                body["policy_name"] = policy_name
+            if returned:
+                return_action = _action_name(return_action_id)
+                if return_action:
+                    body["return_action"] = return_action
+        elif tracepoint:  # policy_name, action
+            if policy_name:
+                body["policy_name"] = policy_name
+            action = _action_name(action_id)
+            if action:
+                body["action"] = action
+        if closing:
+            body.update(closing)
         if ancestors:
             body["ancestors"] = ancestors
-        if action_last:
+        if uprobe:  # offset and action come last
             if offset:
                 body["offset"] = offset
             action = _action_name(action_id)

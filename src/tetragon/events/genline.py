@@ -92,12 +92,12 @@ class HookLines:
         """The export line (newline included) of a record whose header decode_generic_header
         checked, or None when this shape has no template (the caller then takes the dict path).
         Malformed blobs raise the ValueError RenderPlan.args raises."""
-        nargs = head.nargs
-        args = self.args(buf, nargs, head.size) if nargs else b""
-        returned = head.flags & L.GEN_F_RETURN
+        _, _, size, _, _, _, _, _, action, return_action, _, nargs, flags, _, ret = head
+        args = self.args(buf, nargs, size) if nargs else b""
+        returned = flags & L.GEN_F_RETURN
         key = (
-            head.action,
-            head.return_action if returned else 0,
+            action,
+            return_action if returned else 0,
             returned,
             process is not None,
             parent is not None,
@@ -112,7 +112,7 @@ class HookLines:
             return None
         ret_json = None
         if returned and self._ret_info is not None:
-            ret_json = _dumps(with_label(int_variant(head.ret, self._ret_info.type), self._ret_info))
+            ret_json = _dumps(with_label(int_variant(ret, self._ret_info.type), self._ret_info))
         return fill(process, parent, args, ret_json, time)
 
     # -- arguments --------------------------------------------------------------------------------
