@@ -45,7 +45,7 @@ from tetragon.bpf.libbpf import BpfObject  # noqa: E402
 CLANG = shutil.which("clang-19") or shutil.which("clang") or "clang"
 BPFTOOL = shutil.which("bpftool") or "/usr/sbin/bpftool"
 NEVER_OPENED = "/nonexistent/tg-bench-never-opened"
-# gen_stats slots (bpf/include/generic_cfg.h, tetragon.sensors.gencfg)
+# gen_stats slots (bpf/include/generic_cfg.h, tetragon.abi.generic_cfg_h)
 GSTAT_NAMES = ("calls", "filtered", "posted", "lost", "nopost", "enforced", "monitored", "ratelimited")
 CONDITIONS = ("base", "empty", "nomatch", "match")
 

@@ -13,6 +13,7 @@
 #include "ringbuf.h"
 #include "generic_cfg.h"
 #include "execve_map.h"
+#include "bound.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -26,8 +27,7 @@ char LICENSE[] SEC("license") = "GPL";
 /* Scratch: the exec record is built here, then copied into the ring with its real size. */
 #define EXEC_BUF_SIZE 32768
 #define EXEC_DATA_OFF ((__u32)sizeof(struct msg_exec))
-/* Force a mask the verifier can see; every variable offset into exec_buf goes through it. */
-#define BOUND(x, mask) asm volatile("%0 &= " #mask : "+r"(x))
+/* every variable offset into exec_buf goes through it */
 #define BOUND_OFF(x) BOUND(x, 0x3fff) /* + at most 8 KiB written after it: fits EXEC_BUF_SIZE */
 struct exec_buf {
 	char data[EXEC_BUF_SIZE];
@@ -272,15 +272,9 @@ int BPF_PROG(tg_process_exec, struct task_struct *task, pid_t old_pid, struct li
 	if (pb && fs) {
 		__u32 wflags = 0;
 		int pos = walk_path(&fs->pwd, &fs->root, &wflags);
-		int clen = PATH_BUF_SIZE - 1 - pos;
 		if (wflags)
 			e->flags |= EXEC_F_TRUNC_CWD;
-		if (clen == 0) { /* cwd is the root */
-			pb->data[PATH_BUF_SIZE - 2] = '/';
-			pos = PATH_BUF_SIZE - 2;
-			clen = 1;
-		}
-		__u32 csize = (__u32)clen;
+		__u32 csize = path_len_or_root(pb, &pos);
 		BOUND(csize, 0xfff);
 		BOUND_OFF(off);
 		if (csize && bpf_probe_read_kernel(&buf->data[off], csize, &pb->data[pos & (PATH_BUF_SIZE - 1)]) == 0) {

@@ -2,7 +2,7 @@
 /*
  * Configuration of one generic hook (a tracepoint, syscall, raw tracepoint or uprobe of a
  * TracingPolicy), written by the agent into the object's .rodata before load
- * (src/tetragon/sensors/gencfg.py mirrors it; tests/unit/test_gencfg_layout.py checks the two agree).
+ * (src/tetragon/abi/generic_cfg_h.py mirrors it; tests/unit/test_gencfg_layout.py checks the two agree).
  *
  * Being read-only data, every field is a constant to the verifier: it follows only the branches this
  * hook's configuration takes, so unused argument types, operators and selectors cost nothing.
@@ -206,7 +206,7 @@ struct gen_hook_cfg {
 	__u8 ret_signed;
 	__u8 syscall;    /* a syscall hook: compat tasks flagged */
 	__u8 pad;
-	/* derived by the agent from the fields below (gencfg.finish), so the hot path need not loop:
+	/* derived by the agent from the fields below (derive_masks), so the hot path need not loop:
 	 * proc_sel: bit s = selector s has a process filter (matchPIDs, matchBinaries, ...);
 	 * sel_args: bit i = argument i is read before the selectors are decided (a matchArgs compares
 	 * it, or every argument when an action has a rateLimit) */

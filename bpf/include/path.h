@@ -105,4 +105,17 @@ static __always_inline int walk_path(const struct path *pwd, const struct path *
 	return w.pos;
 }
 
+/* Length of the path walk_path() left at pos; the root itself walks to nothing and is made "/". */
+static __always_inline __u32 path_len_or_root(struct path_buf *pb, int *pos)
+{
+	__u32 len = (__u32)(PATH_BUF_SIZE - 1 - *pos);
+
+	if (len == 0) {
+		pb->data[PATH_BUF_SIZE - 2] = '/';
+		*pos = PATH_BUF_SIZE - 2;
+		len = 1;
+	}
+	return len;
+}
+
 #endif

@@ -31,17 +31,20 @@ static __always_inline void tg_count(__u32 slot)
 		*v += 1; /* per-CPU slot: no atomic needed */
 }
 
-static __always_inline void tg_submit(void *data, __u64 size, __u32 sent_slot, __u32 lost_slot)
+/* returns 1 when the record is in the ring, 0 when it was lost (no room) */
+static __always_inline int tg_submit(void *data, __u64 size, __u32 sent_slot, __u32 lost_slot)
 {
 	__u64 avail = bpf_ringbuf_query(&tg_rb_events, BPF_RB_AVAIL_DATA);
 	__u64 flags = BPF_RB_NO_WAKEUP;
 
 	if (avail < tg_wakeup_bytes && avail + size >= tg_wakeup_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
-	if (bpf_ringbuf_output(&tg_rb_events, data, size, flags) == 0)
+	if (bpf_ringbuf_output(&tg_rb_events, data, size, flags) == 0) {
 		tg_count(sent_slot);
-	else
-		tg_count(lost_slot);
+		return 1;
+	}
+	tg_count(lost_slot);
+	return 0;
 }
 
 #endif

@@ -31,12 +31,12 @@ from tetragon.hostsetup import (
 )
 from tetragon.pipeline import Pipeline
 from tetragon.policy.errors import PolicyError
-from tetragon.policy.manager import PolicyManager, policy_files  # the policy lifecycle
 from tetragon.process import procfs
 from tetragon.process.cache import ProcessCache
 from tetragon.process.events import ProcessEvents, ProcessOptions
 from tetragon.process.model import Clock, node_name
 from tetragon.sensors.base import BaseSensor
+from tetragon.sensors.manager import PolicyManager, policy_files  # the policy lifecycle
 
 if TYPE_CHECKING:  # imported where used: a config error must not wait for grpc to import
     from tetragon.api.server import GrpcServer

@@ -63,7 +63,7 @@ _APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 
 class HookSource(Protocol):
-    """The loaded policies, as the pipeline reads them (policy.manager.PolicyManager)."""
+    """The loaded policies, as the pipeline reads them (sensors.manager.PolicyManager)."""
 
     @property
     def generation(self) -> int:

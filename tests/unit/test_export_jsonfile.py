@@ -18,9 +18,8 @@ from tetragon.export.jsonfile import (
     ExportError,
     JsonFileExporter,
     format_timestamp,
-    parse_file_perm,
-    parse_go_duration,
 )
+from tetragon.timefmt import parse_duration
 
 MIB = 1024 * 1024
 T0_NS = 1_704_164_645_678_000_000  # 2024-01-02T03:04:05.678Z
@@ -214,7 +213,7 @@ def test_compress_rotated_files(tmp_path: Path) -> None:
 def test_rotation_interval(tmp_path: Path) -> None:
     clock = FakeClock()
     path = tmp_path / "tetragon.log"
-    exp = make(path, clock, rotation_interval=parse_go_duration("1m"))
+    exp = make(path, clock, rotation_interval=parse_duration("1m"))
     exp.write(exec_event(1))
     exp.flush()
     clock.advance(30)
@@ -374,19 +373,15 @@ def test_partial_line_is_finished_in_the_same_file_before_rotating(
 
 
 def test_parse_helpers() -> None:
-    assert parse_go_duration("0") == 0
-    assert parse_go_duration("90s") == 90
-    assert parse_go_duration("1h30m") == 5400
-    assert parse_go_duration("1.5h") == 5400
-    assert parse_go_duration("250ms") == pytest.approx(0.25)
-    assert parse_go_duration("-2m") == -120
+    assert parse_duration("0") == 0
+    assert parse_duration("90s") == 90
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("1.5h") == 5400
+    assert parse_duration("250ms") == pytest.approx(0.25)
+    assert parse_duration("-2m") == -120
     for bad in ("", "10", "1x", "h", "--1s"):
         with pytest.raises(ValueError, match="invalid duration"):
-            parse_go_duration(bad)
-    assert parse_file_perm("600") == 0o600
-    assert parse_file_perm("0644") == 0o644
-    assert parse_file_perm("rw") == 0o600
-    assert parse_file_perm("1777") == 0o600
+            parse_duration(bad)
     assert format_timestamp(T0_NS) == "2024-01-02T03:04:05.678Z"
     assert format_timestamp(T0_NS - 678_000_000) == "2024-01-02T03:04:05Z"
     assert format_timestamp(T0_NS + 1) == "2024-01-02T03:04:05.678000001Z"
@@ -395,13 +390,13 @@ def test_parse_helpers() -> None:
 
 def test_accepts_compiled_field_filters_and_redaction(tmp_path: Path) -> None:
     from tetragon.export.fieldfilters import compile_field_filters
-    from tetragon.export.redaction import compile_redaction, parse_redaction_lines
+    from tetragon.export.redaction import compile_redaction, parse_redaction_filter_lines
 
     path = tmp_path / "t.log"
     exp = make(
         path,
         field_filters=compile_field_filters([{"fields": "process.arguments"}]),
-        redaction=compile_redaction(parse_redaction_lines('{"redact":["(x+)"]}')),
+        redaction=compile_redaction(parse_redaction_filter_lines('{"redact":["(x+)"]}')),
     )
     exp.write(exec_event(1, pad=3))
     exp.close()

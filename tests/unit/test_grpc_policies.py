@@ -328,8 +328,8 @@ def test_policy_engine_is_imported_on_first_policy_only() -> None:
 
     code = (
         "import sys\n"
-        "import tetragon.agent, tetragon.api.server, tetragon.cli.agent, tetragon.policy.manager\n"
-        "heavy = ('pydantic', 'tetragon.policy.spec', 'tetragon.policy.compile',\n"
+        "import tetragon.agent, tetragon.api.server, tetragon.cli.agent, tetragon.sensors.manager\n"
+        "heavy = ('pydantic', 'tetragon.policy.schema', 'tetragon.policy.compile',\n"
         "         'tetragon.policy.syscall_table')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )

@@ -11,7 +11,8 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from tetragon.export.jsonfile import JsonFileExporter
-from tetragon.metrics import METRICS, AgentMetrics, MetricsError, parse_label_filter, split_address
+from tetragon.metrics.collector import AgentMetrics, MetricsError, split_address
+from tetragon.metrics.families import METRICS, parse_label_filter
 
 POD_EXEC = {
     "process_exec": {
@@ -29,6 +30,10 @@ HOST_KPROBE = {
     "node_name": "n",
 }
 THROTTLE = {"process_throttle": {"type": "THROTTLE_START", "cgroup": "x"}, "node_name": "node-1"}
+
+
+def count_event(metrics: AgentMetrics, event: dict[str, Any]) -> None:
+    metrics.add_event_counts({metrics.event_key(event): 1})
 
 
 def scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -73,9 +78,9 @@ def test_all_tetragon_metrics_are_exposed_with_exact_names(served: tuple[AgentMe
 def test_events_total_labels_and_missing_process_info(served: tuple[AgentMetrics, int]) -> None:
     metrics, port = served
     for _ in range(3):
-        metrics.record_event(POD_EXEC)
-    metrics.record_event(HOST_KPROBE)
-    metrics.record_event(THROTTLE)
+        count_event(metrics, POD_EXEC)
+    count_event(metrics, HOST_KPROBE)
+    count_event(metrics, THROTTLE)
     got = scrape(port)
     events = got["tetragon_events_total"]
     pod = (("binary", "/usr/bin/curl"), ("namespace", "default"), ("pod", "web-1"), ("type", "PROCESS_EXEC"))
@@ -103,8 +108,8 @@ def test_label_filter_drops_labels() -> None:
     metrics = AgentMetrics(label_filter="binary,bogus", process_collectors=False)
     _, port = metrics.serve("127.0.0.1:0")
     try:
-        metrics.record_event(POD_EXEC)
-        metrics.record_event(POD_EXEC)
+        count_event(metrics, POD_EXEC)
+        count_event(metrics, POD_EXEC)
         got = scrape(port)
         assert got["tetragon_events_total"] == {(("binary", "/usr/bin/curl"), ("type", "PROCESS_EXEC")): 2}
     finally:
@@ -115,7 +120,7 @@ def test_label_filter_drops_labels() -> None:
 
 def test_event_metrics_can_be_disabled() -> None:
     metrics = AgentMetrics(enable_event_metrics=False, process_collectors=False)
-    metrics.record_event(POD_EXEC)
+    count_event(metrics, POD_EXEC)
     assert (
         metrics.value("tetragon_events_total", ("PROCESS_EXEC", "default", "web", "web-1", "/usr/bin/curl"))
         == 0
@@ -124,15 +129,15 @@ def test_event_metrics_can_be_disabled() -> None:
 
 def test_pushed_counters(served: tuple[AgentMetrics, int]) -> None:
     metrics, port = served
-    metrics.record_msg_op(5)
-    metrics.record_msg_op(5)
-    metrics.record_msg_op(23)
+    metrics.inc("tetragon_msg_op_total", ("5",))
+    metrics.inc("tetragon_msg_op_total", ("5",))
+    metrics.inc("tetragon_msg_op_total", ("23",))
     metrics.record_handler_error(13, "event_handler_failed")
-    metrics.record_bpf_missed(5, "ENOSPC", 7)
-    metrics.record_process_cache_eviction()
-    metrics.record_process_cache_miss("get")
-    metrics.record_process_cache_miss("remove")
-    metrics.record_process_cache_miss("get")
+    metrics.inc("tetragon_bpf_missed_events_total", ("5", "ENOSPC"), 7)
+    metrics.inc("tetragon_process_cache_evictions_total")
+    metrics.inc("tetragon_process_cache_misses_total", ("get",))
+    metrics.inc("tetragon_process_cache_misses_total", ("remove",))
+    metrics.inc("tetragon_process_cache_misses_total", ("get",))
     got = scrape(port)
     assert got["tetragon_msg_op_total"] == {(("msg_op", "5"),): 2, (("msg_op", "23"),): 1}
     assert got["tetragon_handler_errors_total"] == {(("error", "event_handler_failed"), ("opcode", "13")): 1}
@@ -189,7 +194,7 @@ def test_exporter_counters(served: tuple[AgentMetrics, int], tmp_path: Path) -> 
 
 def test_dedicated_registry() -> None:
     metrics = AgentMetrics(process_collectors=False)
-    metrics.record_msg_op(5)
+    metrics.inc("tetragon_msg_op_total", ("5",))
     assert metrics.registry is not REGISTRY
     assert REGISTRY.get_sample_value("tetragon_msg_op_total", {"msg_op": "5"}) is None
     assert metrics.registry.get_sample_value("tetragon_msg_op_total", {"msg_op": "5"}) == 1
@@ -258,12 +263,12 @@ def test_register_source_by_short_names(served: tuple[AgentMetrics, int]) -> Non
     assert metrics.value("tetragon_process_cache_size") == 5
 
 
-def test_aliases_used_by_the_agent() -> None:
+def test_handler_errors_and_shutdown() -> None:
     metrics = AgentMetrics(process_collectors=False)
-    metrics.handler_error("13", "unknown_opcode")
+    metrics.record_handler_error("13", "unknown_opcode")
     assert metrics.value("tetragon_handler_errors_total", ("13", "unknown_opcode")) == 1
     _, port = metrics.serve("127.0.0.1:0")
-    metrics.close()
+    metrics.shutdown()
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
     assert issubclass(MetricsError, OSError)

@@ -1,7 +1,8 @@
 """Policy → kernel configuration: mechanism choice, argument placement, selector encoding, refusals.
 
-No BPF is loaded here; tracepoint formats are read from this machine's tracefs (the same files
-the agent reads), so these tests need /sys/kernel/tracing like the agent does.
+No BPF is loaded here, and nothing is read from this machine: tracepoint formats come from
+tests/data/tracefs, a tracefs tree holding the `format` files (as a 6.18 x86_64 kernel writes
+them) of the events these tests use.
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tetragon.policy import spec as S
+from tetragon.abi import generic_cfg_h as G
 from tetragon.policy.compile import compile_policy, parse_int
 from tetragon.policy.errors import PolicyError
-from tetragon.sensors import gencfg as G
+from tetragon.policy.load import parse_policy
+from tetragon.policy.schema import TracingPolicy
 
-TRACEFS = Path("/sys/kernel/tracing/events/syscalls")
-pytestmark = pytest.mark.skipif(not TRACEFS.is_dir(), reason="needs tracefs syscall events")
+TRACEFS = Path(__file__).resolve().parents[1] / "data" / "tracefs"
 
 NO_KPROBES = {
     "tracepoint": True,
@@ -28,14 +29,14 @@ NO_KPROBES = {
 }
 
 
-def _policy(body: str, name: str = "p") -> S.TracingPolicy:
-    return S.parse_policy(
+def _policy(body: str, name: str = "p") -> TracingPolicy:
+    return parse_policy(
         f"apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: {name}\nspec:\n{body}"
     )
 
 
 def _compile(body: str, mode: str = "enforce", features: dict[str, bool] | None = None):  # type: ignore[no-untyped-def]
-    return compile_policy(_policy(body), 7, mode, features or NO_KPROBES)
+    return compile_policy(_policy(body), 7, mode, features or NO_KPROBES, tracefs=TRACEFS)
 
 
 OPENAT = """
@@ -122,7 +123,7 @@ def test_tracepoint_args_count_common_fields_and_match_by_position() -> None:
     )
     assert (hook.cfg.args[0].reader, hook.cfg.args[0].off, hook.cfg.args[0].size) == (G.RD_SYSCALL64, 8, 8)
     m = hook.cfg.sel[0].match[0]
-    assert (m.arg, m.op, m.map_id) == (0, G.OP["InMap"], 1)
+    assert (m.arg, m.op, m.map_id) == (0, G.OP_BY_NAME["InMap"], 1)
     assert hook.inmap == [(1, 32)]
 
 
@@ -193,7 +194,7 @@ def test_actions_and_process_filters() -> None:
     sel = plan.hooks[0].cfg.sel[0]
     assert (sel.npids, sel.pids[0].op, sel.pids[0].flags, sel.pids[0].vals[0]) == (
         1,
-        G.OP["NotIn"],
+        G.OP_BY_NAME["NotIn"],
         G.PF_FOLLOW | G.PF_NSPID,
         1,
     )

@@ -7,15 +7,13 @@ from pathlib import Path
 import pytest
 
 from tetragon.policy.errors import PolicyError
-from tetragon.policy.spec import (
-    ACTION_IDS,
-    OPERATOR_IDS,
+from tetragon.policy.load import parse_policies, parse_policy
+from tetragon.policy.names import ACTIONS, OPERATORS
+from tetragon.policy.schema import (
     KProbeSpec,
     TracingPolicy,
     find_list,
     option,
-    parse_policies,
-    parse_policy,
     policy_mode,
     rate_limit_seconds,
     resolve_list,
@@ -169,7 +167,7 @@ def test_operator_aliases(written: str, canonical: str) -> None:
         selector(f"matchArgs:\n      - index: 0\n        operator: {written}\n        values: ['1']\n")
     )
     assert p.spec.kprobes[0].selectors[0].match_args[0].operator == canonical
-    assert canonical in OPERATOR_IDS
+    assert canonical in OPERATORS
 
 
 @pytest.mark.parametrize(
@@ -185,7 +183,7 @@ def test_action_case(written: str, canonical: str) -> None:
     extra = "  enforcers:\n  - calls: [sys_dup]\n"
     p = parse_policy(selector(f"matchActions:\n      - action: {written}\n") + extra)
     assert p.spec.kprobes[0].selectors[0].match_actions[0].action == canonical
-    assert canonical in ACTION_IDS
+    assert canonical in ACTIONS
 
 
 def test_values_and_capabilities_normalised() -> None:

@@ -13,7 +13,7 @@ import yaml
 from tests.unit.test_grpc_policies import POLICY, FakeManager
 from tests.unit.test_tetra_cli import run_tetra
 from tetragon.api.server import GrpcServer
-from tetragon.cli.tetra import humanize_bytes
+from tetragon.cli.tetra_tracingpolicy import humanize_bytes
 from tetragon.events.bus import EventBus
 from tetragon.policy.modeyaml import set_policy_mode
 from tetragon.policy.status import PolicyStatus

@@ -1,9 +1,11 @@
 """Everything the qemu guest boots from, prepared once and cached: host tools, a pinned Debian kernel
-package, and an initramfs holding busybox plus the modules that mount the host's / over 9p.
+package per entry of the kernel matrix, and an initramfs holding busybox plus the modules that mount
+the host's / over 9p.
 
-The kernel package is pinned exactly: Debian drops old ABI numbers (-NN) from the archive, so when the
-pin disappears, `apt-cache search 'linux-image-6.1.*-amd64-unsigned'` names the current one. A package
-already in the cache keeps working without the archive.
+Each kernel package is pinned exactly: Debian drops old ABI numbers (-NN, or the point release on
+6.12) from the archive. When a pin disappears the error names it and the current candidates
+(`apt-cache search`); bump `package` in KERNEL_MATRIX. A package already in the cache keeps working
+without the archive.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import gzip
 import hashlib
 import lzma
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -22,7 +25,41 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-KERNEL_PACKAGE = "linux-image-6.1.0-56-amd64-unsigned"
+
+@dataclass(frozen=True)
+class KernelPin:
+    """One kernel of the matrix. The non-cloud flavours are used because they ship 9p (as modules):
+    the cloud ones lack it, and virtiofs would need a daemon that cannot enforce read-only."""
+
+    name: str  # the matrix entry, as in test ids and `run_vm.py --kernel`
+    package: str  # the exact Debian package, linux-image-<release>-unsigned
+
+    @property
+    def release(self) -> str:
+        """uname -r of the guest, known without downloading the package."""
+        return self.package.removeprefix("linux-image-").removesuffix("-unsigned")
+
+
+KERNEL_MATRIX = (
+    KernelPin("6.1", "linux-image-6.1.0-56-amd64-unsigned"),  # bookworm's own kernel: no fprobe
+    KernelPin("6.12", "linux-image-6.12.118+deb12-amd64-unsigned"),  # bookworm-security: fprobe
+)
+KERNEL_PACKAGE = KERNEL_MATRIX[0].package
+
+
+def kernel_pin(name_or_package: str) -> KernelPin:
+    """The matrix entry named so, or an ad-hoc pin for any other kernel package."""
+    for pin in KERNEL_MATRIX:
+        if name_or_package in (pin.name, pin.package):
+            return pin
+    if not name_or_package.startswith("linux-image-"):
+        names = ", ".join(pin.name for pin in KERNEL_MATRIX)
+        raise ValueError(
+            f"{name_or_package!r} is neither a matrix kernel ({names}) nor a linux-image package"
+        )
+    return KernelPin(name_or_package, name_or_package)
+
+
 HOST_PACKAGES = ("qemu-system-x86", "qemu-utils", "busybox-static")
 CACHE_DIR = Path(os.environ.get("TETRAGON_VM_CACHE", "/var/cache/tetragon-vm"))
 BUSYBOX = Path("/bin/busybox")
@@ -116,11 +153,49 @@ def _download(package: str, debs: Path) -> Path:
         for deb in Path(tmp).glob(f"{package}_*.deb"):
             deb.rename(debs / deb.name)  # only complete downloads reach the cache
             return debs / deb.name
-    raise VmUnavailable(
-        f"cannot download the pinned kernel {package}; if the archive dropped it, pick a current one "
-        "with `apt-cache search 'linux-image-.*-amd64-unsigned'` and update KERNEL_PACKAGE in "
-        f"{Path(__file__).name}"
+    raise VmUnavailable(missing_package_message(package))
+
+
+def missing_package_message(package: str) -> str:
+    """Why `package` could not be downloaded, and the current packages of its series and flavour
+    (from apt's local lists) to bump the pin to."""
+    candidate = _apt_candidate(package)
+    if candidate is None:
+        why = "apt has no candidate for it: the archive dropped it (or apt-get update never ran)"
+    else:
+        why = f"apt lists version {candidate}, so the download itself failed (network, mirror?)"
+    message = f"cannot download the pinned kernel package {package}: {why}."
+    match = re.fullmatch(r"linux-image-(\d+\.\d+)[.-].*?-((?:cloud-|rt-)?amd64-unsigned)", package)
+    if match is None:
+        return message
+    series, flavour = match.groups()
+    pattern = f"^linux-image-{re.escape(series)}[.-].*-amd64-unsigned$"
+    proc = subprocess.run(
+        ["apt-cache", "search", "--names-only", pattern], capture_output=True, text=True, check=False
     )
+    current = sorted(
+        (
+            name
+            for name in (line.split(" ", 1)[0] for line in proc.stdout.splitlines())
+            if re.fullmatch(rf"linux-image-{re.escape(series)}[.-].*?-{re.escape(flavour)}", name)
+            and not (flavour == "amd64-unsigned" and re.search(r"-(cloud|rt)-amd64-unsigned$", name))
+        ),
+        key=lambda name: [int(n) for n in re.findall(r"\d+", name)],
+    )
+    if current:
+        message += f" Current {series} packages of this flavour: {', '.join(current[-4:])}."
+    return message + (
+        f" To bump: set the package of the {series} KernelPin in KERNEL_MATRIX (tests/vm/guest_kernel.py)"
+        f" to one that `apt-cache policy` shows a candidate for"
+        + (f", e.g. {current[-1]}" if current else "")
+        + "."
+    )
+
+
+def _apt_candidate(package: str) -> str | None:
+    proc = subprocess.run(["apt-cache", "policy", package], capture_output=True, text=True, check=False)
+    match = re.search(r"^\s*Candidate:\s*(\S+)", proc.stdout, re.MULTILINE)
+    return None if match is None or match.group(1) == "(none)" else match.group(1)
 
 
 def _unpack_kernel(deb: Path, kdir: Path) -> None:

@@ -1,6 +1,6 @@
 """Run one command inside a qemu guest that boots a stock Debian kernel with the host's / as its root.
 
-    python tests/vm/run_vm.py [--timeout S] [--smp N] [--kernel-package PKG] [-- command ...]
+    python tests/vm/run_vm.py [--timeout S] [--smp N] [--kernel NAME|PKG] [-- command ...]
 
 Without a command it runs the in-guest test suite (`pytest -m vm tests/vm`) with the project's venv.
 The guest is emulated (qemu TCG: this host's KVM cannot run stock kernels), sees the host's whole /
@@ -11,7 +11,10 @@ with the same Python. The command's output is streamed; the exit status is the c
     125  the VM is unavailable here (qemu not installable, kernel not downloadable, qemu does not start)
     126  the guest failed before reporting a status (kernel panic twice, setup error inside the guest)
 
-A kernel panic is retried once: TCG rarely trips over the kernel patching its own text at boot.
+--kernel names an entry of the kernel matrix (KERNEL_MATRIX in guest_kernel.py: 6.1, 6.12) or any
+Debian linux-image-*-amd64-unsigned package. A kernel panic during boot (before the guest reports
+ready) is retried once: TCG rarely trips over the kernel patching its own text while bringing up the
+second CPU. A panic while the command runs is not retried: it may be the code under test.
 """
 
 from __future__ import annotations
@@ -32,18 +35,20 @@ from typing import TextIO
 
 try:
     from tests.vm.guest_kernel import (
-        KERNEL_PACKAGE,
+        KERNEL_MATRIX,
         GuestKernel,
         VmUnavailable,
         ensure_host_tools,
+        kernel_pin,
         prepare_kernel,
     )
 except ModuleNotFoundError:  # run as a script: tests/vm is sys.path[0]
     from guest_kernel import (  # type: ignore[no-redef]
-        KERNEL_PACKAGE,
+        KERNEL_MATRIX,
         GuestKernel,
         VmUnavailable,
         ensure_host_tools,
+        kernel_pin,
         prepare_kernel,
     )
 
@@ -91,7 +96,7 @@ def run_in_vm(
     timeout: float = 300.0,
     smp: int = 2,
     memory: str = "2G",
-    package: str = KERNEL_PACKAGE,
+    kernel: str = KERNEL_MATRIX[0].name,
     out: TextIO = sys.stdout,
 ) -> int:
     """Boot, run `command` in `cwd` in the guest, return its exit status (or one of the EXIT_* codes).
@@ -99,11 +104,12 @@ def run_in_vm(
     Raises VmUnavailable when the VM cannot be set up or qemu cannot start.
     """
     t0 = time.monotonic()
+    pin = kernel_pin(kernel)
     ensure_host_tools()
-    kernel = prepare_kernel(package)
-    _say(out, f"kernel {kernel.release} ({package}), prepared in {time.monotonic() - t0:.1f}s")
+    guest = prepare_kernel(pin.package)
+    _say(out, f"kernel {guest.release} ({pin.package}), prepared in {time.monotonic() - t0:.1f}s")
     for attempt in (1, 2):
-        boot = _boot_once(kernel, command, cwd, timeout, smp, memory, out)
+        boot = _boot_once(guest, command, cwd, timeout, smp, memory, out)
         if boot.rc is not None:
             return boot.rc
         if boot.timed_out:
@@ -115,9 +121,14 @@ def run_in_vm(
         if boot.setup_failed:
             _say(out, "the guest could not set itself up (see its messages above)")
             break
-        if boot.panicked and attempt == 1:
-            _say(out, "guest kernel panicked; booting once more")
+        if boot.panicked and boot.ready_at is None and attempt == 1:
+            _say(out, "guest kernel panicked during boot (the rare TCG oops); booting once more")
             continue
+        if boot.panicked:
+            _say(
+                out,
+                "guest kernel panicked" + (" again" if boot.ready_at is None else " while the command ran"),
+            )
         break
     _say(out, "guest stopped without reporting an exit status")
     return EXIT_CRASHED
@@ -259,11 +270,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per boot (default 300)")
     parser.add_argument("--smp", type=int, default=2, help="guest CPUs (default 2)")
     parser.add_argument("--memory", default="2G", help="guest memory (default 2G)")
-    parser.add_argument("--kernel-package", default=KERNEL_PACKAGE, help=f"default {KERNEL_PACKAGE}")
+    parser.add_argument(
+        "--kernel",
+        "--kernel-package",
+        default=KERNEL_MATRIX[0].name,
+        help=f"a matrix kernel ({', '.join(pin.name for pin in KERNEL_MATRIX)}; default "
+        f"{KERNEL_MATRIX[0].name}) or a linux-image-*-unsigned package",
+    )
     parser.add_argument("--cwd", type=Path, default=ROOT, help="directory to run in (default: project)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="command to run (after --)")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    try:
+        kernel_pin(args.kernel)
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         return run_in_vm(
             command or DEFAULT_COMMAND,
@@ -271,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout=args.timeout,
             smp=args.smp,
             memory=args.memory,
-            package=args.kernel_package,
+            kernel=args.kernel,
         )
     except VmUnavailable as exc:
         print(f"[vm] VM unavailable: {exc}", file=sys.stderr, flush=True)

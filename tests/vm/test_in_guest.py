@@ -1,13 +1,16 @@
-"""Runs inside the qemu guest (tests/vm/run_vm.py), on a stock Debian kernel with kprobes, BPF
-trampolines and BPF LSM, from the same checkout and venv as the host.
+"""Runs inside the qemu guest (tests/vm/run_vm.py), on each stock Debian kernel of the matrix (6.1,
+6.12) with kprobes, BPF trampolines and BPF LSM, from the same checkout and venv as the host.
 
-The feature probe must see what the host lacks, and the base sensor, built against the host's BTF,
-must work unchanged on this older kernel: CO-RE, not a rebuild, makes it portable.
+The feature probe must see what the host lacks, and what differs between the kernels (kprobe.multi
+needs fprobe: 6.12 has it, 6.1 does not) must match what the running kernel itself shows. The base
+sensor, built against the host's 6.18 BTF, must work unchanged on these older kernels: CO-RE, not a
+rebuild, makes it portable.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -44,6 +47,14 @@ def _kernel_config() -> dict[str, str]:
     return config
 
 
+def _kernel_has_function(name: str) -> bool:
+    """Whether the running kernel was built with function `name` (kallsyms; root sees every symbol)."""
+    symbols = Path("/proc/kallsyms").read_bytes()
+    return (
+        re.search(rb"^[0-9a-f]+ [tT] " + re.escape(name.encode()) + rb"$", symbols, re.MULTILINE) is not None
+    )
+
+
 def test_guest_is_the_booted_kernel() -> None:
     assert os.uname().release == os.environ["TETRAGON_VM_KERNEL_RELEASE"]
     assert "bpf" in active_lsms()
@@ -56,10 +67,20 @@ def test_probe_finds_kprobes_trampolines_and_lsm() -> None:
         assert features[name], f"{name} should work on this kernel"
     for name in ("tracepoint", "tp_btf", "raw_tp", "uprobe", "signal"):
         assert features[name], f"{name} should work on this kernel"
+
+
+def test_probe_matches_what_this_kernel_was_built_with() -> None:
+    """kprobe.multi is fprobe's (Debian 6.12 has it, 6.1 not); bpf_override_return needs
+    CONFIG_BPF_KPROBE_OVERRIDE (no Debian kernel has it). The probe must agree with both the running
+    kernel's own symbols and the config it was built from: a true on one kernel, a false on the other."""
+    features = probe_features()
     config = _kernel_config()
-    # Debian builds without fprobe (6.1) and without error injection: both follow the config
-    assert features["kprobe_multi"] == (config.get("CONFIG_FPROBE") == "y")
-    assert features["override_return"] == (config.get("CONFIG_BPF_KPROBE_OVERRIDE") == "y")
+    has_fprobe = _kernel_has_function("register_fprobe")
+    assert has_fprobe == (config.get("CONFIG_FPROBE") == "y")
+    assert features["kprobe_multi"] == has_fprobe, f"fprobe in this kernel: {has_fprobe}"
+    has_override = _kernel_has_function("bpf_override_return")
+    assert has_override == (config.get("CONFIG_BPF_KPROBE_OVERRIDE") == "y")
+    assert features["override_return"] == has_override, f"bpf_override_return in this kernel: {has_override}"
 
 
 def test_probe_leaves_nothing_attached() -> None:
@@ -167,7 +188,7 @@ def test_kernel_function_kprobes_are_refused_as_not_implemented_here() -> None:
     """With kprobes present the refusal says the hook type is not implemented, not a missing feature."""
     from tetragon.policy.compile import compile_policy
     from tetragon.policy.errors import PolicyError
-    from tetragon.policy.spec import parse_policy
+    from tetragon.policy.load import parse_policy
 
     policy = parse_policy(
         "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata: {name: k}\n"

@@ -20,9 +20,9 @@ from typing import Any, NoReturn
 
 import grpc
 
+from tetragon.abi import generic_cfg_h as G
 from tetragon.api.gen.tetragon import sensors_pb2
 from tetragon.policy.errors import PolicyError
-from tetragon.sensors import gencfg as G
 
 __all__ = ["PolicyRpcs", "status_to_proto"]
 

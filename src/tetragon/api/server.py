@@ -69,6 +69,27 @@ def _filter_dicts(filters: Any) -> list[dict[str, Any]]:
     return [json_format.MessageToDict(f, preserving_proto_field_name=True) for f in filters]
 
 
+ServicerMethod = Callable[[Any, Any, grpc.ServicerContext], Any]
+
+
+def _policy_rpc(method: str, empty_response: Callable[[], Any]) -> ServicerMethod:
+    """A TracingPolicy RPC answered by the policy handler (an empty response when it returns None)."""
+
+    def rpc(servicer: _Servicer, request: Any, context: grpc.ServicerContext) -> Any:
+        return servicer._policy(method, request, context) or empty_response()
+
+    rpc.__name__ = rpc.__qualname__ = method
+    return rpc
+
+
+def _deprecated_rpc(method: str) -> ServicerMethod:
+    def rpc(servicer: _Servicer, request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(grpc.StatusCode.UNKNOWN, f"{method} is deprecated")
+
+    rpc.__name__ = rpc.__qualname__ = method
+    return rpc
+
+
 class _Servicer(sensors_pb2_grpc.FineGuidanceSensorsServicer):
     def __init__(self, owner: GrpcServer) -> None:
         self._owner = owner
@@ -142,42 +163,19 @@ class _Servicer(sensors_pb2_grpc.FineGuidanceSensorsServicer):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return getattr(self._policies, _POLICY_RPCS[method])(request, context)
 
-    def AddTracingPolicy(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        return self._policy("AddTracingPolicy", request, context) or sensors_pb2.AddTracingPolicyResponse()
-
-    def DeleteTracingPolicy(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        resp = self._policy("DeleteTracingPolicy", request, context)
-        return resp or sensors_pb2.DeleteTracingPolicyResponse()
-
-    def ListTracingPolicies(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        resp = self._policy("ListTracingPolicies", request, context)
-        return resp or sensors_pb2.ListTracingPoliciesResponse()
-
-    def ConfigureTracingPolicy(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        resp = self._policy("ConfigureTracingPolicy", request, context)
-        return resp or sensors_pb2.ConfigureTracingPolicyResponse()
-
-    def EnableTracingPolicy(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        resp = self._policy("EnableTracingPolicy", request, context)
-        return resp or sensors_pb2.EnableTracingPolicyResponse()
-
-    def DisableTracingPolicy(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        resp = self._policy("DisableTracingPolicy", request, context)
-        return resp or sensors_pb2.DisableTracingPolicyResponse()
+    AddTracingPolicy = _policy_rpc("AddTracingPolicy", sensors_pb2.AddTracingPolicyResponse)
+    DeleteTracingPolicy = _policy_rpc("DeleteTracingPolicy", sensors_pb2.DeleteTracingPolicyResponse)
+    ListTracingPolicies = _policy_rpc("ListTracingPolicies", sensors_pb2.ListTracingPoliciesResponse)
+    ConfigureTracingPolicy = _policy_rpc("ConfigureTracingPolicy", sensors_pb2.ConfigureTracingPolicyResponse)
+    EnableTracingPolicy = _policy_rpc("EnableTracingPolicy", sensors_pb2.EnableTracingPolicyResponse)
+    DisableTracingPolicy = _policy_rpc("DisableTracingPolicy", sensors_pb2.DisableTracingPolicyResponse)
 
     # --- removed in Tetragon 1.4: the RPCs stay, the answer is an error -------------------------
 
-    def ListSensors(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        context.abort(grpc.StatusCode.UNKNOWN, "ListSensors is deprecated")
-
-    def EnableSensor(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        context.abort(grpc.StatusCode.UNKNOWN, "EnableSensor is deprecated")
-
-    def DisableSensor(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        context.abort(grpc.StatusCode.UNKNOWN, "DisableSensor is deprecated")
-
-    def RemoveSensor(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        context.abort(grpc.StatusCode.UNKNOWN, "RemoveSensor is deprecated")
+    ListSensors = _deprecated_rpc("ListSensors")
+    EnableSensor = _deprecated_rpc("EnableSensor")
+    DisableSensor = _deprecated_rpc("DisableSensor")
+    RemoveSensor = _deprecated_rpc("RemoveSensor")
 
     # --- debug --------------------------------------------------------------------------------
 

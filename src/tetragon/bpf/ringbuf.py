@@ -8,6 +8,14 @@ The producer side (bpf/include/ringbuf.h) submits with BPF_RB_NO_WAKEUP and forc
 when the pending data crosses a threshold, so the agent also drains on a timer. The consumer
 position is published with a native 8-byte store through a memoryview: struct.pack_into zeroes the
 destination first, and a momentary consumer_pos of 0 makes the kernel see a full ring.
+
+x86-only memory ordering: libbpf reads producer_pos and a record header with smp_load_acquire and
+publishes consumer_pos with smp_store_release. Here they are plain loads and stores through
+memoryviews, which x86-64's total store order makes enough: a load is not reordered with an older
+load (the record's bytes are read after the producer_pos and header that cover them) and a store not
+with an older load (consumer_pos moves only after the record was read). Weaker architectures (arm64)
+need acquire/release barriers, which Python cannot issue: there, this reader must go native (or use
+libbpf's ring_buffer__consume).
 """
 
 from __future__ import annotations
@@ -58,7 +66,7 @@ class RingBufferReader:
         n = 0
         while cons < prod and n < limit:
             off = cons & mask
-            length = hdr[off >> 2]
+            length = hdr[off >> 2]  # acquire-ordered on x86 only (module docstring)
             if length & _BUSY:
                 break
             rlen = length & _LEN_MASK
@@ -67,9 +75,9 @@ class RingBufferReader:
                 handle(data[start : start + rlen])
                 n += 1
             cons += (rlen + _HDR + 7) & ~7
-            cons_pos[0] = cons
+            cons_pos[0] = cons  # release-ordered on x86 only
             if cons >= prod:
-                prod = int(prod_pos[0])
+                prod = int(prod_pos[0])  # acquire-ordered on x86 only
         self.received += n
         return n
 

@@ -30,7 +30,7 @@ from tetragon.export.filters import compile_allow_deny
 from tetragon.export.ratelimit import RateLimiter
 from tetragon.export.redaction import compile_redaction
 from tetragon.export.rotation import RotatingFile, WriteFailed
-from tetragon.timefmt import format_timestamp, parse_duration
+from tetragon.timefmt import format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +43,6 @@ _APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 class ExportError(Exception):
     """The export file cannot be used; the message says which path and why."""
-
-
-# Tetragon's flag parsing and protojson timestamps, shared with the rest of the agent
-parse_go_duration = parse_duration
-
-
-def parse_file_perm(text: str) -> int:
-    """`--export-file-perm`: an octal string such as "600". Like Tetragon, a bad value logs a
-    warning and falls back to 0600."""
-    try:
-        perm = int(text, 8)
-        if not 0 <= perm <= 0o777:
-            raise ValueError("not a regular file permission")
-        return perm
-    except ValueError as e:
-        log.warning("Failed to parse export file permission %r (%s), falling back to 600", text, e)
-        return 0o600
 
 
 class JsonFileExporter:
@@ -172,7 +155,7 @@ class JsonFileExporter:
             self.failed_events += 1
             log.warning("export: cannot encode %s event: %s", next(iter(event), "?"), e)
             return False
-        return self._append(line, event.get("time"))
+        return self._append(line, self._seconds_of(event.get("time")))
 
     def write_line(self, line: bytes, seconds: float) -> bool:
         """Buffer one event already serialized as `write` would (orjson, newline appended);
@@ -180,7 +163,9 @@ class JsonFileExporter:
         redaction and field filters are not applied."""
         if self._limiter is not None and not self._limiter.allow():
             return False
-        # _append, inlined: this runs once per event
+        return self._append(line, seconds)
+
+    def _append(self, line: bytes, seconds: float) -> bool:
         size = len(line)
         if self._buf_bytes + len(self._tail) + size > self.max_buffer_bytes:
             self._refuse()
@@ -193,24 +178,10 @@ class JsonFileExporter:
             self.flush()
         return True
 
-    def _append(self, line: bytes, stamp: Any) -> bool:
-        size = len(line)
-        if self._buf_bytes + len(self._tail) + size > self.max_buffer_bytes:
-            self._refuse()
-            return False
-        self._buf.append(line)
-        self._buf_bytes += size
-        self.exported_events += 1
+    def _seconds_of(self, stamp: Any) -> float:
+        """Tetragon exports the whole seconds of the event's time; parsed once per second."""
         if stamp.__class__ is str and stamp[:19] == self._stamp_prefix:
-            self.last_exported_timestamp = self._stamp_seconds
-        else:
-            self._new_stamp(stamp)
-        if self._buf_bytes >= AUTO_FLUSH_BYTES and not self._failing:
-            self.flush()
-        return True
-
-    def _new_stamp(self, stamp: Any) -> None:
-        # Tetragon exports the whole seconds of the event's time; parse once per second.
+            return self._stamp_seconds
         seconds = self._wall_clock_ns() // 1_000_000_000
         if isinstance(stamp, str) and len(stamp) >= 19:
             self._stamp_prefix = stamp[:19]
@@ -220,7 +191,7 @@ class JsonFileExporter:
             except ValueError:
                 self._stamp_prefix = ""
         self._stamp_seconds = float(seconds)
-        self.last_exported_timestamp = self._stamp_seconds
+        return self._stamp_seconds
 
     def _refuse(self) -> None:
         self.failed_events += 1
@@ -347,29 +318,6 @@ class JsonFileExporter:
             self._file.rotate()
         except OSError as e:
             self._write_failed(e)
-
-    def set_log_params(
-        self,
-        *,
-        max_size_mb: int | None = None,
-        max_backups: int | None = None,
-        rotation_interval: float | None = None,
-    ) -> None:
-        """EventLogService.SetEventLogParams."""
-        if max_size_mb is not None:
-            self._file.max_size_mb = max_size_mb
-        if max_backups is not None:
-            self._file.max_backups = max_backups
-        if rotation_interval is not None:
-            self.rotation_interval = rotation_interval
-            self._next_rotation = self._clock() + rotation_interval if rotation_interval > 0 else 0.0
-
-    def log_params(self) -> dict[str, Any]:
-        return {
-            "max_size": self._file.max_size_mb,
-            "rotation_interval": self.rotation_interval,
-            "max_backups": self._file.max_backups,
-        }
 
     def wait_background(self) -> None:
         """Wait for backup cleanup/compression started by rotations."""

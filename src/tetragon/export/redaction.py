@@ -144,6 +144,3 @@ def compile_redaction(filters: Iterable[dict[str, Any]]) -> Callable[[Event], Ev
     """`event -> event` applying the filters, or None when there are none."""
     compiled = RedactionFilters(filters)
     return compiled.apply if compiled else None
-
-
-parse_redaction_lines = parse_redaction_filter_lines

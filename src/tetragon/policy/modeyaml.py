@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import yaml
 
+from tetragon.policy.names import POLICY_MODES
+
 __all__ = ["POLICY_MODES", "set_policy_mode"]
 
-POLICY_MODES = ("enforce", "monitor")
 _STR = "tag:yaml.org,2002:str"
 _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"

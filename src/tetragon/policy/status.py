@@ -21,5 +21,5 @@ class PolicyStatus:
     npost: int = 0  # events posted
     nenforce: int = 0  # enforcement actions carried out
     nmonitor: int = 0  # enforcement actions skipped in monitor mode
-    # kernel counters of the policy's hooks (gencfg GSTAT_* slots, summed); None while not loaded
+    # kernel counters of the policy's hooks (generic_cfg.h GSTAT_* slots, summed); None while not loaded
     counters: list[int] | None = None

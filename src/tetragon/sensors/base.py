@@ -8,9 +8,9 @@ from pathlib import Path
 from types import TracebackType
 
 from tetragon.abi import events_h as L
+from tetragon.abi.generic_cfg_h import GEN_BIN_LEN, GenProc
 from tetragon.bpf.libbpf import BpfError, BpfObject
 from tetragon.bpf.ringbuf import RingBufferReader
-from tetragon.sensors.gencfg import GEN_BIN_LEN, GenProc
 
 log = logging.getLogger(__name__)
 

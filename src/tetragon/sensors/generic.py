@@ -13,9 +13,9 @@ import os
 import struct
 from pathlib import Path
 
+from tetragon.abi import generic_cfg_h as G
 from tetragon.bpf.libbpf import BpfError, BpfObject, num_possible_cpus
-from tetragon.policy.compile import HookPlan
-from tetragon.sensors import gencfg as G
+from tetragon.policy.compile.plan import HookPlan
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,15 @@
-"""ctypes mirror of bpf/include/generic_cfg.h (tests/unit/test_gencfg_layout.py checks they agree)."""
+"""Python view of bpf/include/generic_cfg.h: its #defines and its structs as ctypes.
+
+The hook configuration is written byte for byte into a generic object's .rodata;
+tests/unit/test_gencfg_layout.py compiles the header and checks sizes, offsets and values agree.
+"""
 
 from __future__ import annotations
 
 import ctypes
 
-GEN_ARGS_MAX = 5
+from tetragon.abi.events_h import GEN_ARGS_MAX, NS_NAMES
+
 GEN_MAX_SELECTORS = 5
 GEN_MAX_MATCHARGS = 5
 GEN_MAX_VALUES = 8
@@ -21,6 +26,10 @@ GEN_MATCH_RET = 255
 GEN_ANCESTOR_DEPTH = 16
 
 MECH_TRACEPOINT, MECH_RAW_TP, MECH_UPROBE, MECH_KPROBE = 1, 2, 3, 4
+
+# gen_hook_cfg.syscall (generic.bpf.c compares the literals): not a syscall hook, one syscall's
+# tracepoints, or raw_syscalls filtered by the syscall numbers in gen_inmap (map id 0)
+SYSCALL_NONE, SYSCALL_ONE, SYSCALL_LIST = 0, 1, 2
 
 RD_INT = 1
 RD_USTR = 2
@@ -41,37 +50,70 @@ RD_SYSCALL64 = 16
 RD_DENTRY = 17
 RD_CUR_CRED = 18
 
-OP = {
-    "GT": 1,
-    "LT": 2,
-    "Equal": 3,
-    "NotEqual": 4,
-    "In": 5,
-    "NotIn": 6,
-    "Prefix": 8,
-    "Postfix": 9,
-    "InMap": 10,
-    "NotInMap": 11,
-    "Mask": 12,
-    "SAddr": 13,
-    "DAddr": 14,
-    "SPort": 15,
-    "DPort": 16,
-    "Protocol": 17,
-    "NotSPort": 18,
-    "NotDPort": 19,
-    "SPortPriv": 20,
-    "NotSPortPriv": 21,
-    "DPortPriv": 22,
-    "NotDPortPriv": 23,
-    "NotSAddr": 24,
-    "NotDAddr": 25,
-    "NotPrefix": 26,
-    "NotPostfix": 27,
-    "Family": 28,
-    "State": 29,
-    "InRange": 31,
-    "NotInRange": 32,
+# comparison operators: the header's OP_* (Tetragon's kernel numbering)
+OP_GT = 1
+OP_LT = 2
+OP_EQ = 3
+OP_NEQ = 4
+OP_IN = 5
+OP_NOTIN = 6
+OP_PREFIX = 8
+OP_POSTFIX = 9
+OP_INMAP = 10
+OP_NOTINMAP = 11
+OP_MASK = 12
+OP_SADDR = 13
+OP_DADDR = 14
+OP_SPORT = 15
+OP_DPORT = 16
+OP_PROTOCOL = 17
+OP_NOTSPORT = 18
+OP_NOTDPORT = 19
+OP_SPORTPRIV = 20
+OP_NOTSPORTPRIV = 21
+OP_DPORTPRIV = 22
+OP_NOTDPORTPRIV = 23
+OP_NOTSADDR = 24
+OP_NOTDADDR = 25
+OP_NOTPREFIX = 26
+OP_NOTPOSTFIX = 27
+OP_FAMILY = 28
+OP_STATE = 29
+OP_INRANGE = 31
+OP_NOTINRANGE = 32
+
+# TracingPolicy operator name (canonical spelling) -> OP_*, for the operators the kernel side implements
+OP_BY_NAME: dict[str, int] = {
+    "GT": OP_GT,
+    "LT": OP_LT,
+    "Equal": OP_EQ,
+    "NotEqual": OP_NEQ,
+    "In": OP_IN,
+    "NotIn": OP_NOTIN,
+    "Prefix": OP_PREFIX,
+    "Postfix": OP_POSTFIX,
+    "InMap": OP_INMAP,
+    "NotInMap": OP_NOTINMAP,
+    "Mask": OP_MASK,
+    "SAddr": OP_SADDR,
+    "DAddr": OP_DADDR,
+    "SPort": OP_SPORT,
+    "DPort": OP_DPORT,
+    "Protocol": OP_PROTOCOL,
+    "NotSPort": OP_NOTSPORT,
+    "NotDPort": OP_NOTDPORT,
+    "SPortPriv": OP_SPORTPRIV,
+    "NotSPortPriv": OP_NOTSPORTPRIV,
+    "DPortPriv": OP_DPORTPRIV,
+    "NotDPortPriv": OP_NOTDPORTPRIV,
+    "NotSAddr": OP_NOTSADDR,
+    "NotDAddr": OP_NOTDADDR,
+    "NotPrefix": OP_NOTPREFIX,
+    "NotPostfix": OP_NOTPOSTFIX,
+    "Family": OP_FAMILY,
+    "State": OP_STATE,
+    "InRange": OP_INRANGE,
+    "NotInRange": OP_NOTINRANGE,
 }
 
 CMP_INT, CMP_UINT, CMP_STR, CMP_SOCK, CMP_SOCKADDR = 1, 2, 3, 4, 5
@@ -219,29 +261,9 @@ class GenProc(ctypes.Structure):
         ("exec_pid", _u32),
         ("nspid", _u32),
         ("exec_nspid", _u32),
-        ("ns", _u32 * 10),
+        ("ns", _u32 * len(NS_NAMES)),
         ("cap_effective", _u64),
         ("bin_len", _u16),
         ("pad", _u16 * 3),
         ("bin", ctypes.c_char * GEN_BIN_LEN),
     ]
-
-
-def finish(cfg: HookCfg) -> HookCfg:
-    """Fill the fields the kernel derives nothing from at run time: `proc_sel` (selectors with a
-    process filter) and `sel_args` (arguments read before the selectors are decided)."""
-    proc_sel = 0
-    sel_args = 0
-    for s in range(cfg.nselectors):
-        sel = cfg.sel[s]
-        if sel.npids or sel.has_bin or sel.nns or sel.ncaps or sel.ns_changes_op or sel.caps_changes_op:
-            proc_sel |= 1 << s
-        for k in range(sel.nmatch):
-            arg = sel.match[k].arg
-            if arg < GEN_ARGS_MAX:
-                sel_args |= 1 << arg
-        if any(sel.actions[k].rate_limit_ns for k in range(sel.nactions)):
-            sel_args = (1 << GEN_ARGS_MAX) - 1  # rateLimit keys on every argument's start
-    cfg.proc_sel = proc_sel
-    cfg.sel_args = sel_args & ((1 << cfg.nargs) - 1)
-    return cfg

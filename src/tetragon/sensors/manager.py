@@ -13,21 +13,21 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tetragon.abi import generic_cfg_h as G
 from tetragon.bpf.libbpf import BpfError
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.hookinfo import HookInfo
 from tetragon.policy.status import PolicyStatus
-from tetragon.sensors import gencfg as G
 
 if TYPE_CHECKING:
     # imported on the first policy: the schema (pydantic) and compiler cost ~15 MB of RSS that an
     # agent without policies need not carry
-    from tetragon.policy import spec as S
     from tetragon.policy.compile import PolicyPlan
+    from tetragon.policy.schema import ActionSelector, TracingPolicy
     from tetragon.sensors.generic import PolicySensor
 
 log = logging.getLogger(__name__)
@@ -39,13 +39,12 @@ _KEPT_INFOS = 100_000
 @dataclass
 class _Policy:
     id: int
-    policy: S.TracingPolicy
+    policy: TracingPolicy
     plan: PolicyPlan
     mode: str
     domain: str
     sensor: PolicySensor | None = None
     error: str = ""
-    selector_actions: dict[tuple[int, int], list[S.ActionSelector]] = field(default_factory=dict)
 
 
 class PolicyManager:
@@ -64,18 +63,19 @@ class PolicyManager:
         # (policy_id, hook_id) -> HookInfo; read lock-free by the pipeline (dict reads are atomic)
         self._hooks: dict[tuple[int, int], HookInfo] = {}
         self._list_infos: dict[tuple[int, int, int], HookInfo] = {}
-        self._actions: dict[tuple[int, int, int], list[S.ActionSelector]] = {}
+        self._actions: dict[tuple[int, int, int], list[ActionSelector]] = {}
         # bumped whenever hook infos are registered or forgotten: the pipeline's per-hook plans,
         # cached by (policy, hook, func) id, are dropped when it changes
         self.generation = 0
 
     # --- gRPC / CLI surface --------------------------------------------------------------------
     def add(self, yaml_text: str, *, mode: str | None = None, domain: str = "grpc") -> PolicyStatus:
-        from tetragon.policy import spec as S
         from tetragon.policy.compile import compile_policy
+        from tetragon.policy.load import parse_policy
+        from tetragon.policy.schema import policy_mode
 
-        policy = S.parse_policy(yaml_text)
-        chosen = mode or S.policy_mode(policy)
+        policy = parse_policy(yaml_text)
+        chosen = mode or policy_mode(policy)
         if chosen not in MODES:
             raise PolicyError(f"invalid policy mode '{chosen}' (want enforce or monitor)")
         key = (policy.name, policy.namespace)
@@ -144,14 +144,15 @@ class PolicyManager:
         if named is None:
             from tetragon.policy import syscalls as SC
 
-            abi = "i386" if func_id >> 31 else "x64"
-            name = SC.syscall_name(func_id & 0x7FFFFFFF, abi) or str(func_id & 0x7FFFFFFF)
+            abi = "i386" if func_id & SC.COMPAT_BIT else "x64"
+            nr = func_id & ~SC.COMPAT_BIT
+            name = SC.syscall_name(nr, abi) or str(nr)
             fn = ("__ia32_sys_" if abi == "i386" else "__x64_sys_") + name
             named = dataclasses.replace(info, function_name=fn)
             self._list_infos[key] = named
         return named
 
-    def actions(self, policy_id: int, hook_id: int, selector: int) -> builtins.list[S.ActionSelector]:
+    def actions(self, policy_id: int, hook_id: int, selector: int) -> builtins.list[ActionSelector]:
         return self._actions.get((policy_id, hook_id, selector), [])
 
     def counters(self) -> dict[str, builtins.list[int]]:
@@ -185,30 +186,16 @@ class PolicyManager:
         entry.error = ""
 
     def _register_infos(self, entry: _Policy) -> None:
-        from tetragon.policy import spec as S
-
         if len(self._hooks) > _KEPT_INFOS:  # very long-lived agents: forget the oldest deleted ones
             live = {e.id for e in self._policies.values()}
             for key in [k for k in self._hooks if k[0] not in live][: _KEPT_INFOS // 2]:
                 del self._hooks[key]
         for plan in entry.plan.hooks:
+            # keyed by the compiler's hook number, the one the kernel records carry
             self._hooks[(entry.id, plan.hook_id)] = plan.info
+            for selector, acts in plan.user_actions.items():
+                self._actions[(entry.id, plan.hook_id, selector)] = acts
         self.generation += 1
-        hooks = list(S.iter_hooks(entry.policy))
-        hid = 0
-        for section, _, hook in hooks:
-            if section not in ("kprobes", "tracepoints", "uprobes"):
-                continue
-            count = 1
-            if section == "uprobes":
-                assert isinstance(hook, S.UProbeSpec)
-                count = len(hook.symbols) + len(hook.offsets)
-            for _ in range(count):
-                for k, sel in enumerate(hook.selectors):
-                    user = [a for a in sel.match_actions if a.action in ("GetUrl", "DnsLookup")]
-                    if user:
-                        self._actions[(entry.id, hid, k)] = user
-                hid += 1
 
     def _status(self, entry: _Policy) -> PolicyStatus:
         stats = entry.sensor.stats() if entry.sensor is not None else [0] * G.GSTAT_COUNT

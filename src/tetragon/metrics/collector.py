@@ -1,9 +1,10 @@
-"""Prometheus metrics with Tetragon's names and labels (`--metrics-server`, `--metrics-label-filter`).
+"""AgentMetrics: the values of Tetragon's metrics (tetragon.metrics.families), collected on a
+dedicated CollectorRegistry and served over HTTP (`--metrics-server`).
 
-Every metric lives in one collector on a dedicated CollectorRegistry. A metric gets its values in
-one of two ways:
+A metric gets its values in one of two ways:
 
-* pushed: the agent calls `record_*`/`inc`/`set` as things happen (cheap dict updates under a lock);
+* pushed: the agent calls `inc`/`set`/`add_event_counts` as things happen (cheap dict updates under
+  a lock);
 * pulled: `set_source(name, fn)` installs a callable run at scrape time, returning a number (for a
   metric without labels) or a mapping of label-value tuples to numbers; `register_source(fn)` one
   returning several metrics at once by short name (`SOURCE_KEYS`). A source replaces pushed values.
@@ -22,102 +23,23 @@ from typing import Any, Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from tetragon.metrics.families import (
+    DEFAULT_LABEL_FILTER,
+    METRICS,
+    SOURCE_KEYS,
+    EventKey,
+    Labels,
+    families,
+    label_names,
+    parse_label_filter,
+)
+
 log = logging.getLogger(__name__)
 
-Labels = tuple[str, ...]
-# (event key, binary, namespace, workload, pod, node name, event has no process info)
-EventKey = tuple[str, str, str, str, str, str, bool]
 Source = Callable[[], float | Mapping[Labels, float]]
-
-PROCESS_LABELS = ("namespace", "workload", "pod", "binary", "node_name")
-DEFAULT_LABEL_FILTER = "namespace,workload,pod,binary"
-
-COUNTER, GAUGE = "counter", "gauge"
-# name -> (type, help, label names); events_total's process labels are chosen at construction.
-METRICS: dict[str, tuple[str, str, Labels]] = {
-    "tetragon_events_total": (COUNTER, "The total number of Tetragon events", ("type",)),
-    "tetragon_events_missing_process_info_total": (COUNTER, "Number of events missing process info.", ()),
-    "tetragon_policy_events_total": (COUNTER, "Policy events calls observed.", ("policy", "hook")),
-    "tetragon_tracingpolicy_loaded": (GAUGE, "The number of loaded tracing policy by state.", ("state",)),
-    "tetragon_tracingpolicy_kernel_memory_bytes": (
-        GAUGE,
-        "The amount of kernel memory in bytes used by policy's sensors non-shared BPF maps (memlock).",
-        ("policy", "policy_namespace"),
-    ),
-    "tetragon_events_exported_total": (COUNTER, "Total number of events exported", ()),
-    "tetragon_events_exported_bytes_total": (COUNTER, "Number of bytes exported for events", ()),
-    "tetragon_events_last_exported_timestamp": (
-        GAUGE,
-        "Timestamp of the most recent event to be exported",
-        (),
-    ),
-    "tetragon_events_export_failed_total": (COUNTER, "Total number of events that failed to export", ()),
-    "tetragon_export_ratelimit_events_dropped_total": (
-        COUNTER,
-        "Number of events dropped on export due to rate limiting",
-        (),
-    ),
-    "tetragon_process_cache_size": (GAUGE, "The size of the process cache", ()),
-    "tetragon_process_cache_capacity": (GAUGE, "The capacity of the process cache.", ()),
-    "tetragon_process_cache_evictions_total": (COUNTER, "Number of process cache LRU evictions.", ()),
-    "tetragon_process_cache_misses_total": (COUNTER, "Number of process cache misses.", ("operation",)),
-    "tetragon_observer_ringbuf_events_received_total": (
-        COUNTER,
-        "Number of perf events Tetragon ring buffer received.",
-        (),
-    ),
-    "tetragon_observer_ringbuf_events_lost_total": (
-        COUNTER,
-        "Number of perf events Tetragon ring buffer lost.",
-        (),
-    ),
-    "tetragon_observer_ringbuf_errors_total": (
-        COUNTER,
-        "Number of errors when reading Tetragon ring buffer.",
-        (),
-    ),
-    "tetragon_bpf_missed_events_total": (
-        COUNTER,
-        "Number of Tetragon perf events that are failed to be sent from the kernel.",
-        ("msg_op", "error"),
-    ),
-    "tetragon_msg_op_total": (
-        COUNTER,
-        "The total number of times we encounter a given message opcode",
-        ("msg_op",),
-    ),
-    "tetragon_handler_errors_total": (
-        COUNTER,
-        "The total number of event handler errors. For internal use only.",
-        ("opcode", "error"),
-    ),
-    "tetragon_build_info": (
-        GAUGE,
-        "Build information about tetragon",
-        ("commit", "go_version", "modified", "time"),
-    ),
-}
-
-
-# Short names accepted from register_source() callables (full metric names are accepted too).
-SOURCE_KEYS: dict[str, str] = {
-    "process_cache_size": "tetragon_process_cache_size",
-    "process_cache_capacity": "tetragon_process_cache_capacity",
-    "process_cache_evictions": "tetragon_process_cache_evictions_total",
-    "process_cache_misses": "tetragon_process_cache_misses_total",
-    "ringbuf_received": "tetragon_observer_ringbuf_events_received_total",
-    "ringbuf_lost": "tetragon_observer_ringbuf_events_lost_total",
-    "ringbuf_errors": "tetragon_observer_ringbuf_errors_total",
-    "bpf_missed": "tetragon_bpf_missed_events_total",
-    "msg_op": "tetragon_msg_op_total",
-    "missing_process_info": "tetragon_events_missing_process_info_total",
-    "tracingpolicy_loaded": "tetragon_tracingpolicy_loaded",
-    "tracingpolicy_memory": "tetragon_tracingpolicy_kernel_memory_bytes",
-}
 
 
 class MetricsError(OSError):
@@ -132,16 +54,6 @@ class ExporterCounters(Protocol):
 
     @property
     def ratelimit_dropped(self) -> int: ...
-
-
-def parse_label_filter(text: str | Iterable[str]) -> tuple[str, ...]:
-    """`--metrics-label-filter`: the enabled process labels, in Tetragon's order; unknown ones are
-    ignored with a warning."""
-    items = [s.strip() for s in (text.split(",") if isinstance(text, str) else text)]
-    unknown = [s for s in items if s and s not in PROCESS_LABELS]
-    if unknown:
-        log.warning("metrics: ignoring unknown labels in --metrics-label-filter: %s", ", ".join(unknown))
-    return tuple(label for label in PROCESS_LABELS if label in items)
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -173,9 +85,7 @@ class AgentMetrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.enable_event_metrics = enable_event_metrics
         self.process_labels = parse_label_filter(label_filter)
-        self._label_names = {name: spec[2] for name, spec in METRICS.items()}
-        self._label_names["tetragon_events_total"] = ("type", *self.process_labels)
-        self._label_names["tetragon_policy_events_total"] = ("policy", "hook", *self.process_labels)
+        self._label_names = label_names(self.process_labels)
         self._lock = threading.Lock()
         self._values: dict[str, dict[Labels, float]] = {name: {} for name in METRICS}
         self._sources: dict[str, Source] = {}
@@ -277,26 +187,7 @@ class AgentMetrics:
         return out
 
     def _families(self) -> Iterator[Metric]:
-        snapshot = self._snapshot()
-        for name, (kind, help_text, _) in METRICS.items():
-            if name not in snapshot:
-                continue
-            labels = self._label_names[name]
-            family: CounterMetricFamily | GaugeMetricFamily
-            if kind == COUNTER:
-                family = CounterMetricFamily(name, help_text, labels=labels)
-            else:
-                family = GaugeMetricFamily(name, help_text, labels=labels)
-            values = snapshot[name]
-            if not labels and not values:
-                values = {(): 0.0}
-            try:
-                for label_values, value in values.items():
-                    family.add_metric(list(label_values), value)
-            except Exception:
-                log.exception("metrics: %s has values that do not fit its labels %s", name, labels)
-                continue
-            yield family
+        return families(self._snapshot(), self._label_names)
 
     # -- recording ----------------------------------------------------------------------------
 
@@ -341,11 +232,6 @@ class AgentMetrics:
                     labels = self._event_label_values(raw)  # type: ignore[arg-type]
                 values[labels] = values.get(labels, 0.0) + n
 
-    def record_event(self, event: Mapping[str, Any]) -> None:
-        """Count one event in tetragon_events_total (and missing process info)."""
-        if self.enable_event_metrics:
-            self.add_event_counts({self.event_key(event): 1})
-
     def _event_label_values(self, raw: tuple[str, str, str, str, str, str]) -> Labels:
         key, binary, namespace, workload, pod, node = raw
         by_name = {
@@ -360,19 +246,6 @@ class AgentMetrics:
             self._event_labels.clear()
         self._event_labels[raw] = labels
         return labels
-
-    def record_policy_event(self, policy: str, hook: str, event: Mapping[str, Any], count: int = 1) -> None:
-        """tetragon_policy_events_total for one policy event (hook as Tetragon names it, e.g. kprobe:X)."""
-        if not self.enable_event_metrics:
-            return
-        raw = self.event_key(event)[:6]
-        labels = self._event_labels.get(raw)  # type: ignore[call-overload]
-        if labels is None:
-            labels = self._event_label_values(raw)  # type: ignore[arg-type]
-        key = (policy, hook, *labels[1:])
-        values = self._values["tetragon_policy_events_total"]
-        with self._lock:
-            values[key] = values.get(key, 0.0) + count
 
     def add_policy_event_counts(self, counts: Mapping[tuple[tuple[str, str], EventKey], int]) -> None:
         """Add per-((policy, hook), event key) counts to tetragon_policy_events_total, under one lock
@@ -391,28 +264,9 @@ class AgentMetrics:
             for labels, n in resolved:
                 values[labels] = values.get(labels, 0.0) + n
 
-    def record_missing_process_info(self, count: int = 1) -> None:
-        self.inc("tetragon_events_missing_process_info_total", (), count)
-
-    def record_msg_op(self, msg_op: int | str) -> None:
-        self.inc("tetragon_msg_op_total", (str(msg_op),))
-
     def record_handler_error(self, opcode: int | str, error: str) -> None:
         """`error`: event_handler_failed, perf_empty_data or unknown_opcode."""
         self.inc("tetragon_handler_errors_total", (str(opcode), error))
-
-    handler_error = record_handler_error
-
-    def record_bpf_missed(self, msg_op: int | str, error: str, count: int = 1) -> None:
-        """`error`: E2BIG EAGAIN EBUSY EINVAL ENOENT ENOSPC unknown."""
-        self.inc("tetragon_bpf_missed_events_total", (str(msg_op), error), count)
-
-    def record_process_cache_eviction(self, count: int = 1) -> None:
-        self.inc("tetragon_process_cache_evictions_total", (), count)
-
-    def record_process_cache_miss(self, operation: str) -> None:
-        """`operation`: get or remove."""
-        self.inc("tetragon_process_cache_misses_total", (operation,))
 
     def watch_exporter(self, exporter: ExporterCounters) -> None:
         """Read the JSON exporter's counters at scrape time."""
@@ -439,9 +293,6 @@ class AgentMetrics:
         self._server, self._thread = server, thread
         bound = server.server_address
         return str(bound[0]), int(bound[1])
-
-    def close(self) -> None:
-        self.shutdown()
 
     def shutdown(self) -> None:
         if self._server is not None:

@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * return: true hooks: gen_tp stashes its record per thread (key pid_tgid) once a selector matched
+ * (or the hook has none); gen_tp_ret, at the syscall's exit, takes it back, adds the return value
+ * and the returnCopy buffers, runs matchReturnArgs and the return actions, and posts it.
+ */
+#ifndef TETRAGON_GENERIC_STASH_H
+#define TETRAGON_GENERIC_STASH_H
+
+/* the entry record (at most STASH_MAX bytes) and the returnCopy pointers, key pid_tgid */
+#define STASH_MAX 16384
+struct gen_stash {
+	__u32 size;
+	__u8 sel;
+	__u8 pad[3];
+	__u64 uptr[GEN_ARGS_MAX]; /* returnCopy buffers: user pointer at entry */
+	char data[STASH_MAX];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096); /* the agent sets 1 for hooks without return */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct gen_stash);
+} gen_stash SEC(".maps");
+
+/* gen_tp: the record in h->buf (off bytes, matched selector sel) waits in gen_stash for the exit */
+static __always_inline void stash_put(struct gen_heap *h, __u64 *pid_tgid, __u32 off, __u32 sel)
+{
+	struct gen_stash *st = (struct gen_stash *)&h->buf[STASH_SCRATCH];
+	if (off > STASH_MAX) {
+		gstat(GSTAT_LOST);
+		return;
+	}
+	/* build the stash in place: the record is copied into the map value */
+	struct gen_stash *slot;
+	bpf_map_update_elem(&gen_stash, pid_tgid, st, BPF_ANY);
+	slot = bpf_map_lookup_elem(&gen_stash, pid_tgid);
+	if (!slot)
+		return;
+	slot->size = off;
+	slot->sel = sel;
+	for (int i = 0; i < GEN_ARGS_MAX; i++)
+		slot->uptr[i] = i < cfg.nargs ? h->val[i] : 0;
+	__u32 n = off;
+	BOUND(n, 0x3fff);
+	bpf_probe_read_kernel(slot->data, n, h->buf);
+}
+
+/* gen_tp_ret: this thread's stashed record back into the heap, out of gen_stash; NULL when none */
+static __always_inline struct gen_heap *stash_take(__u64 *pid_tgid, __u32 *size, __u32 *sel)
+{
+	struct gen_stash *st = bpf_map_lookup_elem(&gen_stash, pid_tgid);
+	struct gen_heap *h;
+
+	if (!st)
+		return NULL;
+	h = heap();
+	if (!h) {
+		bpf_map_delete_elem(&gen_stash, pid_tgid);
+		return NULL;
+	}
+	__u32 n = st->size;
+	*sel = st->sel;
+	BOUND(n, 0x3fff);
+	bpf_probe_read_kernel(h->buf, n, st->data);
+	for (int i = 0; i < GEN_ARGS_MAX; i++)
+		h->val[i] = st->uptr[i];
+	bpf_map_delete_elem(&gen_stash, pid_tgid);
+	*size = n;
+	return h;
+}
+
+#endif

@@ -1,0 +1,95 @@
+"""TracingPolicy -> PolicyPlan: one kernel configuration (struct gen_hook_cfg) per hook, plus how to
+attach it. A pure function of the validated policy, the kernel's features and its tracefs formats.
+
+Hooks are numbered here, once, in spec order (kprobes, tracepoints, then each uprobe target):
+the number is what the hook's kernel records carry and what the sensors look the hook up by. A
+hook this kernel or this agent cannot serve raises PolicyError(kind="unsupported") naming the hook
+and what is missing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tetragon.bpf.features import missing_feature_message
+from tetragon.policy.compile.actions import SIGNALLING
+from tetragon.policy.compile.args import TRACEFS
+from tetragon.policy.compile.hooks import PolicySite, compile_kprobe, compile_tracepoint, compile_uprobe
+from tetragon.policy.compile.matchargs import parse_int, syscall_value
+from tetragon.policy.compile.plan import Attach, HookPlan, PolicyPlan, unsupported
+from tetragon.policy.errors import PolicyError
+from tetragon.policy.names import LIST_PREFIX
+from tetragon.policy.schema import TracingPolicy, resolve_list
+
+__all__ = ["TRACEFS", "Attach", "HookPlan", "PolicyPlan", "compile_policy", "parse_int"]
+
+
+def _not_yet(where: str, feature: str, features: dict[str, bool], what: str) -> PolicyError:
+    """A hook kind this agent does not serve: name the missing kernel feature first, if it is missing."""
+    if not features.get(feature):
+        return unsupported(f"{where}: {missing_feature_message(feature)}")
+    return unsupported(f"{where}: {what} are not implemented yet")
+
+
+def _refuse_unserved_sections(policy: TracingPolicy, features: dict[str, bool]) -> None:
+    sp = policy.spec
+    if policy.namespaced:
+        raise unsupported(
+            "TracingPolicyNamespaced needs the policy filter (--enable-policy-filter) and Kubernetes pod "
+            "information, which this agent does not have"
+        )
+    if sp.pod_selector is not None or sp.container_selector is not None:
+        raise unsupported(
+            "podSelector/containerSelector need Kubernetes pod information, which this agent does not have"
+        )
+    if sp.lsmhooks:
+        raise _not_yet(f"spec.lsmhooks[0] (hook {sp.lsmhooks[0].hook})", "lsm", features, "LSM hooks")
+    if sp.fentries:
+        raise _not_yet(f"spec.fentries[0] (call {sp.fentries[0].call})", "fentry", features, "fentry hooks")
+    if sp.usdts:
+        raise unsupported(
+            f"spec.usdts[0] ({sp.usdts[0].provider}/{sp.usdts[0].name}): USDT probes are not supported by "
+            f"this agent"
+        )
+    if sp.loader:
+        raise unsupported(
+            f"spec.loader: process_loader events need kprobes on perf_event_mmap_output: "
+            f"{missing_feature_message('kprobe')}"
+        )
+
+
+def compile_policy(
+    policy: TracingPolicy, policy_id: int, mode: str, features: dict[str, bool], tracefs: Path = TRACEFS
+) -> PolicyPlan:
+    """Every hook of the policy, or the first reason it cannot be served (PolicyError)."""
+    sp = policy.spec
+    _refuse_unserved_sections(policy, features)
+    site = PolicySite(policy, policy_id, mode, features, tracefs)
+    hooks: list[HookPlan] = []
+    for i, kp in enumerate(sp.kprobes):
+        hooks.append(compile_kprobe(site, len(hooks), kp, f"spec.kprobes[{i}] ({kp.call})"))
+    for i, tp in enumerate(sp.tracepoints):
+        where = f"spec.tracepoints[{i}] ({tp.subsystem}/{tp.event})"
+        hooks.append(compile_tracepoint(site, len(hooks), tp, where))
+    for i, up in enumerate(sp.uprobes):
+        targets = [(s, 0) for s in up.symbols] + [("", o) for o in up.offsets]
+        if not targets:
+            raise PolicyError(f"spec.uprobes[{i}]: give symbols or offsets")
+        for sym, off in targets:
+            where = f"spec.uprobes[{i}] ({up.path}:{sym or hex(off)})"
+            hooks.append(compile_uprobe(site, len(hooks), up, where, sym, off))
+    enforcer: list[int] = []
+    if sp.enforcers:
+        for call in sp.enforcers[0].calls:
+            names = resolve_list(policy, call) if call.startswith(LIST_PREFIX) else [call]
+            enforcer.extend(syscall_value(n) for n in names)
+        if not features.get("signal", True):
+            raise unsupported(f"spec.enforcers: {missing_feature_message('signal')}")
+    for h in hooks:
+        for k in range(h.cfg.nselectors):
+            for a in range(h.cfg.sel[k].nactions):
+                if h.cfg.sel[k].actions[a].id in SIGNALLING and not features.get("signal", True):
+                    raise unsupported(f"hook {h.hook_id}: {missing_feature_message('signal')}")
+    if not hooks:
+        raise PolicyError("the policy has no hook this agent can load (kprobes, tracepoints or uprobes)")
+    return PolicyPlan(hooks, mode, enforcer, site.warnings)
