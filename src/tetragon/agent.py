@@ -285,26 +285,24 @@ class Agent:
 
     def close(self) -> None:
         """Detach and free every BPF object, stop servers, flush and close the export file."""
-        if self.grpc is not None:
-            self.grpc.stop()
-            self.grpc = None
-        if self.policies is not None:
-            self.policies.close()
-            self.policies = None
+        grpc, policies, sensor = self.grpc, self.policies, self.sensor
+        exporter, metrics = self.exporter, self.metrics
+        self.grpc = self.policies = self.sensor = self.exporter = self.metrics = None
+        if grpc is not None:
+            grpc.stop()
+        if policies is not None:
+            policies.close()
         self.pipeline.close()
-        if self.sensor is not None:
-            reader = self.sensor.reader
+        if sensor is not None:
+            reader = sensor.reader
             log.info(
                 "ring buffer: received %d records, lost %d (kernel sent %d)",
                 reader.received if reader is not None else 0,
-                self.sensor.lost(),
-                self.sensor.sent(),
+                sensor.lost(),
+                sensor.sent(),
             )
-            self.sensor.close()
-            self.sensor = None
-        if self.exporter is not None:
-            self.exporter.close()
-            self.exporter = None
-        if self.metrics is not None:
-            self.metrics.shutdown()
-            self.metrics = None
+            sensor.close()
+        if exporter is not None:
+            exporter.close()
+        if metrics is not None:
+            metrics.shutdown()
