@@ -188,7 +188,8 @@ class Pipeline:
             if hook is None:
                 raise ValueError(f"record of unknown policy hook {policy_id}/{hook_id}")
             plan = self._plans[key] = RenderPlan(hook)
-        # forgotten whenever a process record or a cache collection could have changed them
+        # the process and parent of the last thread seen are reused until a process record or a
+        # new batch (a cache collection) could have changed them
         thread = self._thread
         if thread is None or thread[0] != pid or thread[1] != tid:
             entry = self.events.current(pid)
