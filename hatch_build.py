@@ -19,3 +19,4 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         root = Path(self.root)
         subprocess.run(["make", "-C", str(root / "bpf")], check=True)
         subprocess.run([sys.executable, str(root / "src/tetragon/api/genproto.py")], check=True)
+        subprocess.run([sys.executable, str(root / "src/tetragon/k8s/genproto.py")], check=True)

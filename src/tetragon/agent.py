@@ -125,6 +125,7 @@ class Agent:
             version=__version__,
             health=self.health,
             policy_handler=self.policies,
+            options=self.config.server_options,
         )
         try:
             self.grpc.start()

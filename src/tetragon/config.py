@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tetragon.api.access import ServerOptions
 
 RUN_DIR = Path("/var/run/tetragon")
 # event kinds --enable-ancestors takes ("base": process_exec / process_exit)
@@ -42,6 +46,7 @@ class AgentConfig:
     run_dir: str = str(RUN_DIR)
     tracing_policy: str = ""  # one policy file loaded at start (domain "static")
     tracing_policy_dir: str = "/etc/tetragon/tetragon.tp.d"  # every *.yaml / *.yml in it, sorted
+    server_options: ServerOptions | None = None  # the --server-* flags but the address (None: defaults)
 
 
 def check_ancestors(kinds: list[str]) -> None:

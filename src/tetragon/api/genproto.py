@@ -38,19 +38,19 @@ def _write_if_changed(path: Path, content: str) -> bool:
     return True
 
 
-def _run_protoc(protos: list[Path], out_dir: Path) -> None:
+def _run_protoc(protos: list[Path], out_dir: Path, proto_root: Path = PROTO_ROOT) -> None:
     import grpc_tools
     from grpc_tools import protoc
 
     well_known = Path(grpc_tools.__file__).resolve().parent / "_proto"
     args = [
         "grpc_tools.protoc",
-        f"--proto_path={PROTO_ROOT}",
+        f"--proto_path={proto_root}",
         f"--proto_path={well_known}",
         f"--python_out={out_dir}",
         f"--pyi_out={out_dir}",
         f"--grpc_python_out={out_dir}",
-        *(str(p.relative_to(PROTO_ROOT)) for p in protos),
+        *(str(p.relative_to(proto_root)) for p in protos),
     ]
     rc = protoc.main(args)
     if rc != 0:

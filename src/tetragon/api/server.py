@@ -6,40 +6,57 @@ Each stream applies the request's allow/deny lists and field filters to the even
 converting them to protobuf. The TracingPolicy RPCs go to `policy_handler`, a PolicyManager, through
 tetragon.api.policy_service (UNIMPLEMENTED without one).
 
-Addresses: `host:port` (TCP, SO_REUSEPORT off so a busy port is an error, not a shared listener) or
-`unix:///abs/path.sock` (created 0600; a stale socket file is replaced, a live one is refused).
+Every call first goes through tetragon.api.interceptor: only allowed uids get further (see
+docs/security.md). Each open stream holds one thread; at most `options.max_event_streams` are open
+(RESOURCE_EXHAUSTED beyond) and the pool has _UNARY_THREADS more, so unary RPCs always find one.
+TCP connections are capped per peer and in total by tetragon.api.reaper.
+
+Addresses: `host:port` (TCP, SO_REUSEPORT off so a busy port is an error, not a shared listener),
+`:port` (every interface: TLS with client certificates required), or `unix:///abs/path.sock`
+(created 0600; a stale socket file is replaced, a live one is refused); see tetragon.api.listen.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
+import ctypes
 import logging
 import os
-import socket
-import stat
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import json_format
 
+from tetragon.api.access import ServerOptions, listen_error
 from tetragon.api.convert import event_to_proto
 from tetragon.api.gen.tetragon import events_pb2, sensors_pb2, sensors_pb2_grpc, tetragon_pb2
+from tetragon.api.interceptor import AccessInterceptor
+from tetragon.api.listen import ServerStartError, check_tcp_free, remove_stale_socket, tls_credentials
 from tetragon.api.policy_service import POLICY_UNSUPPORTED, PolicyRpcs
+from tetragon.api.reaper import ConnectionReaper
 from tetragon.events.bus import EventBus
 from tetragon.export.fieldfilters import compile_field_filters
 from tetragon.export.filters import compile_filters
 
 __all__ = ["MAX_RECV_BYTES", "GrpcServer", "ServerStartError"]
 
+if TYPE_CHECKING:
+    from tetragon.events.bus import Subscription
+
 log = logging.getLogger(__name__)
 
 MAX_RECV_BYTES = 10 * 1024 * 1024
 _POLL_SECONDS = 0.25
+_TRIM_AFTER_BACKLOG = 1000  # events left queued for a stream that ended: worth a malloc_trim
+_UNARY_THREADS = 16  # threads event streams never take: health and policy RPCs always get one
+# Bounds on connections (gRPC Python has no working per-server connection cap): a connection that
+# never completes the HTTP/2 handshake is dropped after 10 s, one without a call after 5 minutes.
+_HANDSHAKE_MS = 10 * 1000
+_IDLE_CONNECTION_MS = 5 * 60 * 1000
 _POLICY_RPCS = {  # RPC -> PolicyRpcs method
     "AddTracingPolicy": "add",
     "DeleteTracingPolicy": "delete",
@@ -61,8 +78,18 @@ _LOG_LEVELS = {  # tetragon.LogLevel -> Python logging level
 HealthCheck = Callable[[], list[tuple[str, str]]]
 
 
-class ServerStartError(RuntimeError):
-    """The server could not listen on its address."""
+def _drain(sub: Subscription) -> int:
+    count = 0
+    while sub.get(timeout=0) is not None:
+        count += 1
+    return count
+
+
+def _return_freed_memory() -> None:
+    """Give the heap a stalled reader's backlog occupied back to the kernel (glibc keeps freed
+    memory below the agent's 32 MiB trim threshold, and in the middle of its heaps, otherwise)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _filter_dicts(filters: Any) -> list[dict[str, Any]]:
@@ -107,6 +134,15 @@ class _Servicer(sensors_pb2_grpc.FineGuidanceSensorsServicer):
         except ValueError as exc:  # FilterError, bad FieldMask paths
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid filter: {exc}")
         owner = self._owner
+        if not owner.take_stream_slot():
+            log.warning("GetEvents refused for %s: %d event streams open", context.peer(), owner.max_streams)
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many event streams open ({owner.max_streams}, --server-max-event-streams)",
+            )
+        if not context.add_callback(owner.release_stream_slot):  # the RPC has already ended
+            owner.release_stream_slot()
+            return
         sub = owner.bus.subscribe()
         context.add_callback(sub.close)  # runs when the client goes away or the RPC ends
         try:
@@ -124,8 +160,11 @@ class _Servicer(sensors_pb2_grpc.FineGuidanceSensorsServicer):
                 yield msg
         finally:
             sub.close()
+            backlog = _drain(sub)  # the RPC's context (and so `sub`) may outlive this generator
             if sub.dropped:
                 log.info("GetEvents stream ended; %d events dropped for a slow client", sub.dropped)
+            if backlog >= _TRIM_AFTER_BACKLOG:
+                _return_freed_memory()
 
     def GetHealth(  # noqa: N802
         self, request: tetragon_pb2.GetHealthStatusRequest, context: grpc.ServicerContext
@@ -211,7 +250,7 @@ class GrpcServer:
         version: str,
         health: HealthCheck | None = None,
         policy_handler: object | None = None,  # a PolicyManager (tetragon.policy.manager)
-        max_workers: int = 32,
+        options: ServerOptions | None = None,
     ) -> None:
         self.bus = bus
         self.address = address
@@ -220,7 +259,11 @@ class GrpcServer:
         self.policy_handler = policy_handler
         self.stopping = threading.Event()
         self.port: int | None = None  # the bound TCP port (useful with host:0)
-        self._max_workers = max_workers
+        self.options = options or ServerOptions()
+        self.max_streams = self.options.max_event_streams
+        self._streams = 0
+        self._streams_lock = threading.Lock()
+        self._reaper: ConnectionReaper | None = None
         self._server: grpc.Server | None = None
         self._unix_path: Path | None = None
         self._unix_inode: int | None = None
@@ -228,28 +271,62 @@ class GrpcServer:
     def start(self) -> None:
         if self._server is not None:
             raise RuntimeError("server already started")
+        opts = self.options
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="grpc"),
+            # one thread per open event stream at most, plus threads only unary RPCs can use
+            futures.ThreadPoolExecutor(
+                max_workers=self.max_streams + _UNARY_THREADS, thread_name_prefix="grpc"
+            ),
+            interceptors=[
+                AccessInterceptor(
+                    opts.access,
+                    lambda: self.port,
+                    tls=opts.tls,
+                    streams_per_peer=opts.max_event_streams_per_peer,
+                )
+            ],
             options=[
                 ("grpc.max_receive_message_length", MAX_RECV_BYTES),
                 ("grpc.so_reuseport", 0),
+                ("grpc.max_connection_idle_ms", _IDLE_CONNECTION_MS),
+                ("grpc.server_handshake_timeout_ms", _HANDSHAKE_MS),
             ],
         )
         sensors_pb2_grpc.add_FineGuidanceSensorsServicer_to_server(_Servicer(self), server)
         if self.address.startswith("unix://"):
+            error = listen_error(self.address, opts)
+            if error is not None:
+                raise ServerStartError(error)
             self._bind_unix(server, self.address.removeprefix("unix://"))
         else:
             self._bind_tcp(server, self.address)
+            self._reaper = ConnectionReaper(
+                lambda: self.port, per_peer=opts.max_connections_per_peer, total=opts.max_connections
+            )
+            self._reaper.start()
         server.start()
         self._server = server
         log.info("gRPC server listening on %s", self.address)
 
     def stop(self, grace: float = 1.0) -> None:
         self.stopping.set()  # open GetEvents streams notice within _POLL_SECONDS and end cleanly
+        if self._reaper is not None:
+            self._reaper.stop()
         server, self._server = self._server, None
         if server is not None:
             server.stop(grace).wait(grace + 5.0)
         self._remove_unix_socket()
+
+    def take_stream_slot(self) -> bool:
+        with self._streams_lock:
+            if self._streams >= self.max_streams:
+                return False
+            self._streams += 1
+            return True
+
+    def release_stream_slot(self) -> None:
+        with self._streams_lock:
+            self._streams -= 1
 
     def __enter__(self) -> GrpcServer:
         self.start()
@@ -263,9 +340,16 @@ class GrpcServer:
     def _bind_tcp(self, server: grpc.Server, address: str) -> None:
         if ":" not in address:
             raise ServerStartError(f"invalid server address {address!r}: expected host:port or unix:///path")
-        _check_tcp_free(address)  # a clean error instead of grpc core's bind log line
+        host, _, port_text = address.rpartition(":")
+        if not host:
+            address = f"[::]:{port_text}"  # Tetragon's `:port`: every interface
+        check_tcp_free(address)  # a clean error instead of grpc core's bind log line
+        credentials = tls_credentials(self.options, self.address)
         try:
-            port = server.add_insecure_port(address)
+            if credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, credentials)
         except RuntimeError as exc:
             raise ServerStartError(f"cannot listen on {address}: address in use or unavailable") from exc
         if port == 0:
@@ -279,7 +363,7 @@ class GrpcServer:
                 f"invalid server address {self.address!r}: unix socket path must be absolute"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_socket(path, self.address)
+        remove_stale_socket(path, self.address)
         old_umask = os.umask(0o177)  # the socket is born 0600: no window where others may connect
         try:
             port = server.add_insecure_port(f"unix://{path}")
@@ -300,47 +384,3 @@ class GrpcServer:
         with contextlib.suppress(FileNotFoundError):
             if path.stat().st_ino == inode:  # still ours, not a successor's
                 path.unlink()
-
-
-def _remove_stale_socket(path: Path, address: str) -> None:
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise ServerStartError(f"cannot listen on {address}: {path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(str(path))
-    except OSError as exc:
-        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-            raise ServerStartError(f"cannot listen on {address}: {exc.strerror}") from exc
-        path.unlink(missing_ok=True)  # nobody listens: a leftover of a previous run
-        return
-    finally:
-        probe.close()
-    raise ServerStartError(f"cannot listen on {address}: another server is listening on {path}")
-
-
-def _check_tcp_free(address: str) -> None:
-    host_text, _, port_text = address.rpartition(":")
-    host = host_text.strip("[]") or None
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ServerStartError(f"invalid server address {address!r}: bad port {port_text!r}") from None
-    if port == 0:
-        return
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise ServerStartError(f"cannot listen on {address}: {exc.strerror}") from exc
-    for family, kind, proto, _, sockaddr in infos:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(sockaddr)
-            except OSError as exc:
-                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                    raise ServerStartError(f"cannot listen on {address}: {exc.strerror}") from exc

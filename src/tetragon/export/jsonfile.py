@@ -76,6 +76,8 @@ class JsonFileExporter:
             )
         if os.path.isdir(path):
             raise ExportError(f"export file {path} is a directory")
+        if not 0 <= perm <= 0o777:  # no setuid/setgid/sticky bits on a file of everyone's events
+            raise ExportError(f"export file mode {perm:#o} is outside 0..0o777")
         self.path = path
         self.node_name = node_name
         self.rotation_interval = float(rotation_interval)
