@@ -135,6 +135,8 @@ struct msg_exit {
 #define GEN_F_ENFORCED (1 << 2) /* a Sigkill / Signal / NotifyEnforcer was carried out */
 #define GEN_F_COMPAT (1 << 3)   /* the task made a 32-bit (ia32) syscall */
 
+#define GEN_SELECTOR_NONE 255 /* msg_generic.selector of a hook without selectors */
+
 /* gen_arg.kind */
 #define GEN_KIND_INT 1      /* payload: __u64, the value zero-extended from its kernel size */
 #define GEN_KIND_STR 2      /* payload: the bytes, NUL not included */

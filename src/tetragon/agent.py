@@ -1,14 +1,9 @@
-"""Wiring: configuration → base sensor → decode → process cache → sinks (JSON file, gRPC, metrics).
+"""Wiring: configuration → base sensor, policies → pipeline → sinks (JSON file, gRPC, metrics).
 
-One pipeline thread reads the ring buffer, turns records into Tetragon JSON event dicts and hands
-each to the exporter (directly, buffered, flushed once per drained batch) and to the event bus
-(only when a gRPC client listens). The gRPC and metrics servers run in their own threads.
-
-Policy (generic) records take a faster route when no gRPC client listens and the exporter has no
-filter, redaction or field filter: the event is built with the process, parent and ancestors as
-orjson fragments cached on their cache entries, serialized once and handed to the exporter as a
-line (the same bytes as the dict route, tests/unit/test_generic_fastpath.py). Per-hook plans
-(events.generic.HookPlan) hold the argument converters; policy-event metrics are counted per batch.
+The agent opens the sinks, loads the base sensor, seeds the process cache from /proc, starts the
+policy manager and the gRPC server, then drains the ring buffer on one thread: every record goes
+through the Pipeline (tetragon.pipeline), which owns the hot path. The gRPC and metrics servers
+run in their own threads.
 """
 
 from __future__ import annotations
@@ -19,147 +14,46 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from tetragon import __version__
 from tetragon.abi import events_h as L
+from tetragon.config import AgentConfig, AgentError, check_ancestors
 from tetragon.events.bus import EventBus
-from tetragon.events.decode import decode_clone, decode_exec, decode_exit
-from tetragon.events.generic import HookPlan, decode_header
-from tetragon.events.genline import HookLines
+from tetragon.hostsetup import (
+    HostError,
+    batch_scheduling,
+    check_btf,
+    check_privileges,
+    host_namespaces,
+    tune_malloc,
+)
+from tetragon.pipeline import Pipeline
+from tetragon.policy.errors import PolicyError
 from tetragon.process import procfs
-from tetragon.process.cache import ProcessCache, ProcessEntry, with_tid
+from tetragon.process.cache import ProcessCache
 from tetragon.process.events import ProcessEvents, ProcessOptions
 from tetragon.process.model import Clock, node_name
 from tetragon.sensors.base import BaseSensor
-from tetragon.timefmt import WallStamps, format_timestamp
+from tetragon.sensors.manager import PolicyManager, policy_files  # the policy lifecycle
 
 if TYPE_CHECKING:  # imported where used: a config error must not wait for grpc to import
-    from tetragon.api.access import ServerOptions
     from tetragon.api.health import HealthServer
     from tetragon.api.server import GrpcServer
     from tetragon.export.jsonfile import JsonFileExporter
     from tetragon.metrics import AgentMetrics
-    from tetragon.sensors.manager import PolicyManager
 
 log = logging.getLogger("tetragon")
 
-Event = dict[str, Any]
 DEFAULT_BTF = "/sys/kernel/btf/vmlinux"
-_dumps = orjson.dumps
-_APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
-_GENERIC_OPS = frozenset((L.MSG_OP_GENERIC_KPROBE, L.MSG_OP_GENERIC_TRACEPOINT, L.MSG_OP_GENERIC_UPROBE))
-RUN_DIR = Path("/var/run/tetragon")
-
-
-class AgentError(Exception):
-    """A start-up problem the user can fix; printed as one line, exit code 1."""
-
-
-@dataclass
-class AgentConfig:
-    export_filename: str = ""
-    export_file_max_size_mb: int = 10
-    export_file_max_backups: int = 5
-    export_file_compress: bool = False
-    export_file_rotation_interval: float = 0.0
-    export_file_perm: int = 0o600
-    export_allowlist: str = ""
-    export_denylist: str = ""
-    field_filters: str = ""
-    redaction_filters: str = ""
-    export_rate_limit: int = -1
-    server_address: str = "localhost:54321"
-    metrics_server: str = ""
-    metrics_label_filter: str = "namespace,workload,pod,binary"
-    enable_process_cred: bool = False
-    enable_process_ns: bool = False
-    enable_ancestors: list[str] = field(default_factory=list)
-    process_cache_size: int = 65536
-    process_cache_gc_interval: float = 30.0
-    rb_size: int = 0
-    procfs: str = "/proc"
-    btf: str = ""
-    drain_interval: float = 0.05
-    run_dir: str = str(RUN_DIR)
-    tracing_policy: str = ""  # one policy file loaded at start (domain "static")
-    tracing_policy_dir: str = "/etc/tetragon/tetragon.tp.d"  # every *.yaml / *.yml in it, sorted
-    server_options: ServerOptions | None = None  # the --server-* flags but the address (None: defaults)
-    health_server_address: str = ""  # grpc.health.v1 (`liveness`); the CLI's default is :6789
-    health_server_interval: int = 10
-    enable_bpf_stats: bool = False
-
-
-def _host_namespaces(proc: str) -> tuple[int, ...]:
-    """Namespaces of pid 1; where those are unreadable (a sandboxed agent), the agent's own."""
-    init = procfs.read_process(Path(proc), 1)
-    own = procfs.read_process(Path(proc), os.getpid())
-    init_ns = init.ns if init is not None else ()
-    own_ns = own.ns if own is not None else ()
-    if not init_ns:
-        return own_ns
-    return tuple(i or (own_ns[n] if n < len(own_ns) else 0) for n, i in enumerate(init_ns))
-
-
-def check_privileges() -> None:
-    """Root, or CAP_BPF + CAP_PERFMON + CAP_SYS_ADMIN, is needed to load and attach the sensors."""
-    if os.geteuid() == 0:
-        return
-    need = {21: "CAP_SYS_ADMIN", 38: "CAP_PERFMON", 39: "CAP_BPF"}
-    eff = 0
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                eff = int(line.split()[1], 16)
-    missing = [name for bit, name in need.items() if not eff >> bit & 1]
-    if missing:
-        raise AgentError(
-            "tetragon needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN) to load BPF programs; missing: "
-            + ", ".join(missing)
-        )
-
-
-def _batch_scheduling() -> None:
-    """SCHED_BATCH for the agent (threads started later inherit it).
-
-    The pipeline drains in batches on a timer, so it never needs to preempt the workload it
-    watches when it wakes up; with the normal policy it does, and on an exec storm that showed as
-    ~3 % of the workload's wall time (bench/sched_batch_ab.py). Under CPU pressure a batch task
-    keeps its normal share.
-    """
-    try:
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-    except OSError as exc:  # not fatal: only the overhead on the workload changes
-        log.debug("cannot use SCHED_BATCH: %s", exc)
-
-
-# glibc mallopt parameters
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-
-
-def _tune_malloc() -> None:
-    """Keep freed heap memory instead of returning it to the kernel after every batch.
-
-    The pipeline holds about a megabyte of exported lines (orjson output, mostly > 512 bytes so
-    from malloc, not pymalloc) until the batch is flushed, then frees it all; with glibc's default
-    128 KiB trim threshold the heap top is given back each time and the next batch page-faults it in
-    again, which cost ~2 us per event. A 32 MiB trim threshold (and 4 MiB mmap threshold, so the
-    joined batch comes from the heap too) only keeps memory the agent already used.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        return
-    mallopt(_M_TRIM_THRESHOLD, 32 << 20)
-    mallopt(_M_MMAP_THRESHOLD, 4 << 20)
+# per record op, the tg_stats slot counting the records the kernel could not reserve ring space for
+_RING_LOSSES = (
+    (L.MSG_OP_EXECVE, L.STAT_EXEC_LOST),
+    (L.MSG_OP_EXIT, L.STAT_EXIT_LOST),
+    (L.MSG_OP_CLONE, L.STAT_CLONE_LOST),
+    (L.MSG_OP_GENERIC_KPROBE, L.STAT_GENERIC_LOST),
+)
 
 
 class Agent:
@@ -169,19 +63,7 @@ class Agent:
         self.bus = EventBus()
         self.clock = Clock()
         self.cache = ProcessCache(config.process_cache_size, config.process_cache_gc_interval)
-        unknown = set(config.enable_ancestors) - {
-            "base",
-            "kprobe",
-            "tracepoint",
-            "uprobe",
-            "lsm",
-            "usdt",
-            "loader",
-        }
-        if unknown:
-            raise AgentError(f"--enable-ancestors: unknown event type(s) {', '.join(sorted(unknown))}")
-        if config.enable_ancestors and "base" not in config.enable_ancestors:
-            raise AgentError("--enable-ancestors: 'base' is required when other types are given")
+        check_ancestors(config.enable_ancestors)
         self.events = ProcessEvents(
             self.cache,
             ProcessOptions(
@@ -189,10 +71,12 @@ class Agent:
                 enable_process_cred=config.enable_process_cred,
                 enable_process_ns=config.enable_process_ns,
                 enable_ancestors="base" in config.enable_ancestors,
-                host_ns=_host_namespaces(config.procfs),
+                host_ns=host_namespaces(config.procfs),
             ),
             self.clock,
         )
+        # the sinks and policies are wired into the pipeline as they come up (start())
+        self.pipeline = Pipeline(self.events, self.bus, frozenset(config.enable_ancestors))
         self.stop_event = threading.Event()
         self.ready = threading.Event()
         self.sensor: BaseSensor | None = None
@@ -200,26 +84,8 @@ class Agent:
         self.grpc: GrpcServer | None = None
         self.health_server: HealthServer | None = None
         self.metrics: AgentMetrics | None = None
-        self._lost_reported = 0
-        self._event_counts: dict[Any, int] = {}  # tetragon_events_total, added once per drain
-        # policy events per (hook plan, exec_id) -> [(policy, hook), event key, count]: added to
-        # tetragon_policy_events_total and tetragon_events_total once per drain
-        self._policy_counts: dict[tuple[HookPlan, str | None], list[Any]] = {}
-        self._plans: dict[tuple[int, int, int], HookPlan] = {}  # per (policy, hook, func) id
-        self._plans_generation = -1  # PolicyManager.generation the plans were made under
-        self._thread: tuple[int, int, ProcessEntry | None, ProcessEntry | None] | None = None
-        self._ancestor_kinds = frozenset(config.enable_ancestors)
-        self._stamps = WallStamps()  # `time` of line-path events, formatted per second
-        self.op_counts: dict[int, int] = {
-            L.MSG_OP_EXECVE: 0,
-            L.MSG_OP_EXIT: 0,
-            L.MSG_OP_CLONE: 0,
-            L.MSG_OP_GENERIC_KPROBE: 0,
-            L.MSG_OP_GENERIC_TRACEPOINT: 0,
-            L.MSG_OP_GENERIC_UPROBE: 0,
-        }
         self.policies: PolicyManager | None = None
-        self._user_actions: Any = None  # thread pool for GetUrl / DnsLookup, made on first use
+        self._lost_reported = 0
 
     # --- set-up -------------------------------------------------------------------------------
     def _open_exporter(self) -> None:
@@ -248,6 +114,7 @@ class Agent:
             )
         except (ExportError, FilterError, ValueError) as exc:
             raise AgentError(str(exc)) from exc
+        self.pipeline.exporter = self.exporter
 
     def _start_grpc(self) -> None:
         if not self.config.server_address:
@@ -288,12 +155,11 @@ class Agent:
     def _start_policies(self) -> None:
         """The policy manager, then --tracing-policy (must load) and --tracing-policy-dir (each may fail)."""
         from tetragon.bpf.features import probe_features
-        from tetragon.policy.errors import PolicyError
-        from tetragon.sensors.manager import PolicyManager, policy_files
 
         sensor = self.sensor
         assert sensor is not None
         self.policies = PolicyManager(sensor.shared_maps, probe_features(), btf_path=self.config.btf or None)
+        self.pipeline.policies = self.policies
         cfg = self.config
         if cfg.tracing_policy:
             try:
@@ -312,7 +178,7 @@ class Agent:
     def _start_metrics(self) -> None:
         from tetragon.metrics import AgentMetrics
 
-        self.metrics = AgentMetrics(label_filter=self.config.metrics_label_filter)
+        self.metrics = self.pipeline.metrics = AgentMetrics(label_filter=self.config.metrics_label_filter)
         self.metrics.register_source(self._metric_values)
         from tetragon.metrics.bpfstats import BpfProgramStats
 
@@ -330,24 +196,11 @@ class Agent:
         stats = self.sensor.stats() if self.sensor is not None else {}
         reader = self.sensor.reader if self.sensor is not None else None
         return {
-            "process_cache_size": len(self.cache),
-            "process_cache_capacity": self.cache.capacity,
-            "process_cache_evictions": self.cache.evictions,
-            "process_cache_misses": {"get": self.cache.misses_get, "remove": self.cache.misses_remove},
+            **self.pipeline.metric_values(),
             "ringbuf_received": reader.received if reader is not None else 0,
-            "ringbuf_lost": stats.get(L.STAT_EXEC_LOST, 0)
-            + stats.get(L.STAT_EXIT_LOST, 0)
-            + stats.get(L.STAT_CLONE_LOST, 0)
-            + stats.get(L.STAT_GENERIC_LOST, 0),
+            "ringbuf_lost": sum(stats.get(stat, 0) for _, stat in _RING_LOSSES),
             # bpf_ringbuf_output() fails with EAGAIN when the ring has no room
-            "bpf_missed": {
-                "5": {"EAGAIN": stats.get(L.STAT_EXEC_LOST, 0)},
-                "7": {"EAGAIN": stats.get(L.STAT_EXIT_LOST, 0)},
-                "23": {"EAGAIN": stats.get(L.STAT_CLONE_LOST, 0)},
-                "13": {"EAGAIN": stats.get(L.STAT_GENERIC_LOST, 0)},
-            },
-            "msg_op": {str(op): n for op, n in self.op_counts.items()},
-            "missing_process_info": self.events.missing_process_info,
+            "bpf_missed": {str(op): {"EAGAIN": stats.get(stat, 0)} for op, stat in _RING_LOSSES},
             **self._policy_metric_values(),
         }
 
@@ -380,15 +233,13 @@ class Agent:
     def start(self) -> None:
         """Everything up to the first drain; raises AgentError with a one-line reason."""
         cfg = self.config
-        _batch_scheduling()
-        _tune_malloc()
-        btf = cfg.btf or DEFAULT_BTF
-        if not os.access(btf, os.R_OK):
-            raise AgentError(
-                f"kernel BTF not found at {btf}: tetragon needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
-                " (or --btf pointing to a BTF file for this kernel)"
-            )
-        check_privileges()
+        batch_scheduling()
+        tune_malloc()
+        try:
+            check_btf(cfg.btf or DEFAULT_BTF)
+            check_privileges()
+        except HostError as exc:
+            raise AgentError(str(exc)) from exc
         self._open_exporter()
         self._start_metrics()
         from tetragon.bpf.libbpf import BpfError
@@ -418,223 +269,7 @@ class Agent:
             cfg.server_address or "off",
         )
 
-    # --- pipeline -----------------------------------------------------------------------------
-    def _emit(self, event: Event) -> None:
-        if self.metrics is not None:
-            key = self.metrics.event_key(event)
-            self._event_counts[key] = self._event_counts.get(key, 0) + 1
-        if self.exporter is not None:
-            self.exporter.write(event)
-        if self.bus.subscriber_count:
-            self.bus.publish(event)
-
-    def _handle(self, record: memoryview) -> None:
-        op = record[0]
-        if op in self.op_counts:
-            self.op_counts[op] += 1
-        try:
-            if op in _GENERIC_OPS:
-                self._handle_generic(record)
-                return
-            self._thread = None  # process records change the cache _handle_generic looks into
-            if op == L.MSG_OP_EXECVE:
-                self._emit(self.events.on_exec(decode_exec(record)))
-            elif op == L.MSG_OP_EXIT:
-                event = self.events.on_exit(decode_exit(record))
-                if event is not None:
-                    self._emit(event)
-            elif op == L.MSG_OP_CLONE:
-                self.events.on_clone(decode_clone(record))
-            else:
-                self._handler_error(op, "unknown_opcode")
-        except Exception:
-            self._handler_error(op, "event_handler_failed")
-            log.exception("failed to handle a record with op %d", op)
-
-    def _handle_generic(self, record: memoryview) -> None:
-        buf = bytes(record)
-        (
-            _,
-            _,
-            size,
-            ktime,
-            pid,
-            tid,
-            policy_id,
-            hook_id,
-            action,
-            return_action,
-            selector,
-            nargs,
-            flags,
-            func_id,
-            ret,
-        ) = decode_header(buf)
-        policies = self.policies
-        if policies is None:
-            raise ValueError("policy record without a policy manager")
-        if policies.generation != self._plans_generation:
-            self._plans = {}  # hook infos changed: plans are rebuilt on demand
-            self._plans_generation = policies.generation
-        key = (policy_id, hook_id, func_id)
-        plan = self._plans.get(key)
-        if plan is None:
-            hook = policies.hook(policy_id, hook_id, func_id)
-            if hook is None:
-                raise ValueError(f"record of unknown policy hook {policy_id}/{hook_id}")
-            plan = self._plans[key] = HookPlan(hook)
-        # the process and parent of the last thread seen; forgotten whenever a process record or
-        # a cache collection could have changed them (_handle, drain_once)
-        thread = self._thread
-        if thread is None or thread[0] != pid or thread[1] != tid:
-            entry = self.events.current(pid)
-            parent = self.cache.get(entry.parent_exec_id) if entry is not None else None
-            thread = self._thread = (pid, tid, entry, parent)
-        else:
-            entry, parent = thread[2], thread[3]
-        if entry is None:
-            self.events.missing_process_info += 1
-        ancestors: list[ProcessEntry] | None = None
-        if entry is not None and plan.ancestors_kind in self._ancestor_kinds:
-            ancestors = self.cache.ancestors(entry) or None
-        line = None
-        exporter = self.exporter
-        if (
-            exporter is not None
-            and exporter.takes_lines
-            and ancestors is None
-            and not self.bus.subscriber_count
-        ):
-            # only the JSON line is needed, and it is made without building the event
-            lines = plan.lines
-            if lines is None:
-                lines = plan.lines = HookLines(plan, self.node)
-            stamps = self._stamps
-            line = lines.line(
-                buf,
-                action,
-                return_action,
-                flags,
-                ret,
-                nargs,
-                size,
-                entry.json_with_tid(tid) if entry is not None else None,
-                parent.json() if parent is not None else None,
-                stamps.stamp(ktime + self.clock.offset),
-            )
-            if line is not None:
-                exporter.write_line(line, stamps.seconds)
-        if line is None:
-            self._generic_event(
-                plan,
-                buf,
-                ktime,
-                action,
-                return_action,
-                flags,
-                ret,
-                nargs,
-                size,
-                tid,
-                entry,
-                parent,
-                ancestors,
-            )
-        if self.metrics is not None:
-            # counted per batch under (hook, process); the metrics' event key is made once per batch
-            mkey = (plan, entry.exec_id if entry is not None else None)
-            slot = self._policy_counts.get(mkey)
-            if slot is None:
-                if entry is None:
-                    ekey = (plan.event, "", "", "", "", self.node, True)
-                else:
-                    ekey = (plan.event, *entry.key_parts(), self.node, False)
-                self._policy_counts[mkey] = [plan.policy_hook, ekey, 1]
-            else:
-                slot[2] += 1
-        if selector != 255:
-            actions = plan.user_actions.get(selector)
-            if actions is None:  # registered with the hook: cached for as long as the plan's hook
-                actions = plan.user_actions[selector] = policies.actions(policy_id, hook_id, selector)
-            if actions:
-                self._run_user_actions(actions)
-
-    def _generic_event(
-        self,
-        plan: HookPlan,
-        buf: bytes,
-        ktime: int,
-        action: int,
-        return_action: int,
-        flags: int,
-        ret: int,
-        nargs: int,
-        size: int,
-        tid: int,
-        entry: ProcessEntry | None,
-        parent: ProcessEntry | None,
-        ancestors: list[ProcessEntry] | None,
-    ) -> None:
-        """The event as a dict (gRPC subscribers, export filters, redaction) or, for the export file
-        alone, serialized with the process, parent and ancestors embedded pre-serialized."""
-        args = plan.args(buf, nargs, size)
-        exporter = self.exporter
-        subscribers = self.bus.subscriber_count
-        wall = ktime + self.clock.offset
-        stamp = format_timestamp(wall)
-        if subscribers or (exporter is not None and not exporter.takes_lines):
-            event = plan.event_builder(
-                args,
-                action,
-                return_action,
-                flags,
-                ret,
-                with_tid(entry.to_dict(), tid) if entry is not None else None,
-                parent.to_dict() if parent is not None else None,
-                [a.to_dict() for a in ancestors] if ancestors else None,
-                self.node,
-                stamp,
-            )
-            if exporter is not None:
-                exporter.write(event)
-            if subscribers:
-                self.bus.publish(event)
-        elif exporter is not None:
-            frag = orjson.Fragment
-            event = plan.event_builder(
-                args,
-                action,
-                return_action,
-                flags,
-                ret,
-                frag(entry.json_with_tid(tid)) if entry is not None else None,
-                frag(parent.json()) if parent is not None else None,
-                [frag(a.json()) for a in ancestors] if ancestors else None,
-                self.node,
-                stamp,
-            )
-            try:
-                line = _dumps(event, option=_APPEND_NEWLINE)
-            except orjson.JSONEncodeError:
-                exporter.write(event)  # counts and logs the failure like any other event
-            else:
-                exporter.write_line(line, float(wall // 1_000_000_000))
-
-    def _run_user_actions(self, actions: list[Any]) -> None:
-        """GetUrl / DnsLookup: done from user space, off the pipeline thread."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        from tetragon.policy.useractions import run_action
-
-        if self._user_actions is None:
-            self._user_actions = ThreadPoolExecutor(max_workers=4, thread_name_prefix="user-action")
-        for action in actions:
-            self._user_actions.submit(run_action, action)
-
-    def _handler_error(self, op: int, kind: str) -> None:
-        if self.metrics is not None:
-            self.metrics.record_handler_error(op, kind)
-
+    # --- draining ------------------------------------------------------------------------------
     def run(self) -> None:
         """Drain until stop() is called; the kernel wakes us past 256 KiB, the timer otherwise."""
         assert self.sensor is not None and self.sensor.reader is not None
@@ -671,54 +306,33 @@ class Agent:
 
     def drain_once(self) -> int:
         assert self.sensor is not None and self.sensor.reader is not None
-        self._thread = None  # the cache may have been collected since the last batch
-        n = self.sensor.reader.drain(self._handle)
-        if self.exporter is not None:
-            self.exporter.flush()
-        if self.metrics is not None:
-            if self._policy_counts:
-                counts = self._event_counts
-                policy: dict[Any, int] = {}
-                for policy_hook, key, k in self._policy_counts.values():
-                    counts[key] = counts.get(key, 0) + k
-                    policy[(policy_hook, key)] = policy.get((policy_hook, key), 0) + k
-                self.metrics.add_policy_event_counts(policy)
-                self._policy_counts = {}
-            if self._event_counts:
-                self.metrics.add_event_counts(self._event_counts)
-                self._event_counts = {}
-        return n
+        return self.pipeline.drain(self.sensor.reader)
 
     def stop(self) -> None:
         self.stop_event.set()
 
     def close(self) -> None:
         """Detach and free every BPF object, stop servers, flush and close the export file."""
-        if self.health_server is not None:
-            self.health_server.stop()
-            self.health_server = None
-        if self.grpc is not None:
-            self.grpc.stop()
-            self.grpc = None
-        if self.policies is not None:
-            self.policies.close()
-            self.policies = None
-        if self._user_actions is not None:
-            self._user_actions.shutdown(wait=False, cancel_futures=True)
-            self._user_actions = None
-        if self.sensor is not None:
-            reader = self.sensor.reader
+        grpc, policies, sensor = self.grpc, self.policies, self.sensor
+        exporter, metrics, health = self.exporter, self.metrics, self.health_server
+        self.grpc = self.policies = self.sensor = self.exporter = self.metrics = self.health_server = None
+        if health is not None:
+            health.stop()
+        if grpc is not None:
+            grpc.stop()
+        if policies is not None:
+            policies.close()
+        self.pipeline.close()
+        if sensor is not None:
+            reader = sensor.reader
             log.info(
                 "ring buffer: received %d records, lost %d (kernel sent %d)",
                 reader.received if reader is not None else 0,
-                self.sensor.lost(),
-                self.sensor.sent(),
+                sensor.lost(),
+                sensor.sent(),
             )
-            self.sensor.close()
-            self.sensor = None
-        if self.exporter is not None:
-            self.exporter.close()
-            self.exporter = None
-        if self.metrics is not None:
-            self.metrics.shutdown()
-            self.metrics = None
+            sensor.close()
+        if exporter is not None:
+            exporter.close()
+        if metrics is not None:
+            metrics.shutdown()

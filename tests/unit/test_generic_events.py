@@ -9,21 +9,16 @@ from typing import Any
 
 import pytest
 
+from tests.unit.generic_reference import GenericRecord, build_generic_event, decode_generic
 from tetragon.abi import events_h as L
 from tetragon.api.convert import event_to_proto, proto_to_event
 from tetragon.events import compact_hooks
 from tetragon.events.compact import format_compact
-from tetragon.events.generic import (
-    ACTION_NAMES,
-    GenericArg,
-    GenericRecord,
-    arg_variant,
-    build_generic_event,
-    decode_generic,
-    file_permission,
-    with_tid,
-)
+from tetragon.events.decode import GenericArg
+from tetragon.events.generic_args import arg_variant, file_permission
+from tetragon.events.generic_event import ACTION_NAMES
 from tetragon.policy.hookinfo import ArgInfo, HookInfo
+from tetragon.process.cache import with_tid
 
 NODE, TIME = "node1", "2024-04-14T02:18:14.376304204Z"
 PROC: dict[str, Any] = {

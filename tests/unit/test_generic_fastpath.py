@@ -13,17 +13,12 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.unit.generic_reference import build_args, build_generic_event, decode_generic, generic_event
 from tetragon.abi import events_h as L
 from tetragon.agent import Agent, AgentConfig
-from tetragon.events.generic import (
-    HookPlan,
-    build_args,
-    build_generic_event,
-    decode_generic,
-    decode_header,
-    generic_event,
-    make_event_builder,
-)
+from tetragon.events.decode import decode_generic_header
+from tetragon.events.generic_event import make_event_builder
+from tetragon.events.render_plan import RenderPlan
 from tetragon.policy.hookinfo import ArgInfo, HookInfo
 from tetragon.process.cache import ProcessEntry, with_tid
 
@@ -247,7 +242,7 @@ def make_agent(tmp: Path, name: str, *, subscriber: bool = False, **cfg: Any) ->
     agent = Agent(AgentConfig(export_filename=str(tmp / name), server_address="", **cfg))
     agent._open_exporter()
     agent._start_metrics()
-    agent.policies = Policies()  # type: ignore[assignment]
+    agent.pipeline.policies = Policies()
     for e in entries():
         agent.cache.add(e)
     if subscriber:
@@ -257,7 +252,7 @@ def make_agent(tmp: Path, name: str, *, subscriber: bool = False, **cfg: Any) ->
 
 def run(agent: Agent, records: list[bytes]) -> bytes:
     for raw in records:
-        agent._handle(memoryview(raw))
+        agent.pipeline.handle(memoryview(raw))
     flush_batch(agent)
     assert agent.exporter is not None
     agent.exporter.close()
@@ -291,7 +286,7 @@ def agents(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[Agent, Agent
     fast = make_agent(tmp_path, "fast.json", enable_ancestors=request.param)
     slow = make_agent(tmp_path, "slow.json", subscriber=True, enable_ancestors=request.param)
     fast.clock.offset = 1_700_000_000 * 10**9  # whole seconds: the records' times are exact
-    slow.clock = fast.clock  # the same boot-time offset
+    slow.clock.offset = fast.clock.offset  # the same boot-time offset
     yield fast, slow
     for a in (fast, slow):
         if a.metrics is not None:
@@ -305,9 +300,11 @@ def test_fast_path_lines_equal_dict_path_lines(agents: tuple[Agent, Agent]) -> N
     assert fast_out.count(b"\n") == len(RECORDS)
     assert fast_out == slow_out
     if not fast.config.enable_ancestors:  # every record took the line path, no template fell back
-        assert all(plan.lines is not None for plan in fast._plans.values())
-        assert all(fill is not None for plan in fast._plans.values() for fill in plan.lines._fills.values())
-        assert not any(plan.lines is not None for plan in slow._plans.values())
+        assert all(plan.lines is not None for plan in fast.pipeline._plans.values())
+        assert all(
+            fill is not None for plan in fast.pipeline._plans.values() for fill in plan.lines._fills.values()
+        )
+        assert not any(plan.lines is not None for plan in slow.pipeline._plans.values())
     # the subscriber got complete dicts, serialized exactly as the file lines
     events = []
     while (ev := slow.sub.get(timeout=0)) is not None:  # type: ignore[attr-defined]
@@ -347,10 +344,10 @@ def test_refcount_change_refreshes_cached_process_json(agents: tuple[Agent, Agen
     fast, slow = agents
     records = [RECORDS[0], RECORDS[0]]
     for a in (fast, slow):
-        a._handle(memoryview(records[0]))
+        a.pipeline.handle(memoryview(records[0]))
         child = ProcessEntry(exec_id="Y2hpbGQ=", pid=400, ktime=9, parent_exec_id="Y2F0", head={"pid": 400})
         a.cache.add(child)  # cat's refcnt goes up
-        a._handle(memoryview(records[1]))
+        a.pipeline.handle(memoryview(records[1]))
     lines = run(fast, []).splitlines()
     assert lines == run(slow, []).splitlines()
     refcnts = [orjson.loads(line)["process_kprobe"]["process"]["refcnt"] for line in lines]
@@ -420,10 +417,10 @@ def test_pod_labels_from_cached_key_parts() -> None:
 def test_plan_args_equal_build_args(raw: bytes) -> None:
     rec = decode_generic(raw)
     hook = HOOKS[(rec.policy_id, rec.hook_id)]
-    head = decode_header(raw)
-    plan = HookPlan(hook)
-    assert plan.args(raw, head[11], head[2]) == build_args(rec, hook)
-    assert plan.args(raw, head[11], head[2]) == build_args(rec, hook)  # converters cached
+    head = decode_generic_header(raw)
+    plan = RenderPlan(hook)
+    assert plan.args(raw, head.nargs, head.size) == build_args(rec, hook)
+    assert plan.args(raw, head.nargs, head.size) == build_args(rec, hook)  # converters cached
 
 
 @pytest.mark.parametrize(
@@ -445,18 +442,18 @@ def test_malformed_records_fail_like_decode_generic(raw: bytes, tmp_path: Path) 
     with pytest.raises(ValueError):
         decode_generic(raw)
     with pytest.raises(ValueError):
-        head = decode_header(raw)
-        HookPlan(HOOKS[(7, 1)]).args(raw, head[11], head[2])
-    learnt = HookPlan(HOOKS[(7, 1)])  # the same blob layout seen before: checked all the same
+        head = decode_generic_header(raw)
+        RenderPlan(HOOKS[(7, 1)]).args(raw, head.nargs, head.size)
+    learnt = RenderPlan(HOOKS[(7, 1)])  # the same blob layout seen before: checked all the same
     good = record([int_blob(1, 0)])
     assert learnt.args(good, 1, len(good)) == [{"int_arg": 1}]
     with pytest.raises(ValueError):
-        head = decode_header(raw)
-        learnt.args(raw, head[11], head[2])
+        head = decode_generic_header(raw)
+        learnt.args(raw, head.nargs, head.size)
     agent = make_agent(tmp_path, "bad.json")
     try:
         with pytest.raises(ValueError):
-            agent._handle_generic(memoryview(raw))
+            agent.pipeline.handle_generic(memoryview(raw))
     finally:
         if agent.metrics is not None:
             agent.metrics.shutdown()
@@ -526,7 +523,7 @@ def test_line_args_memo() -> None:
     """Argument blocks are remembered by their raw bytes, boundedly, and only small ones."""
     from tetragon.events import genline
 
-    plan = HookPlan(HOOKS[(7, 1)])
+    plan = RenderPlan(HOOKS[(7, 1)])
     lines = genline.HookLines(plan, NODE)
 
     def args_json(raw: bytes) -> bytes:
@@ -534,17 +531,17 @@ def test_line_args_memo() -> None:
         return b",".join(orjson.dumps(a) for a in build_args(rec, plan.hook))
 
     raw = RECORDS[0]
-    head = decode_header(raw)
-    first = lines.args(raw, head[11], head[2])
+    head = decode_generic_header(raw)
+    first = lines.args(raw, head.nargs, head.size)
     assert first == args_json(raw) and len(lines._memo) == 1
-    assert lines.args(raw, head[11], head[2]) is first  # remembered
+    assert lines.args(raw, head.nargs, head.size) is first  # remembered
     for k in range(genline._MEMO_ENTRIES + 10):
         rec = record([int_blob(k, 0), blob(L.GEN_KIND_STR, b"/f%d" % k, 1), int_blob(0, 2)])
-        h = decode_header(rec)
-        assert lines.args(rec, h[11], h[2]) == args_json(rec)
+        h = decode_generic_header(rec)
+        assert lines.args(rec, h.nargs, h.size) == args_json(rec)
     assert 0 < len(lines._memo) <= genline._MEMO_ENTRIES  # forgotten all at once when full
     big = record([int_blob(1, 0), blob(L.GEN_KIND_STR, b"x" * 2000, 1), int_blob(0, 2)])
-    h = decode_header(big)
+    h = decode_generic_header(big)
     before = len(lines._memo)
-    assert lines.args(big, h[11], h[2]) == args_json(big)
+    assert lines.args(big, h.nargs, h.size) == args_json(big)
     assert len(lines._memo) == before  # larger than _MEMO_MAX_BYTES: converted, not kept

@@ -105,6 +105,7 @@ def test_generic_constants_match_header() -> None:
     header = (ROOT / "bpf/include/events.h").read_text()
     defines = dict(re.findall(r"#define (\w+) (\d+)\b", header))
     prefixes = ("MSG_OP_GENERIC_", "STAT_GENERIC_", "GEN_ARGS_", "GEN_STRING_", "GEN_BYTES_", "GEN_RECORD_")
+    prefixes += ("GEN_SELECTOR_",)
     names = [n for n in defines if n.startswith(prefixes + ("GEN_KIND_", "ACTION_"))]
     assert len(names) >= 30
     for name in names:

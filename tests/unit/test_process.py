@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from tetragon.events.decode import CloneRecord, ExitRecord
 from tetragon.process.cache import ProcessCache, ProcessEntry
 from tetragon.process.events import ProcessEvents
 from tetragon.process.model import (
+    CloneRecord,
     ExecInfo,
+    ExitRecord,
     cap_names,
     container_id,
     exec_id,

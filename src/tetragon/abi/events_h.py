@@ -100,6 +100,8 @@ GEN_F_MONITOR = 1 << 1
 GEN_F_ENFORCED = 1 << 2
 GEN_F_COMPAT = 1 << 3
 
+GEN_SELECTOR_NONE = 255  # msg_generic.selector of a hook without selectors
+
 GEN_KIND_INT = 1
 GEN_KIND_STR = 2
 GEN_KIND_BYTES = 3

@@ -22,9 +22,9 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from tetragon.api.gen.tetragon import events_pb2
+from tetragon.jsontypes import Event
 from tetragon.timefmt import format_timestamp as format_wall_ns
 
-Event = dict[str, Any]
 _Convert = Callable[[Any], Any]
 
 __all__ = ["Event", "dumps_event", "event_to_proto", "message_to_json", "proto_to_event"]

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any
 
-Event = dict[str, Any]
+from tetragon.jsontypes import Event
 
 
 class Subscription:
@@ -42,20 +41,20 @@ class EventBus:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subs: tuple[Subscription, ...] = ()
+        # read by the pipeline for every event: a plain attribute, kept with _subs under the lock
+        self.subscriber_count = 0
 
     def subscribe(self, maxsize: int = 10000) -> Subscription:
         sub = Subscription(self, maxsize)
         with self._lock:
             self._subs = (*self._subs, sub)
+            self.subscriber_count = len(self._subs)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
             self._subs = tuple(s for s in self._subs if s is not sub)
-
-    @property
-    def subscriber_count(self) -> int:
-        return len(self._subs)
+            self.subscriber_count = len(self._subs)
 
     def publish(self, event: Event) -> None:
         for sub in self._subs:  # tuple snapshot: no lock on the hot path

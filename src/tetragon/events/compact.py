@@ -16,16 +16,14 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Callable
-from typing import Any
 
 from tetragon.events.compact_hooks import BLUE, CYAN, GREEN, MAGENTA, RED, YELLOW, Painter
 from tetragon.events.compact_hooks import kprobe_line as _kprobe
 from tetragon.events.compact_hooks import tracepoint_line as _tracepoint
 from tetragon.events.goquote import go_quote, quote_if_needed
+from tetragon.jsontypes import Event
 
 __all__ = ["format_compact", "go_quote", "quote_if_needed"]
-
-Event = dict[str, Any]
 
 _CAPS_PAD = 120
 _CAP_SYS_ADMIN_INDEX = 21

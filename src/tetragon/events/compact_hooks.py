@@ -9,11 +9,9 @@ import re
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from tetragon.events.goquote import quote_if_needed
-
-Event = dict[str, Any]
+from tetragon.jsontypes import Event
 
 RED, GREEN, YELLOW, BLUE, MAGENTA, CYAN = "31", "32", "33", "34", "35", "36"
 _ARCH_PREFIXES = ("__x64_", "__arm64_")

@@ -1,8 +1,8 @@
 """Export lines of generic records without building event dicts: the pipeline's fastest path.
 
 Used when the only consumer of an event is the JSON export file with no filter, redaction or field
-filter (so the line is all that is needed) and no ancestors are added. For each hook (a HookPlan) a
-HookLines keeps:
+filter (so the line is all that is needed) and no ancestors are added. For each hook (a RenderPlan)
+a HookLines keeps:
 
 - per event shape (action, return action, whether the process, parent and arguments are known), a
   line template made by serializing the plan's own event builder once with placeholders where the
@@ -25,15 +25,9 @@ from collections.abc import Callable
 import orjson
 
 from tetragon.abi import events_h as L
-from tetragon.events.generic import (
-    _HEAD_SIZE,
-    _SIGNED_BITS,
-    HookPlan,
-    _unpack_i32,
-    _with_label,
-    convert_by_layout,
-    int_variant,
-)
+from tetragon.events.decode import GENERIC_HEAD_SIZE, GenericHeader, unpack_i32
+from tetragon.events.generic_args import int_variant, is_int32, with_label
+from tetragon.events.render_plan import RenderPlan, convert_by_layout
 from tetragon.policy.hookinfo import ArgInfo
 
 _dumps = orjson.dumps
@@ -58,10 +52,10 @@ def make_line_converter(
     """`orjson.dumps(dict_conv(...))`, formatted directly for 32-bit integers and strings."""
     label = info.label
     tail = b"}" if not label else b',"label":' + _dumps(label) + b"}"
-    if kind == L.GEN_KIND_INT and _SIGNED_BITS.get(info.type) == 32:
+    if is_int32(kind, info):
 
         def int32(buf: bytes, start: int, end: int, flags: int) -> bytes:
-            return b'{"int_arg":%d%b' % (_unpack_i32(buf, start)[0] if end - start >= 8 else 0, tail)
+            return b'{"int_arg":%d%b' % (unpack_i32(buf, start)[0] if end - start >= 8 else 0, tail)
 
         return int32
     if kind == L.GEN_KIND_STR:
@@ -78,11 +72,11 @@ def make_line_converter(
 
 
 class HookLines:
-    """The line path of one HookPlan (see the module docstring); `node_name` is the agent's."""
+    """The line path of one RenderPlan (see the module docstring); `node_name` is the agent's."""
 
     __slots__ = ("plan", "node_name", "_fills", "_layout", "_converters", "_ret_info", "_memo")
 
-    def __init__(self, plan: HookPlan, node_name: str) -> None:
+    def __init__(self, plan: RenderPlan, node_name: str) -> None:
         self.plan = plan
         self.node_name = node_name
         self._fills: dict[tuple[int, int, int, bool, bool, bool], Fill | None] = {}
@@ -93,21 +87,12 @@ class HookLines:
         self._ret_info = hook.return_arg if hook.event == "process_kprobe" else None
 
     def line(
-        self,
-        buf: bytes,
-        action: int,
-        return_action: int,
-        flags: int,
-        ret: int,
-        nargs: int,
-        size: int,
-        process: bytes | None,
-        parent: bytes | None,
-        time: bytes,
+        self, buf: bytes, head: GenericHeader, process: bytes | None, parent: bytes | None, time: bytes
     ) -> bytes | None:
-        """The export line (newline included) of a record whose header decode_header checked, or
-        None when this shape has no template (the caller then takes the dict path). Malformed
-        blobs raise the ValueError HookPlan.args raises."""
+        """The export line (newline included) of a record whose header decode_generic_header
+        checked, or None when this shape has no template (the caller then takes the dict path).
+        Malformed blobs raise the ValueError RenderPlan.args raises."""
+        _, _, size, _, _, _, _, _, action, return_action, _, nargs, flags, _, ret = head
         args = self.args(buf, nargs, size) if nargs else b""
         returned = flags & L.GEN_F_RETURN
         key = (
@@ -127,21 +112,21 @@ class HookLines:
             return None
         ret_json = None
         if returned and self._ret_info is not None:
-            ret_json = _dumps(_with_label(int_variant(ret, self._ret_info.type), self._ret_info))
+            ret_json = _dumps(with_label(int_variant(ret, self._ret_info.type), self._ret_info))
         return fill(process, parent, args, ret_json, time)
 
     # -- arguments --------------------------------------------------------------------------------
 
     def args(self, buf: bytes, nargs: int, size: int) -> bytes:
         """The JSON of the record's arguments, comma-separated, in the order of the hook's args
-        (the items of HookPlan.args(buf, nargs, size), serialized).
+        (the items of RenderPlan.args(buf, nargs, size), serialized).
 
         Hooks see the same arguments again and again (the same file opened, the same flags), so
         the JSON of small argument blocks is remembered by their raw bytes, up to _MEMO_ENTRIES
         per hook (then forgotten all at once)."""
-        if size - _HEAD_SIZE > _MEMO_MAX_BYTES:
+        if size - GENERIC_HEAD_SIZE > _MEMO_MAX_BYTES:
             return self._convert(buf, nargs, size)
-        raw = buf[_HEAD_SIZE:size]
+        raw = buf[GENERIC_HEAD_SIZE:size]
         memo = self._memo
         hit = memo.get(raw)
         if hit is not None and hit[0] == nargs:
@@ -159,9 +144,9 @@ class HookLines:
     def _learn(self, buf: bytes, nargs: int, size: int) -> bytes:
         """The plan's general path (validating every blob), then its layout with line converters."""
         plan = self.plan
-        items = plan._args_learning(buf, nargs, size)
+        items = plan.args_learning(buf, nargs, size)
         layout = []
-        for kind, index, dict_conv, place in plan._layout:
+        for kind, index, dict_conv, place in plan.layout:
             conv = self._converters.get((kind, index))
             if conv is None:
                 conv = self._converters[(kind, index)] = make_line_converter(
@@ -190,7 +175,7 @@ class HookLines:
         )
         text = _dumps(event, option=_NL)
         if returned and ret_info is not None:
-            ret_text = _dumps(_with_label(int_variant(_RET_SENTINEL, ret_info.type), ret_info))
+            ret_text = _dumps(with_label(int_variant(_RET_SENTINEL, ret_info.type), ret_info))
             if text.count(ret_text) != 1:
                 return None
             text = text.replace(ret_text, _MARK + b"R")

@@ -25,8 +25,8 @@ from tetragon.export.filterspec import (
     decode_json_objects,
     normalize_event_set,
 )
+from tetragon.jsontypes import Event
 
-Event = dict[str, Any]
 Mask = dict[str, "Mask"]  # {} = the whole subtree
 _Op = tuple[bool, Mask]  # (is_include, mask)
 

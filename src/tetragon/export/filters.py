@@ -29,6 +29,7 @@ from tetragon.export.filterspec import (
     parse_filter_lines,
 )
 from tetragon.export.labels import parse_label_selector
+from tetragon.jsontypes import Event
 
 __all__ = [
     "CAPABILITIES",
@@ -43,7 +44,6 @@ __all__ = [
     "parse_filter_lines",
 ]
 
-Event = dict[str, Any]
 Predicate = Callable[[Event], bool]
 _BodyPredicate = Callable[[dict[str, Any]], bool]
 

@@ -30,11 +30,11 @@ from tetragon.export.filters import compile_allow_deny
 from tetragon.export.ratelimit import RateLimiter
 from tetragon.export.redaction import compile_redaction
 from tetragon.export.rotation import RotatingFile, WriteFailed
+from tetragon.jsontypes import Event
 from tetragon.timefmt import format_timestamp
 
 log = logging.getLogger(__name__)
 
-Event = dict[str, Any]
 DEFAULT_MAX_BUFFER_BYTES = 64 * 1024 * 1024
 AUTO_FLUSH_BYTES = 1024 * 1024
 _dumps = orjson.dumps

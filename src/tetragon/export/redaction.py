@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from tetragon.export.filterspec import FilterError, checked_fields, compile_re2, decode_json_objects
+from tetragon.jsontypes import Event
 
-Event = dict[str, Any]
 REDACTION_STR = "*****"
 REDACTION_FILTER_KEYS = ("redact", "binary_regex", "match")
 

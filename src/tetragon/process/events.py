@@ -8,11 +8,13 @@ from sys import intern
 from typing import Any
 
 from tetragon.abi import events_h as L
-from tetragon.events.decode import CloneRecord, ExitRecord
+from tetragon.jsontypes import Event
 from tetragon.process.cache import ProcessCache, ProcessEntry
 from tetragon.process.model import (
     Clock,
+    CloneRecord,
     ExecInfo,
+    ExitRecord,
     cap_names,
     container_id,
     exec_id,
@@ -21,8 +23,6 @@ from tetragon.process.model import (
     quote_arguments,
     securebit_names,
 )
-
-Event = dict[str, Any]
 
 
 @dataclass(slots=True)

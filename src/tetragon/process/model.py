@@ -10,6 +10,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from tetragon.timefmt import format_timestamp
 
@@ -226,3 +227,22 @@ class ExecInfo:
     file_nlink: int = 1
     file_ino: int = 0
     exe: str = ""  # path of the executed file when it has no links left (memfd, deleted)
+
+
+class CloneRecord(NamedTuple):
+    """A new thread group (events.h msg_clone)."""
+
+    ktime: int
+    pid: int
+    tid: int
+    ppid: int
+    nspid: int
+
+
+class ExitRecord(NamedTuple):
+    """The last thread of a group exited (events.h msg_exit)."""
+
+    ktime: int
+    pid: int
+    tid: int
+    exit_code: int

@@ -1,0 +1,92 @@
+"""What the agent asks of the host before it starts: privileges, scheduling, malloc, namespaces."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from tetragon.process import procfs
+
+log = logging.getLogger("tetragon")
+
+
+class HostError(Exception):
+    """The host cannot run the agent as it is; the message names what is missing."""
+
+
+def check_btf(path: str) -> None:
+    """CO-RE needs the running kernel's BTF."""
+    if not os.access(path, os.R_OK):
+        raise HostError(
+            f"kernel BTF not found at {path}: tetragon needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+            " (or --btf pointing to a BTF file for this kernel)"
+        )
+
+
+def check_privileges() -> None:
+    """Root, or CAP_BPF + CAP_PERFMON + CAP_SYS_ADMIN, is needed to load and attach the sensors."""
+    if os.geteuid() == 0:
+        return
+    need = {21: "CAP_SYS_ADMIN", 38: "CAP_PERFMON", 39: "CAP_BPF"}
+    eff = 0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                eff = int(line.split()[1], 16)
+    missing = [name for bit, name in need.items() if not eff >> bit & 1]
+    if missing:
+        raise HostError(
+            "tetragon needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN) to load BPF programs; missing: "
+            + ", ".join(missing)
+        )
+
+
+def host_namespaces(proc: str) -> tuple[int, ...]:
+    """Namespaces of pid 1; where those are unreadable (a sandboxed agent), the agent's own."""
+    init = procfs.read_process(Path(proc), 1)
+    own = procfs.read_process(Path(proc), os.getpid())
+    init_ns = init.ns if init is not None else ()
+    own_ns = own.ns if own is not None else ()
+    if not init_ns:
+        return own_ns
+    return tuple(i or (own_ns[n] if n < len(own_ns) else 0) for n, i in enumerate(init_ns))
+
+
+def batch_scheduling() -> None:
+    """SCHED_BATCH for the agent (threads started later inherit it).
+
+    The pipeline drains in batches on a timer, so it never needs to preempt the workload it
+    watches when it wakes up; with the normal policy it does, and on an exec storm that showed as
+    ~3 % of the workload's wall time (bench/sched_batch_ab.py). Under CPU pressure a batch task
+    keeps its normal share.
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except OSError as exc:  # not fatal: only the overhead on the workload changes
+        log.debug("cannot use SCHED_BATCH: %s", exc)
+
+
+# glibc mallopt parameters
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def tune_malloc() -> None:
+    """Keep freed heap memory instead of returning it to the kernel after every batch.
+
+    The pipeline holds about a megabyte of exported lines (orjson output, mostly > 512 bytes so
+    from malloc, not pymalloc) until the batch is flushed, then frees it all; with glibc's default
+    128 KiB trim threshold the heap top is given back each time and the next batch page-faults it in
+    again, which cost ~2 us per event. A 32 MiB trim threshold (and 4 MiB mmap threshold, so the
+    joined batch comes from the heap too) only keeps memory the agent already used.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        return
+    mallopt(_M_TRIM_THRESHOLD, 32 << 20)
+    mallopt(_M_MMAP_THRESHOLD, 4 << 20)
