@@ -9,6 +9,8 @@
  *   gen_tp_ret  tracepoint at syscall exit: completes an entry stashed by gen_tp (return: true)
  *   gen_rawtp   raw tracepoint (u64 args[])
  *   gen_uprobe  uprobe (pt_regs)
+ *   gen_kprobe, gen_kprobe_multi  kernel function entry (pt_regs): a kprobe, or a kprobe.multi link
+ *   gen_kretprobe, gen_kretprobe_multi  its return: completes the entry stashed by the entry program
  *   gen_enforcer  raw_syscalls/sys_exit: delivers NotifyEnforcer signals at the listed syscalls
  *
  * Order of work, cheapest first: process filters (pids, binary, namespaces, capabilities) for every
@@ -173,7 +175,8 @@ static __always_inline int gen_entry(void *ctx)
 	return 0;
 }
 
-static __always_inline int gen_return(void *ctx)
+/* the return value is the mechanism's: a syscall exit record's field, or a function's return register */
+static __always_inline int gen_return_value(void *ctx, __s64 ret)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 size, s;
@@ -183,7 +186,6 @@ static __always_inline int gen_return(void *ctx)
 		return 0;
 
 	struct msg_generic *m = (struct msg_generic *)h->buf;
-	__s64 ret = (__s64)tp_value(ctx, 16, 8, 1);
 	__u32 off = size;
 
 	m->ret = ret;
@@ -229,6 +231,11 @@ static __always_inline int gen_return(void *ctx)
 	return 0;
 }
 
+static __always_inline int gen_return(void *ctx)
+{
+	return gen_return_value(ctx, (__s64)tp_value(ctx, 16, 8, 1));
+}
+
 SEC("tracepoint")
 int gen_tp(void *ctx)
 {
@@ -257,6 +264,35 @@ SEC("uprobe")
 int gen_uprobe(struct pt_regs *ctx)
 {
 	return gen_entry(ctx);
+}
+
+/*
+ * Kernel functions: one kprobe per function, or one kprobe.multi link (fprobe) for all of them; the
+ * arguments are the function's registers (raw.h reg_value(), x86-only like the uprobe's). The return
+ * programs complete the entry stashed by the entry program with the function's return value.
+ */
+SEC("kprobe")
+int gen_kprobe(struct pt_regs *ctx)
+{
+	return gen_entry(ctx);
+}
+
+SEC("kretprobe")
+int gen_kretprobe(struct pt_regs *ctx)
+{
+	return gen_return_value(ctx, (__s64)PT_REGS_RC_CORE(ctx));
+}
+
+SEC("kprobe.multi")
+int gen_kprobe_multi(struct pt_regs *ctx)
+{
+	return gen_entry(ctx);
+}
+
+SEC("kretprobe.multi")
+int gen_kretprobe_multi(struct pt_regs *ctx)
+{
+	return gen_return_value(ctx, (__s64)PT_REGS_RC_CORE(ctx));
 }
 
 /* raw_syscalls/sys_exit: a NotifyEnforcer note for this thread is served at a listed syscall */

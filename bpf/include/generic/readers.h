@@ -296,9 +296,16 @@ static __noinline int read_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *of
 			v |= 1ULL << 31;
 		*(__u64 *)&h->buf[poff & REC_OFF_MASK] = v;
 		len = 8;
-	} else if (r == RD_USTR || r == RD_KSTR || r == RD_DATALOC) {
+	} else if (r == RD_USTR || r == RD_KSTR || r == RD_DATALOC || r == RD_STR || r == RD_KFILENAME) {
 		kind = GEN_KIND_STR;
 		BOUND(poff, REC_OFF_MASK);
+		if (r == RD_KFILENAME) {
+			v = (__u64)BPF_CORE_READ((struct filename *)v, name);
+			r = RD_KSTR;
+		} else if (r == RD_STR) {
+			/* x86-only: user addresses are the lower half, the kernel's the upper (sign bit set) */
+			r = (__s64)v < 0 ? RD_KSTR : RD_USTR;
+		}
 		if (r == RD_USTR) {
 			n = bpf_probe_read_user_str(&h->buf[poff], GEN_STRING_MAX, (void *)v);
 		} else if (r == RD_KSTR) {

@@ -49,6 +49,8 @@ RD_CRED = 15
 RD_SYSCALL64 = 16
 RD_DENTRY = 17
 RD_CUR_CRED = 18
+RD_STR = 19  # kernel function `string`: at a user or kernel pointer
+RD_KFILENAME = 20  # kernel struct filename *: its name
 
 # comparison operators: the header's OP_* (Tetragon's kernel numbering)
 OP_GT = 1

@@ -140,6 +140,8 @@ def fill_arg(out: G.ArgCfg, arg: KProbeArg, t: str, src: ArgSrc, where: str) -> 
         raise unsupported(f"{where}: `resolve` (BTF field paths) is not supported")
     if arg.return_copy and t not in ("char_buf",):
         raise PolicyError(f"{where}: returnCopy applies to char_buf arguments")
+    if t == "nop":
+        return  # not read, not reported: it only keeps the positions of the arguments after it
     if t in INT_SIZES:
         out.reader = G.RD_SYSCALL64 if t == "syscall64" else G.RD_INT
         isize, isigned = INT_SIZES[t]
@@ -160,6 +162,10 @@ def fill_arg(out: G.ArgCfg, arg: KProbeArg, t: str, src: ArgSrc, where: str) -> 
             d = src.dirfd(arg.index)
             if d is not None:
                 out.has_dirfd, out.dirfd_off = 1, d
+        elif t == "filename" and src.mech == G.MECH_KPROBE:
+            out.reader = G.RD_KFILENAME  # a kernel function's struct filename *
+        elif t == "string" and src.mech == G.MECH_KPROBE:
+            out.reader = G.RD_STR  # a kernel function's char *: user or kernel memory, as Tetragon reads it
         else:
             out.reader = G.RD_USTR if src.user_memory else G.RD_KSTR
         return

@@ -46,7 +46,7 @@ from tetragon.policy.schema import (
 )
 
 AnyHook = KProbeSpec | TracepointSpec | UProbeSpec
-UPROBE_ARGS = 6  # uprobe arguments are the first six registers of the C calling convention
+UPROBE_ARGS = 6  # uprobe and kprobe arguments: the first six registers of the C calling convention
 
 
 @dataclass
@@ -103,9 +103,16 @@ def _plan(
     if len(hook.selectors) > G.GEN_MAX_SELECTORS:
         raise PolicyError(f"{where}: at most {G.GEN_MAX_SELECTORS} selectors")
     ctx = MatchCtx(site.policy, where, [])
+
+    def arg_pos(ma: ArgSelector) -> int:
+        p = mech.arg_pos(ma)
+        if types[p] == "nop":
+            raise PolicyError(f"{ctx.where}: matchArgs on args[{p}], whose type nop is never read")
+        return p
+
     for k, sel in enumerate(hook.selectors):
         ctx.where = f"{where}.selectors[{k}]"
-        fill_selector(ctx, cfg.sel[k], sel, mech.arg_pos, types, ret_type, site.mode, site.warnings)
+        fill_selector(ctx, cfg.sel[k], sel, arg_pos, types, ret_type, site.mode, site.warnings)
     cfg.nselectors = len(hook.selectors)
     cfg.syscall = mech.syscall
     hook_info = HookInfo(
@@ -164,27 +171,24 @@ def compile_kprobe(site: PolicySite, hook_id: int, hook: KProbeSpec, where: str)
     is_list = hook.call.startswith(LIST_PREFIX)
     if is_list:
         lst = find_list(policy, hook.call)
-        if lst.type == "generated_ftrace":
+        ftrace = lst.type == "generated_ftrace"
+        syscall = lst.type in ("syscalls", "generated_syscalls") or (hook.syscall and not ftrace)
+        if not syscall:
+            what = "generated_ftrace list" if ftrace else "list"
             raise unsupported(
-                f"{where}: call {hook.call} (generated_ftrace list of kernel functions): "
-                f"{missing_feature_message('kprobe')}"
-                if not features.get("kprobe")
-                else f"{where}: kprobes on kernel functions are not implemented yet"
+                f"{where}: call {hook.call} ({what} of kernel functions): "
+                + (
+                    "kprobes on lists of kernel functions are not implemented yet"
+                    if features.get("kprobe_multi") or features.get("kprobe")
+                    else missing_feature_message("kprobe")
+                )
             )
         names = lst.entries
-        syscall = lst.type in ("syscalls", "generated_syscalls") or hook.syscall
     else:
         names = [hook.call]
         syscall = hook.syscall and SC.is_syscall(hook.call)
     if not syscall:
-        if features.get("kprobe"):
-            raise unsupported(
-                f"{where}: kprobe on kernel function {hook.call}: kprobe hooks on kernel functions are "
-                f"not implemented yet (syscall kprobes are served by tracepoints)"
-            )
-        raise unsupported(
-            f"{where}: kprobe on kernel function {hook.call}: {missing_feature_message('kprobe')}"
-        )
+        return compile_kernel_function(site, hook_id, hook, where)
     if not features.get("tracepoint", True):
         raise unsupported(f"{where}: {missing_feature_message('tracepoint')}")
     if hook.return_ and hook.return_arg is None:
@@ -217,6 +221,45 @@ def compile_kprobe(site: PolicySite, hook_id: int, hook: KProbeSpec, where: str)
     pos = _function_arg_pos(hook, where)
     mech = _Mechanism(src, E.MSG_OP_GENERIC_KPROBE, pos, att, "generic_kprobe", kind, return_arg, ids)
     return _plan(site, hook_id, hook, where, mech, event="process_kprobe", **info)
+
+
+def _kernel_function_attach(features: dict[str, bool], names: list[str], has_return: bool) -> list[Attach]:
+    """The cheapest mechanism this kernel has for kernel functions `names`, returns first (an entry
+    stashed before its return program is attached would never complete); [] when it has none."""
+    if features.get("kprobe_multi"):
+        entry = [Attach("kprobe_multi", "gen_kprobe_multi", tuple(names))]
+        ret = [Attach("kprobe_multi", "gen_kretprobe_multi", tuple(names))]
+    elif features.get("kprobe"):
+        entry = [Attach("kprobe", "gen_kprobe", (n,)) for n in names]
+        ret = [Attach("kprobe", "gen_kretprobe", (n,)) for n in names]
+    else:
+        return []
+    return (ret if has_return else []) + entry
+
+
+def compile_kernel_function(site: PolicySite, hook_id: int, hook: KProbeSpec, where: str) -> HookPlan:
+    """A kprobe on kernel function `hook.call`: kprobe.multi where the kernel has fprobe, else a kprobe
+    (fentry, for kernels with trampolines but no kprobes, is not implemented yet)."""
+    if hook.return_ and hook.return_arg is None:
+        raise PolicyError(f"{where}: return: true needs a returnArg")
+    return_arg = hook.return_arg if hook.return_ else None
+    att = _kernel_function_attach(site.features, [hook.call], return_arg is not None)
+    if not att:
+        extra = (
+            " (serving kernel functions with fentry instead is not implemented yet)"
+            if site.features.get("fentry")
+            else ""
+        )
+        raise unsupported(
+            f"{where}: kprobe on kernel function {hook.call}: {missing_feature_message('kprobe')}{extra}"
+        )
+    src = ArgSrc(G.MECH_KPROBE, False, lambda i: (i, 8, False))
+    for i, arg in enumerate(hook.args):
+        if arg.index >= UPROBE_ARGS:
+            raise unsupported(f"{where}.args[{i}]: kernel function arguments are the first 6 (index 0-5)")
+    pos = _function_arg_pos(hook, where)
+    mech = _Mechanism(src, E.MSG_OP_GENERIC_KPROBE, pos, att, "generic_kprobe", return_arg=return_arg)
+    return _plan(site, hook_id, hook, where, mech, event="process_kprobe", function_name=hook.call)
 
 
 def compile_tracepoint(site: PolicySite, hook_id: int, hook: TracepointSpec, where: str) -> HookPlan:
