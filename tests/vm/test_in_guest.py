@@ -184,7 +184,7 @@ def test_policy_hooks_run_on_the_older_kernel(agent: AgentProcess) -> None:
     assert body(ev)["action"] == "KPROBE_ACTION_SIGKILL"
 
 
-def test_kernel_function_kprobes_are_refused_as_not_implemented_here() -> None:
+def test_kernel_function_lists_are_refused_as_not_implemented_here() -> None:
     """With kprobes present the refusal says the hook type is not implemented, not a missing feature."""
     from tetragon.policy.compile import compile_policy
     from tetragon.policy.errors import PolicyError
@@ -192,7 +192,8 @@ def test_kernel_function_kprobes_are_refused_as_not_implemented_here() -> None:
 
     policy = parse_policy(
         "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata: {name: k}\n"
-        "spec:\n  kprobes:\n  - {call: tcp_connect, syscall: false}\n"
+        "spec:\n  lists: [{name: fns, values: [tcp_connect, tcp_close]}]\n"
+        "  kprobes:\n  - {call: 'list:fns', syscall: false}\n"
     )
-    with pytest.raises(PolicyError, match="kprobe hooks on kernel functions are not implemented yet"):
+    with pytest.raises(PolicyError, match="kprobes on lists of kernel functions are not implemented yet"):
         compile_policy(policy, 1, "enforce", probe_features())
