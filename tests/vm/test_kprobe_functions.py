@@ -27,6 +27,7 @@ BASE = Path(f"/tmp/kprobe-vm-{uuid.uuid4().hex[:8]}")
 DIRS = {name: BASE / name for name in ("open", "ret", "kill", "mmap", "name")}
 SETPRIV = "/usr/bin/setpriv"
 KILL_TARGET = DIRS["kill"] / "c.txt"
+XATTR = f"user.{BASE.name}"
 
 POLICY = f"""apiVersion: cilium.io/v1alpha1
 kind: TracingPolicy
@@ -65,6 +66,16 @@ spec:
     args: [{{index: 0, type: int}}, {{index: 1, type: file}}]
     selectors:
     - matchArgs: [{{index: 1, operator: Prefix, values: ["{DIRS["open"]}/"]}}]
+  - call: do_filp_open
+    syscall: false
+    args: [{{index: 0, type: int}}, {{index: 1, type: filename}}]
+    selectors:
+    - matchArgs: [{{index: 1, operator: Prefix, values: ["{DIRS["name"]}/"]}}]
+  - call: vfs_getxattr
+    syscall: false
+    args: [{{index: 2, type: string}}]
+    selectors:
+    - matchArgs: [{{index: 2, operator: Equal, values: ["{XATTR}"]}}]
   - call: commit_creds
     syscall: false
     args: [{{index: 0, type: cred}}]
@@ -185,3 +196,21 @@ def test_cred_argument_of_commit_creds(agent: AgentProcess) -> None:
     assert (creds["uid"], creds["euid"], creds["suid"], creds["fsuid"]) == (4244,) * 4
     assert body(ev)["process"]["binary"] == SETPRIV
     assert body(ev)["policy_name"] == "vm-kprobes"
+
+
+def test_filename_argument_is_the_kernels_struct_filename(agent: AgentProcess) -> None:
+    target = DIRS["name"] / "e.txt"
+    child = _run(f"open({str(target)!r}, 'w').close()")
+    assert child.returncode == 0 and target.exists()
+    ev = agent.wait_for(_kprobe_of(child.pid, "do_filp_open"), timeout=60)
+    # the name as the caller gave it (struct filename), and AT_FDCWD
+    assert body(ev)["args"] == [{"int_arg": -100}, {"string_arg": str(target)}]
+
+
+def test_string_argument_from_kernel_memory(agent: AgentProcess) -> None:
+    target = DIRS["name"] / "f.txt"
+    target.write_text("x")
+    child = _run(f"import os\ntry: os.getxattr({str(target)!r}, {XATTR!r})\nexcept OSError: pass")
+    assert child.returncode == 0
+    ev = agent.wait_for(_kprobe_of(child.pid, "vfs_getxattr"), timeout=60)
+    assert body(ev)["args"] == [{"string_arg": XATTR}]
