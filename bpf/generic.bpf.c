@@ -163,6 +163,8 @@ static __always_inline int gen_entry(void *ctx)
 	m->selector = matched;
 	if (cfg.syscall == 2)
 		m->func_id = (__u32)tp_value(ctx, 8, 8, 1) | (task_is_compat(cur_task()) ? 1U << 31 : 0);
+	if (cfg.func_cookie) /* which function of the hook's list: its position, set as the attach cookie */
+		m->func_id = (__u32)bpf_get_attach_cookie(ctx);
 	if (cfg.syscall && task_is_compat(cur_task()))
 		m->flags |= GEN_F_COMPAT;
 	m->common.size = off;

@@ -207,7 +207,8 @@ struct gen_hook_cfg {
 	__u8 has_return; /* entry + return merged: the exit program completes the record */
 	__u8 ret_signed;
 	__u8 syscall;    /* a syscall hook: compat tasks flagged */
-	__u8 pad;
+	__u8 func_cookie; /* a list of kernel functions: records carry the attach cookie (the function's
+			   * position in the list) in func_id */
 	/* derived by the agent from the fields below (derive_masks), so the hot path need not loop:
 	 * proc_sel: bit s = selector s has a process filter (matchPIDs, matchBinaries, ...);
 	 * sel_args: bit i = argument i is read before the selectors are decided (a matchArgs compares

@@ -239,8 +239,8 @@ def test_override_is_refused_in_enforce_mode_and_reported_in_monitor_mode() -> N
         (
             "  lists: [{name: fns, values: [tcp_connect, tcp_close]}]\n"
             "  kprobes:\n  - call: list:fns\n    syscall: false\n",
-            {**NO_KPROBES, "kprobe": True},
-            "kprobes on lists of kernel functions are not implemented yet",
+            NO_KPROBES,
+            "CONFIG_KPROBES",
         ),
         (
             "  kprobes:\n  - call: tcp_connect\n    syscall: false\n",

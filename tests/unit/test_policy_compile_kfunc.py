@@ -82,8 +82,8 @@ def test_kprobe_multi_serves_a_kernel_function_with_its_return_attached_first() 
 def test_without_kprobe_multi_each_function_gets_a_kprobe() -> None:
     hook = _compile(FILE_MONITOR, KPROBE).hooks[0]
     assert [(a.kind, a.program, a.target) for a in hook.attach] == [
-        ("kprobe", "gen_kretprobe", ("security_mmap_file",)),
-        ("kprobe", "gen_kprobe", ("security_mmap_file",)),
+        ("kprobe", "gen_kretprobe", ("security_mmap_file", "0")),
+        ("kprobe", "gen_kprobe", ("security_mmap_file", "0")),
     ]
     plain = _compile("  kprobes:\n  - {call: fd_install, syscall: false}\n", KPROBE).hooks[0]
     assert [(a.kind, a.program) for a in plain.attach] == [("kprobe", "gen_kprobe")]
@@ -105,8 +105,10 @@ def test_without_kprobe_multi_each_function_gets_a_kprobe() -> None:
     ],
 )
 def test_kernel_function_argument_readers(arg_type: str, reader: int) -> None:
-    body = f"  kprobes:\n  - call: some_function\n    syscall: false\n    args: [{{index: 1, type: {arg_type}}}]\n"
-    cfg = _compile(body, KPROBE_MULTI).hooks[0].cfg
+    body = (
+        f"  kprobes:\n  - call: some_function\n    syscall: false\n    args: [{{index: 1, type: {arg_type}}}]"
+    )
+    cfg = _compile(body + "\n", KPROBE_MULTI).hooks[0].cfg
     assert (cfg.args[0].reader, cfg.args[0].off) == (reader, 1)
 
 
@@ -127,7 +129,8 @@ def test_the_default_syscall_true_on_a_kernel_function_is_still_a_kprobe() -> No
             "this kernel has no kprobes (CONFIG_KPROBES)",
         ),
         (
-            "  kprobes:\n  - call: security_file_open\n    syscall: false\n    args: [{index: 0, type: nop}]\n"
+            "  kprobes:\n  - call: security_file_open\n    syscall: false\n"
+            "    args: [{index: 0, type: nop}]\n"
             "    selectors: [{matchArgs: [{index: 0, operator: Equal, values: ['1']}]}]\n",
             KPROBE,
             "type nop is never read",
@@ -159,4 +162,53 @@ def test_syscall_kprobes_stay_on_tracepoints_where_kprobes_exist() -> None:
     ).hooks[0]
     assert [(a.kind, a.program, a.target) for a in hook.attach] == [
         ("tracepoint", "gen_tp", ("syscalls", "sys_enter_setuid"))
+    ]
+
+
+LIST = """
+  lists:
+  - {name: fns, values: [tcp_connect, tcp_close]}
+  - {name: ksys, type: generated_ftrace, pattern: "^ksys_(read|write)$"}
+  kprobes:
+  - {call: "list:fns", syscall: false, args: [{index: 0, type: sock}]}
+  - {call: "list:ksys"}
+"""
+
+
+def test_a_list_of_kernel_functions_is_one_hook_naming_its_function_by_cookie() -> None:
+    multi, ftrace = _compile(LIST, KPROBE_MULTI).hooks
+    assert [(a.kind, a.program, a.target) for a in multi.attach] == [
+        ("kprobe_multi", "gen_kprobe_multi", ("tcp_connect", "tcp_close"))
+    ]
+    assert multi.cfg.func_cookie == 1
+    assert multi.info.extra == {"kernel_functions": "tcp_connect,tcp_close"}
+    # generated_ftrace: the pattern over tracefs available_filter_functions, each name once
+    assert ftrace.attach[0].target == ("ksys_read", "ksys_write")
+    single = _compile(LIST, KPROBE).hooks[0]
+    assert [(a.program, a.target) for a in single.attach] == [
+        ("gen_kprobe", ("tcp_connect", "0")),
+        ("gen_kprobe", ("tcp_close", "1")),
+    ]
+    plain = _compile("  kprobes:\n  - {call: fd_install, syscall: false}\n", KPROBE_MULTI).hooks[0]
+    assert (plain.cfg.func_cookie, plain.info.extra) == (0, {})
+
+
+def test_a_generated_ftrace_pattern_matching_nothing_is_refused() -> None:
+    body = '  lists: [{name: l, type: generated_ftrace, pattern: "^no_such_fn"}]\n'
+    body += '  kprobes:\n  - call: "list:l"\n'
+    with pytest.raises(PolicyError, match="matches no traceable kernel function"):
+        _compile(body, KPROBE_MULTI)
+
+
+def test_records_of_a_list_hook_are_named_by_their_cookie(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The manager names a record's function from its func_id (the attach cookie): the list's position."""
+    from tetragon.sensors.manager import PolicyManager
+
+    monkeypatch.setattr(PolicyManager, "_load", lambda self, entry: None)  # no BPF in unit tests
+    manager = PolicyManager(lambda: {}, KPROBE_MULTI)
+    doc = "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: kl\nspec:\n"
+    status = manager.add(doc + LIST.split('  - {call: "list:ksys"}')[0])
+    assert [manager.hook(status.id, 0, k).function_name for k in (0, 1)] == [  # type: ignore[union-attr]
+        "tcp_connect",
+        "tcp_close",
     ]

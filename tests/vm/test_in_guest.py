@@ -182,18 +182,3 @@ def test_policy_hooks_run_on_the_older_kernel(agent: AgentProcess) -> None:
         lambda e: kind(e) == "process_kprobe" and body(e)["process"]["pid"] == killed.pid, timeout=60
     )
     assert body(ev)["action"] == "KPROBE_ACTION_SIGKILL"
-
-
-def test_kernel_function_lists_are_refused_as_not_implemented_here() -> None:
-    """With kprobes present the refusal says the hook type is not implemented, not a missing feature."""
-    from tetragon.policy.compile import compile_policy
-    from tetragon.policy.errors import PolicyError
-    from tetragon.policy.load import parse_policy
-
-    policy = parse_policy(
-        "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata: {name: k}\n"
-        "spec:\n  lists: [{name: fns, values: [tcp_connect, tcp_close]}]\n"
-        "  kprobes:\n  - {call: 'list:fns', syscall: false}\n"
-    )
-    with pytest.raises(PolicyError, match="kprobes on lists of kernel functions are not implemented yet"):
-        compile_policy(policy, 1, "enforce", probe_features())

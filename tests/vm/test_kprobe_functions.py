@@ -24,7 +24,7 @@ from tetragon.bpf.features import probe_features
 pytestmark = pytest.mark.vm
 
 BASE = Path(f"/tmp/kprobe-vm-{uuid.uuid4().hex[:8]}")
-DIRS = {name: BASE / name for name in ("open", "ret", "kill", "mmap", "name")}
+DIRS = {name: BASE / name for name in ("open", "ret", "kill", "mmap", "name", "list")}
 SETPRIV = "/usr/bin/setpriv"
 KILL_TARGET = DIRS["kill"] / "c.txt"
 XATTR = f"user.{BASE.name}"
@@ -34,12 +34,21 @@ kind: TracingPolicy
 metadata:
   name: vm-kprobes
 spec:
+  lists:
+  - name: chfns
+    type: generated_ftrace
+    pattern: "^security_path_ch(mod|own)$"
   kprobes:
   - call: security_file_open
     syscall: false
     args: [{{index: 0, type: file}}]
     selectors:
     - matchArgs: [{{index: 0, operator: Prefix, values: ["{DIRS["open"]}/"]}}]
+  - call: "list:chfns"
+    syscall: false
+    args: [{{index: 0, type: path}}]
+    selectors:
+    - matchArgs: [{{index: 0, operator: Prefix, values: ["{DIRS["list"]}/"]}}]
   - call: security_file_open
     syscall: false
     return: true
@@ -121,10 +130,10 @@ def test_each_function_is_served_by_the_kernels_mechanism(agent: AgentProcess) -
     """kprobe.multi links on a kernel with fprobe, plain kprobes (perf links) on one without."""
     out = subprocess.run(["bpftool", "link", "show"], capture_output=True, text=True, check=True).stdout
     if probe_features()["kprobe_multi"]:
-        assert out.count("kprobe_multi") >= 7, out  # 6 hooks, one of them with its return
+        assert out.count("kprobe_multi") >= 9, out  # 9 hooks (one a list: one link), one with its return
     else:
         assert "kprobe_multi" not in out, out
-        assert out.count("perf_event") >= 7, out
+        assert out.count("perf_event") >= 11, out  # a kprobe per function: the list's two, the return
 
 
 def test_file_argument_and_fd_install(agent: AgentProcess) -> None:
@@ -214,3 +223,15 @@ def test_string_argument_from_kernel_memory(agent: AgentProcess) -> None:
     assert child.returncode == 0
     ev = agent.wait_for(_kprobe_of(child.pid, "vfs_getxattr"), timeout=60)
     assert body(ev)["args"] == [{"string_arg": XATTR}]
+
+
+def test_a_generated_ftrace_list_names_each_event_by_its_function(agent: AgentProcess) -> None:
+    target = DIRS["list"] / "g.txt"
+    target.write_text("x")
+    child = _run(f"import os; os.chmod({str(target)!r}, 0o600); os.chown({str(target)!r}, 0, 0)")
+    assert child.returncode == 0
+    ev = agent.wait_for(_kprobe_of(child.pid, "security_path_chmod"), timeout=60)
+    assert body(ev)["args"] == [{"path_arg": {"path": str(target), "permission": "-rw-r--r--"}}]
+    ev = agent.wait_for(_kprobe_of(child.pid, "security_path_chown"), timeout=60)
+    assert body(ev)["args"] == [{"path_arg": {"path": str(target), "permission": "-rw-------"}}]
+    assert body(ev)["policy_name"] == "vm-kprobes"

@@ -243,7 +243,7 @@ class HookCfg(ctypes.Structure):
         ("has_return", _u8),
         ("ret_signed", _u8),
         ("syscall", _u8),
-        ("pad", _u8),
+        ("func_cookie", _u8),
         ("proc_sel", _u8),
         ("sel_args", _u8),
         ("pad2", _u8 * 2),

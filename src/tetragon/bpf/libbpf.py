@@ -181,9 +181,10 @@ class BpfObject:
             ),
         )
 
-    def attach_kprobe(self, name: str, function: str, retprobe: bool = False) -> Link:
-        """A kprobe (or kretprobe) on kernel function `function`."""
-        opts = KprobeOpts(sz=ctypes.sizeof(KprobeOpts), retprobe=retprobe)
+    def attach_kprobe(self, name: str, function: str, retprobe: bool = False, cookie: int = 0) -> Link:
+        """A kprobe (or kretprobe) on kernel function `function`; the program reads `cookie` with
+        bpf_get_attach_cookie()."""
+        opts = KprobeOpts(sz=ctypes.sizeof(KprobeOpts), bpf_cookie=cookie, retprobe=retprobe)
         what = f"{name} to {'kretprobe' if retprobe else 'kprobe'} {function}"
         return self._attach_with(
             name,
@@ -192,10 +193,16 @@ class BpfObject:
         )
 
     def attach_kprobe_multi(self, name: str, functions: list[str], retprobe: bool = False) -> Link:
-        """One kprobe.multi link (fprobe) on every function of `functions`."""
+        """One kprobe.multi link (fprobe) on every function of `functions`; the attach cookie of each
+        is its position in `functions`."""
         syms = (ctypes.c_char_p * len(functions))(*(f.encode() for f in functions))
+        cookies = (ctypes.c_uint64 * len(functions))(*range(len(functions)))
         opts = KprobeMultiOpts(
-            sz=ctypes.sizeof(KprobeMultiOpts), syms=syms, cnt=len(functions), retprobe=retprobe
+            sz=ctypes.sizeof(KprobeMultiOpts),
+            syms=syms,
+            cookies=ctypes.cast(cookies, ctypes.c_void_p),
+            cnt=len(functions),
+            retprobe=retprobe,
         )
         what = f"{name} to kprobe.multi{' return' if retprobe else ''} {','.join(functions)}"
         return self._attach_with(

@@ -170,7 +170,8 @@ class PolicySensor:
             elif att.kind == "raw_tp":
                 obj.obj.attach_raw_tracepoint(att.program, att.target[0])
             elif att.kind == "kprobe":
-                obj.obj.attach_kprobe(att.program, att.target[0], att.program in RETURN_PROGRAMS)
+                cookie = int(att.target[1]) if len(att.target) > 1 else 0
+                obj.obj.attach_kprobe(att.program, att.target[0], att.program in RETURN_PROGRAMS, cookie)
             elif att.kind == "kprobe_multi":
                 obj.obj.attach_kprobe_multi(att.program, list(att.target), att.program in RETURN_PROGRAMS)
             else:

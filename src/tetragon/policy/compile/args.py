@@ -95,6 +95,30 @@ def tracepoint_format(subsys: str, event: str, tracefs: Path = TRACEFS) -> list[
     return fields
 
 
+def ftrace_functions(pattern: str, tracefs: Path, where: str) -> list[str]:
+    """A `generated_ftrace` list: the traceable kernel functions whose names match `pattern` (a regular
+    expression searched in each name, as Tetragon does), from tracefs available_filter_functions."""
+    path = tracefs / "available_filter_functions"
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise unsupported(
+            f"{where}: cannot read the traceable kernel functions ({path}: {exc.strerror})"
+        ) from None
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise PolicyError(f"{where}: pattern {pattern!r} is not a regular expression: {exc}") from None
+    # unique, in file order; "name [module]" lines; placeholders of functions ftrace dropped left out
+    names = dict.fromkeys(
+        n for n in (line.split()[0] for line in lines if line.strip()) if not n.startswith("__ftrace_invalid")
+    )
+    found = [n for n in names if regex.search(n)]
+    if not found:
+        raise PolicyError(f"{where}: pattern {pattern!r} matches no traceable kernel function")
+    return found
+
+
 # --- arguments -------------------------------------------------------------------------------
 @dataclass
 class ArgSrc:

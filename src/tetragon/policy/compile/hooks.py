@@ -24,6 +24,7 @@ from tetragon.policy.compile.args import (
     SIGNED_TYPES,
     ArgSrc,
     fill_arg,
+    ftrace_functions,
     record_src,
     resolve_type,
     syscall_src,
@@ -174,21 +175,14 @@ def compile_kprobe(site: PolicySite, hook_id: int, hook: KProbeSpec, where: str)
         ftrace = lst.type == "generated_ftrace"
         syscall = lst.type in ("syscalls", "generated_syscalls") or (hook.syscall and not ftrace)
         if not syscall:
-            what = "generated_ftrace list" if ftrace else "list"
-            raise unsupported(
-                f"{where}: call {hook.call} ({what} of kernel functions): "
-                + (
-                    "kprobes on lists of kernel functions are not implemented yet"
-                    if features.get("kprobe_multi") or features.get("kprobe")
-                    else missing_feature_message("kprobe")
-                )
-            )
+            names = ftrace_functions(lst.pattern or "", site.tracefs, where) if ftrace else lst.entries
+            return compile_kernel_function(site, hook_id, hook, where, names)
         names = lst.entries
     else:
         names = [hook.call]
         syscall = hook.syscall and SC.is_syscall(hook.call)
     if not syscall:
-        return compile_kernel_function(site, hook_id, hook, where)
+        return compile_kernel_function(site, hook_id, hook, where, names)
     if not features.get("tracepoint", True):
         raise unsupported(f"{where}: {missing_feature_message('tracepoint')}")
     if hook.return_ and hook.return_arg is None:
@@ -230,20 +224,26 @@ def _kernel_function_attach(features: dict[str, bool], names: list[str], has_ret
         entry = [Attach("kprobe_multi", "gen_kprobe_multi", tuple(names))]
         ret = [Attach("kprobe_multi", "gen_kretprobe_multi", tuple(names))]
     elif features.get("kprobe"):
-        entry = [Attach("kprobe", "gen_kprobe", (n,)) for n in names]
-        ret = [Attach("kprobe", "gen_kretprobe", (n,)) for n in names]
+        # the attach cookie is the function's position in the list, as kprobe.multi's are
+        entry = [Attach("kprobe", "gen_kprobe", (n, str(k))) for k, n in enumerate(names)]
+        ret = [Attach("kprobe", "gen_kretprobe", (n, str(k))) for k, n in enumerate(names)]
     else:
         return []
     return (ret if has_return else []) + entry
 
 
-def compile_kernel_function(site: PolicySite, hook_id: int, hook: KProbeSpec, where: str) -> HookPlan:
-    """A kprobe on kernel function `hook.call`: kprobe.multi where the kernel has fprobe, else a kprobe
-    (fentry, for kernels with trampolines but no kprobes, is not implemented yet)."""
+def compile_kernel_function(
+    site: PolicySite, hook_id: int, hook: KProbeSpec, where: str, names: list[str]
+) -> HookPlan:
+    """Kprobes on kernel functions `names` (`hook.call`, or the functions of its list): one kprobe.multi
+    link where the kernel has fprobe, else a kprobe per function (fentry, for kernels with trampolines
+    but no kprobes, is not implemented yet). A list's records name their function by position."""
     if hook.return_ and hook.return_arg is None:
         raise PolicyError(f"{where}: return: true needs a returnArg")
     return_arg = hook.return_arg if hook.return_ else None
-    att = _kernel_function_attach(site.features, [hook.call], return_arg is not None)
+    if not names:
+        raise PolicyError(f"{where}: the list {hook.call} names no kernel function")
+    att = _kernel_function_attach(site.features, names, return_arg is not None)
     if not att:
         extra = (
             " (serving kernel functions with fentry instead is not implemented yet)"
@@ -259,7 +259,12 @@ def compile_kernel_function(site: PolicySite, hook_id: int, hook: KProbeSpec, wh
             raise unsupported(f"{where}.args[{i}]: kernel function arguments are the first 6 (index 0-5)")
     pos = _function_arg_pos(hook, where)
     mech = _Mechanism(src, E.MSG_OP_GENERIC_KPROBE, pos, att, "generic_kprobe", return_arg=return_arg)
-    return _plan(site, hook_id, hook, where, mech, event="process_kprobe", function_name=hook.call)
+    if not hook.call.startswith(LIST_PREFIX):
+        return _plan(site, hook_id, hook, where, mech, event="process_kprobe", function_name=hook.call)
+    info = {"kernel_functions": ",".join(names)}
+    plan = _plan(site, hook_id, hook, where, mech, event="process_kprobe", function_name=names[0], extra=info)
+    plan.cfg.func_cookie = 1
+    return plan
 
 
 def compile_tracepoint(site: PolicySite, hook_id: int, hook: TracepointSpec, where: str) -> HookPlan:

@@ -16,7 +16,7 @@ class Attach:
     # gen_tp | gen_tp_ret | gen_rawtp | gen_uprobe | gen_enforcer | gen_kprobe | gen_kretprobe
     # | gen_kprobe_multi | gen_kretprobe_multi
     program: str
-    # (category, event) | (name,) | (path, symbol, offset) | (function,) | (function, ...)
+    # (category, event) | (name,) | (path, symbol, offset) | (function, cookie) | (function, ...)
     target: tuple[str, ...]
 
 
