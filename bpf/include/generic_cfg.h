@@ -55,6 +55,7 @@
 #define RD_CUR_CRED 18 /* the current task's credentials (arg value ignored) */
 #define RD_STR 19      /* kernel function `string`: NUL-terminated at a user or kernel pointer */
 #define RD_KFILENAME 20 /* kernel struct filename *: its name */
+#define RD_BUF 21      /* kernel function `char_buf`: at a user or kernel pointer, size as RD_UBUF */
 
 /* comparison operators (Tetragon's kernel numbering where it has one) */
 #define OP_GT 1

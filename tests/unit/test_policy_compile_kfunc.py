@@ -102,6 +102,7 @@ def test_without_kprobe_multi_each_function_gets_a_kprobe() -> None:
         ("size_t", G.RD_INT),
         ("linux_binprm", G.RD_BINPRM),
         ("sock", G.RD_SOCK),
+        ("char_buf", G.RD_BUF),
     ],
 )
 def test_kernel_function_argument_readers(arg_type: str, reader: int) -> None:
@@ -142,9 +143,15 @@ def test_the_default_syscall_true_on_a_kernel_function_is_still_a_kprobe() -> No
         ),
         ("  kprobes:\n  - {call: f, syscall: false, return: true}\n", KPROBE, "returnArg"),
         (
-            "  kprobes:\n  - call: f\n    syscall: false\n    args: [{index: 0, type: char_buf}]\n",
+            "  kprobes:\n  - call: f\n    syscall: false\n    args: [{index: 0, type: char_iovec}]\n",
             KPROBE,
             "user memory",
+        ),
+        (
+            "  kprobes:\n  - call: f\n    syscall: false\n"
+            "    args: [{index: 0, type: char_buf, returnCopy: true}]\n",
+            KPROBE,
+            "returnCopy on a kernel function's char_buf is not implemented yet",
         ),
     ],
 )
@@ -212,3 +219,10 @@ def test_records_of_a_list_hook_are_named_by_their_cookie(monkeypatch: pytest.Mo
         "tcp_connect",
         "tcp_close",
     ]
+
+
+def test_char_buf_size_comes_from_the_size_argument_register() -> None:
+    body = "  kprobes:\n  - call: vfs_write\n    syscall: false\n"
+    body += "    args: [{index: 1, type: char_buf, sizeArgIndex: 3}, {index: 2, type: size_t}]\n"
+    arg = _compile(body, KPROBE).hooks[0].cfg.args[0]
+    assert (arg.reader, arg.off, arg.has_size, arg.size_off, arg.max_data) == (G.RD_BUF, 1, 1, 2, 4096)

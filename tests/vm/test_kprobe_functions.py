@@ -8,6 +8,7 @@ test ran, and each is checked field by field as Tetragon exports it.
 
 from __future__ import annotations
 
+import base64
 import mmap
 import os
 import subprocess
@@ -24,7 +25,7 @@ from tetragon.bpf.features import probe_features
 pytestmark = pytest.mark.vm
 
 BASE = Path(f"/tmp/kprobe-vm-{uuid.uuid4().hex[:8]}")
-DIRS = {name: BASE / name for name in ("open", "ret", "kill", "mmap", "name", "list")}
+DIRS = {name: BASE / name for name in ("open", "ret", "kill", "mmap", "name", "list", "write")}
 SETPRIV = "/usr/bin/setpriv"
 KILL_TARGET = DIRS["kill"] / "c.txt"
 XATTR = f"user.{BASE.name}"
@@ -85,6 +86,14 @@ spec:
     args: [{{index: 2, type: string}}]
     selectors:
     - matchArgs: [{{index: 2, operator: Equal, values: ["{XATTR}"]}}]
+  - call: vfs_write
+    syscall: false
+    args:
+    - {{index: 0, type: file}}
+    - {{index: 1, type: char_buf, sizeArgIndex: 3}}
+    - {{index: 2, type: size_t}}
+    selectors:
+    - matchArgs: [{{index: 0, operator: Prefix, values: ["{DIRS["write"]}/"]}}]
   - call: commit_creds
     syscall: false
     args: [{{index: 0, type: cred}}]
@@ -130,10 +139,10 @@ def test_each_function_is_served_by_the_kernels_mechanism(agent: AgentProcess) -
     """kprobe.multi links on a kernel with fprobe, plain kprobes (perf links) on one without."""
     out = subprocess.run(["bpftool", "link", "show"], capture_output=True, text=True, check=True).stdout
     if probe_features()["kprobe_multi"]:
-        assert out.count("kprobe_multi") >= 9, out  # 9 hooks (one a list: one link), one with its return
+        assert out.count("kprobe_multi") >= 10, out  # 10 hooks (one a list: one link), one with its return
     else:
         assert "kprobe_multi" not in out, out
-        assert out.count("perf_event") >= 11, out  # a kprobe per function: the list's two, the return
+        assert out.count("perf_event") >= 12, out  # a kprobe per function: the list's two, the return
 
 
 def test_file_argument_and_fd_install(agent: AgentProcess) -> None:
@@ -235,3 +244,17 @@ def test_a_generated_ftrace_list_names_each_event_by_its_function(agent: AgentPr
     ev = agent.wait_for(_kprobe_of(child.pid, "security_path_chown"), timeout=60)
     assert body(ev)["args"] == [{"path_arg": {"path": str(target), "permission": "-rw-------"}}]
     assert body(ev)["policy_name"] == "vm-kprobes"
+
+
+def test_char_buf_of_a_kernel_function_with_its_size_argument(agent: AgentProcess) -> None:
+    target = DIRS["write"] / "h.txt"
+    child = _run(
+        f"import os; fd = os.open({str(target)!r}, os.O_WRONLY | os.O_CREAT, 0o644); os.write(fd, b'kprobe!')"
+    )
+    assert child.returncode == 0
+    ev = agent.wait_for(_kprobe_of(child.pid, "vfs_write"), timeout=60)
+    assert body(ev)["args"] == [
+        {"file_arg": {"path": str(target), "permission": "-rw-r--r--"}},
+        {"bytes_arg": base64.b64encode(b"kprobe!").decode()},
+        {"size_arg": "7"},
+    ]

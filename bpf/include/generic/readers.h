@@ -194,8 +194,9 @@ static __always_inline __u32 put_filename(struct gen_heap *h, __u32 off, const c
 	return sizeof(struct gen_path) + len;
 }
 
-static __always_inline __u32 put_ubuf(struct gen_heap *h, __u32 off, const void *uptr, __u64 size, __u32 max,
-				      __u32 *aflags)
+/* a buffer of `size` bytes (at most max) at a user pointer, or a kernel one when `kernel` */
+static __always_inline __u32 put_buf(struct gen_heap *h, __u32 off, const void *uptr, __u64 size, __u32 max,
+				     __u32 *aflags, int kernel)
 {
 	struct gen_bytes *gb = (struct gen_bytes *)&h->buf[(off + sizeof(struct gen_arg)) & REC_OFF_MASK];
 	__u32 doff = off + sizeof(struct gen_arg) + sizeof(struct gen_bytes);
@@ -207,11 +208,18 @@ static __always_inline __u32 put_ubuf(struct gen_heap *h, __u32 off, const void 
 		return sizeof(*gb);
 	BOUND(n, 0x7fff);
 	BOUND(doff, REC_OFF_MASK);
-	if (n && bpf_probe_read_user(&h->buf[doff], n, uptr)) {
+	if (n && (kernel ? bpf_probe_read_kernel(&h->buf[doff], n, uptr)
+			 : bpf_probe_read_user(&h->buf[doff], n, uptr))) {
 		*aflags |= GEN_AF_ERR;
 		return sizeof(*gb);
 	}
 	return sizeof(*gb) + n;
+}
+
+static __always_inline __u32 put_ubuf(struct gen_heap *h, __u32 off, const void *uptr, __u64 size, __u32 max,
+				      __u32 *aflags)
+{
+	return put_buf(h, off, uptr, size, max, aflags, 0);
 }
 
 #define IOVEC_MAX 8
@@ -345,12 +353,14 @@ static __noinline int read_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *of
 		gp->i_mode = BPF_CORE_READ(p.dentry, d_inode, i_mode);
 		gp->f_flags = 0;
 		len = sizeof(*gp) + put_path(h, poff + sizeof(*gp), &p, &aflags);
-	} else if (r == RD_UBUF) {
+	} else if (r == RD_UBUF || r == RD_BUF) {
 		kind = GEN_KIND_BYTES;
 		__u64 size = cfg.args[i].max_data;
 		if (cfg.args[i].has_size)
 			size = raw_at(ctx, cfg.args[i].size_off, 8, 0);
-		len = put_ubuf(h, o, (const void *)v, size, cfg.args[i].max_data, &aflags);
+		/* RD_BUF, x86-only: user addresses are the lower half, the kernel's the upper (sign bit set) */
+		int kernel = r == RD_BUF && (__s64)v < 0;
+		len = put_buf(h, o, (const void *)v, size, cfg.args[i].max_data, &aflags, kernel);
 	} else if (r == RD_IOVEC) {
 		kind = GEN_KIND_BYTES;
 		__u64 cnt = cfg.args[i].has_size ? raw_at(ctx, cfg.args[i].size_off, 8, 0) : 1;

@@ -51,6 +51,7 @@ RD_DENTRY = 17
 RD_CUR_CRED = 18
 RD_STR = 19  # kernel function `string`: at a user or kernel pointer
 RD_KFILENAME = 20  # kernel struct filename *: its name
+RD_BUF = 21  # kernel function `char_buf`: at a user or kernel pointer, size as RD_UBUF
 
 # comparison operators: the header's OP_* (Tetragon's kernel numbering)
 OP_GT = 1

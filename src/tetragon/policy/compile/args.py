@@ -194,9 +194,12 @@ def fill_arg(out: G.ArgCfg, arg: KProbeArg, t: str, src: ArgSrc, where: str) -> 
             out.reader = G.RD_USTR if src.user_memory else G.RD_KSTR
         return
     if t in ("char_buf", "char_iovec"):
-        if not src.user_memory:
+        kernel_buf = t == "char_buf" and src.mech == G.MECH_KPROBE
+        if not src.user_memory and not kernel_buf:
             raise unsupported(f"{where}: {t} arguments are read from user memory (syscalls, uprobes) only")
-        out.reader = G.RD_UBUF if t == "char_buf" else G.RD_IOVEC
+        if kernel_buf and arg.return_copy:
+            raise unsupported(f"{where}: returnCopy on a kernel function's char_buf is not implemented yet")
+        out.reader = G.RD_BUF if kernel_buf else G.RD_UBUF if t == "char_buf" else G.RD_IOVEC
         out.max_data = BUF_MAX_DATA if arg.max_data else BUF_DEFAULT
         if arg.size_arg_index:
             out.has_size = 1
