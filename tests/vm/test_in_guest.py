@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.agentproc import AgentProcess, Event, body, kind
+from tests.vm.guestagent import guest_agent
 from tetragon.abi import events_h as layout
 from tetragon.bpf.features import FEATURES, active_lsms, probe_features
 from tetragon.bpf.libbpf import BpfObject
@@ -138,14 +139,8 @@ spec:
 
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[AgentProcess]:
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(GUEST_POLICY)
-    a = AgentProcess(tmp_path, "--tracing-policy", str(policy), server="")
-    try:
-        a.wait_ready(timeout=180)  # the emulated CPU is ~25x slower at Python imports
+    with guest_agent(tmp_path, GUEST_POLICY) as a:
         yield a
-    finally:
-        assert a.stop(timeout=60) == 0, a.stderr()
 
 
 def test_agent_exports_process_exec(agent: AgentProcess) -> None:

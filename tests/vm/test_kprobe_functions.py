@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.agentproc import AgentProcess, Event, body, kind
+from tests.vm.guestagent import guest_agent
 from tetragon.bpf.features import probe_features
 
 pytestmark = pytest.mark.vm
@@ -107,15 +108,8 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     for d in DIRS.values():
         d.mkdir(parents=True, exist_ok=True)
     KILL_TARGET.write_text("x")  # before the agent: whoever opens it once the hook is attached dies
-    tmp = tmp_path_factory.mktemp("kprobe-agent")
-    policy = tmp / "policy.yaml"
-    policy.write_text(POLICY)
-    a = AgentProcess(tmp, "--tracing-policy", str(policy), server="")
-    try:
-        a.wait_ready(timeout=180)  # the emulated CPU is ~25x slower at Python imports
-        yield a
-    finally:
-        assert a.stop(timeout=60) == 0, a.stderr()
+    with guest_agent(tmp_path_factory.mktemp("kprobe-agent"), POLICY) as agent:
+        yield agent
 
 
 def _kprobe_of(pid: int, function: str) -> Callable[[Event], bool]:
