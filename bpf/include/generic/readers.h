@@ -304,16 +304,9 @@ static __noinline int read_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *of
 			v |= 1ULL << 31;
 		*(__u64 *)&h->buf[poff & REC_OFF_MASK] = v;
 		len = 8;
-	} else if (r == RD_USTR || r == RD_KSTR || r == RD_DATALOC || r == RD_STR || r == RD_KFILENAME) {
+	} else if (r == RD_USTR || r == RD_KSTR || r == RD_DATALOC) {
 		kind = GEN_KIND_STR;
 		BOUND(poff, REC_OFF_MASK);
-		if (r == RD_KFILENAME) {
-			v = (__u64)BPF_CORE_READ((struct filename *)v, name);
-			r = RD_KSTR;
-		} else if (r == RD_STR) {
-			/* x86-only: user addresses are the lower half, the kernel's the upper (sign bit set) */
-			r = (__s64)v < 0 ? RD_KSTR : RD_USTR;
-		}
 		if (r == RD_USTR) {
 			n = bpf_probe_read_user_str(&h->buf[poff], GEN_STRING_MAX, (void *)v);
 		} else if (r == RD_KSTR) {
@@ -353,14 +346,12 @@ static __noinline int read_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *of
 		gp->i_mode = BPF_CORE_READ(p.dentry, d_inode, i_mode);
 		gp->f_flags = 0;
 		len = sizeof(*gp) + put_path(h, poff + sizeof(*gp), &p, &aflags);
-	} else if (r == RD_UBUF || r == RD_BUF) {
+	} else if (r == RD_UBUF) {
 		kind = GEN_KIND_BYTES;
 		__u64 size = cfg.args[i].max_data;
 		if (cfg.args[i].has_size)
 			size = raw_at(ctx, cfg.args[i].size_off, 8, 0);
-		/* RD_BUF, x86-only: user addresses are the lower half, the kernel's the upper (sign bit set) */
-		int kernel = r == RD_BUF && (__s64)v < 0;
-		len = put_buf(h, o, (const void *)v, size, cfg.args[i].max_data, &aflags, kernel);
+		len = put_ubuf(h, o, (const void *)v, size, cfg.args[i].max_data, &aflags);
 	} else if (r == RD_IOVEC) {
 		kind = GEN_KIND_BYTES;
 		__u64 cnt = cfg.args[i].has_size ? raw_at(ctx, cfg.args[i].size_off, 8, 0) : 1;
@@ -398,8 +389,61 @@ static __noinline int read_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *of
 	return 1;
 }
 
-/* Argument i into the record at *off (integers inline, the rest through read_arg). */
-static __always_inline void emit_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *off, struct msg_generic *m)
+/*
+ * Read argument i of a kernel function whose memory may be the user's or the kernel's (x86-only: user
+ * addresses are the lower half, the kernel's the upper, sign bit set): `string` (RD_STR), `char_buf`
+ * (RD_BUF), and struct filename's name (RD_KFILENAME). A subprogram of its own, so read_arg, which
+ * every other mechanism calls, is unchanged by them.
+ */
+static __noinline int read_kernel_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *off)
+{
+	__u32 o = *off;
+	__u32 aflags = 0, len = 0;
+	__u8 kind = GEN_KIND_STR;
+	__u64 v = h->val[i];
+	__u32 r = cfg.args[i].reader;
+	long n;
+
+	if (o > REC_OFF_MASK)
+		return -1;
+	__u32 poff = o + sizeof(struct gen_arg);
+	BOUND(poff, 0xffff);
+
+	if (r == RD_BUF) {
+		kind = GEN_KIND_BYTES;
+		__u64 size = cfg.args[i].max_data;
+		if (cfg.args[i].has_size)
+			size = raw_at(ctx, cfg.args[i].size_off, 8, 0);
+		len = put_buf(h, o, (const void *)v, size, cfg.args[i].max_data, &aflags, (__s64)v < 0);
+	} else {
+		if (r == RD_KFILENAME)
+			v = (__u64)BPF_CORE_READ((struct filename *)v, name);
+		BOUND(poff, REC_OFF_MASK);
+		if ((__s64)v < 0)
+			n = bpf_probe_read_kernel_str(&h->buf[poff], GEN_STRING_MAX, (void *)v);
+		else
+			n = bpf_probe_read_user_str(&h->buf[poff], GEN_STRING_MAX, (void *)v);
+		if (n <= 0) {
+			aflags |= GEN_AF_ERR;
+			n = 1;
+		} else if (n == GEN_STRING_MAX) {
+			aflags |= GEN_AF_TRUNC;
+		}
+		len = n - 1;
+	}
+
+	put_arg_header(h, o, kind, aflags, i, len);
+	h->aoff[i] = poff;
+	h->alen[i] = len;
+	h->akind[i] = kind;
+	*off = o + sizeof(struct gen_arg) + len;
+	return 1;
+}
+
+/* Argument i into the record at *off (integers inline, the rest through read_arg, or read_kernel_arg
+ * for a kernel function's (kfunc) arguments that read_arg does not know). */
+static __always_inline void emit_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *off, struct msg_generic *m,
+				     int kfunc)
 {
 	h->alen[i] = 0;
 	h->aoff[i] = 0;
@@ -420,6 +464,14 @@ static __always_inline void emit_arg(void *ctx, struct gen_heap *h, __u32 i, __u
 		*off = poff + 8;
 		m->nargs++;
 		return;
+	}
+	if (kfunc) { /* a constant: other mechanisms do not even load the reader again */
+		__u32 r = cfg.args[i].reader;
+		if (r == RD_STR || r == RD_BUF || r == RD_KFILENAME) {
+			if (read_kernel_arg(ctx, h, i, off) > 0)
+				m->nargs++;
+			return;
+		}
 	}
 	if (read_arg(ctx, h, i, off) > 0)
 		m->nargs++;
