@@ -226,3 +226,14 @@ def test_char_buf_size_comes_from_the_size_argument_register() -> None:
     body += "    args: [{index: 1, type: char_buf, sizeArgIndex: 3}, {index: 2, type: size_t}]\n"
     arg = _compile(body, KPROBE).hooks[0].cfg.args[0]
     assert (arg.reader, arg.off, arg.has_size, arg.size_off, arg.max_data) == (G.RD_BUF, 1, 1, 2, 4096)
+
+
+def test_the_disable_kprobe_multi_option_asks_for_a_kprobe_per_function() -> None:
+    body = "  options: [{name: disable-kprobe-multi, value: 'true'}]\n" + LIST.replace(
+        '  - {call: "list:ksys"}\n', ""
+    )
+    hook = _compile(body, KPROBE_MULTI).hooks[0]
+    assert [(a.kind, a.target) for a in hook.attach] == [
+        ("kprobe", ("tcp_connect", "0")),
+        ("kprobe", ("tcp_close", "1")),
+    ]

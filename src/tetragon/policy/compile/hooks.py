@@ -44,6 +44,7 @@ from tetragon.policy.schema import (
     TracingPolicy,
     UProbeSpec,
     find_list,
+    option,
 )
 
 AnyHook = KProbeSpec | TracepointSpec | UProbeSpec
@@ -243,7 +244,10 @@ def compile_kernel_function(
     return_arg = hook.return_arg if hook.return_ else None
     if not names:
         raise PolicyError(f"{where}: the list {hook.call} names no kernel function")
-    att = _kernel_function_attach(site.features, names, return_arg is not None)
+    features = site.features
+    if (option(site.policy, "disable-kprobe-multi") or "").lower() in ("1", "t", "true"):
+        features = {**features, "kprobe_multi": False}  # Tetragon's option: a kprobe per function
+    att = _kernel_function_attach(features, names, return_arg is not None)
     if not att:
         extra = (
             " (serving kernel functions with fentry instead is not implemented yet)"
