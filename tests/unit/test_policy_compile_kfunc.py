@@ -125,6 +125,12 @@ def test_the_default_syscall_true_on_a_kernel_function_is_still_a_kprobe() -> No
     [
         # the host: no kprobes at all
         (
+            '  lists: [{name: k, type: generated_ftrace, pattern: "^ksys_"}]\n'
+            '  kprobes:\n  - call: "list:k"\n',
+            HOST,
+            "call list:k (generated_ftrace list of kernel functions): this kernel has no kprobes",
+        ),
+        (
             "  kprobes:\n  - {call: fd_install, syscall: false}\n",
             HOST,
             "this kernel has no kprobes (CONFIG_KPROBES)",

@@ -176,6 +176,10 @@ def compile_kprobe(site: PolicySite, hook_id: int, hook: KProbeSpec, where: str)
         ftrace = lst.type == "generated_ftrace"
         syscall = lst.type in ("syscalls", "generated_syscalls") or (hook.syscall and not ftrace)
         if not syscall:
+            if not (features.get("kprobe_multi") or features.get("kprobe")):
+                what = "generated_ftrace list" if ftrace else "list"
+                missing = missing_feature_message("kprobe")
+                raise unsupported(f"{where}: call {hook.call} ({what} of kernel functions): {missing}")
             names = ftrace_functions(lst.pattern or "", site.tracefs, where) if ftrace else lst.entries
             return compile_kernel_function(site, hook_id, hook, where, names)
         names = lst.entries
