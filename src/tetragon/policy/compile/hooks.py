@@ -1,10 +1,12 @@
 """The mechanism for each hook kind, chosen here and nowhere else, and the hook's configuration.
 
-On a kernel without kprobes, syscall kprobes are served by the syscall tracepoints
-(`syscalls/sys_enter_X`, `sys_exit_X` for `return: true`) or, for syscall lists, by
-`raw_syscalls/sys_enter` with an in-kernel set of syscall numbers. Tracepoints read their record
-(or, `raw: true`, the raw_tp slots); uprobes read registers. Arguments, selectors and actions are
-encoded the same way for every mechanism.
+Syscall kprobes are served by the syscall tracepoints on every kernel (`syscalls/sys_enter_X`,
+`sys_exit_X` for `return: true`) or, for syscall lists, by `raw_syscalls/sys_enter` with an
+in-kernel set of syscall numbers. Kprobes on kernel functions (one, or a list) are served by one
+kprobe.multi link where the kernel has fprobe, else by a kprobe per function (kretprobes for
+`return: true`), and refused where it has no kprobes. Tracepoints read their record (or, `raw: true`,
+the raw_tp slots); uprobes and kprobes read registers. Arguments, selectors and actions are encoded
+the same way for every mechanism.
 """
 
 from __future__ import annotations
