@@ -248,6 +248,10 @@ def compile_kernel_function(
     if hook.return_ and hook.return_arg is None:
         raise PolicyError(f"{where}: return: true needs a returnArg")
     return_arg = hook.return_arg if hook.return_ else None
+    if hook.return_arg_action in ("TrackSock", "UntrackSock"):
+        raise unsupported(
+            f"{where}: returnArgAction {hook.return_arg_action} (socket tracking) is not supported"
+        )
     if not names:
         raise PolicyError(f"{where}: the list {hook.call} names no kernel function")
     features = site.features
