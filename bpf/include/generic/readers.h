@@ -284,6 +284,30 @@ static __always_inline __u32 put_sockaddr(struct gen_heap *h, __u32 off, const v
 	return sizeof(*sa);
 }
 
+/* the length of a string a *_str helper returned n for (with its NUL), its error/truncation flags */
+static __always_inline __u32 str_len(long n, __u32 *aflags)
+{
+	if (n <= 0) {
+		*aflags |= GEN_AF_ERR;
+		n = 1;
+	} else if (n == GEN_STRING_MAX) {
+		*aflags |= GEN_AF_TRUNC;
+	}
+	return n - 1;
+}
+
+/* argument i's blob (len payload bytes at poff) is complete: its header, where it is, *off past it */
+static __always_inline int arg_done(struct gen_heap *h, __u32 i, __u32 o, __u32 poff, __u8 kind, __u32 aflags,
+				    __u32 len, __u32 *off)
+{
+	put_arg_header(h, o, kind, aflags, i, len);
+	h->aoff[i] = poff;
+	h->alen[i] = len;
+	h->akind[i] = kind;
+	*off = o + sizeof(struct gen_arg) + len;
+	return 1;
+}
+
 /* Read argument i into a blob at *off. */
 static __noinline int read_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *off)
 {
@@ -315,13 +339,7 @@ static __noinline int read_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *of
 			__u32 loc = (__u32)v;
 			n = bpf_probe_read_kernel_str(&h->buf[poff], GEN_STRING_MAX, (char *)ctx + (loc & 0xffff));
 		}
-		if (n <= 0) {
-			aflags |= GEN_AF_ERR;
-			n = 1;
-		} else if (n == GEN_STRING_MAX) {
-			aflags |= GEN_AF_TRUNC;
-		}
-		len = n - 1;
+		len = str_len(n, &aflags);
 	} else if (r == RD_FILENAME) {
 		kind = GEN_KIND_PATH;
 		__s64 dirfd = -100;
@@ -381,12 +399,7 @@ static __noinline int read_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *of
 		return 0; /* unused slot */
 	}
 
-	put_arg_header(h, o, kind, aflags, i, len);
-	h->aoff[i] = poff;
-	h->alen[i] = len;
-	h->akind[i] = kind;
-	*off = o + sizeof(struct gen_arg) + len;
-	return 1;
+	return arg_done(h, i, o, poff, kind, aflags, len, off);
 }
 
 /*
@@ -423,21 +436,10 @@ static __noinline int read_kernel_arg(void *ctx, struct gen_heap *h, __u32 i, __
 			n = bpf_probe_read_kernel_str(&h->buf[poff], GEN_STRING_MAX, (void *)v);
 		else
 			n = bpf_probe_read_user_str(&h->buf[poff], GEN_STRING_MAX, (void *)v);
-		if (n <= 0) {
-			aflags |= GEN_AF_ERR;
-			n = 1;
-		} else if (n == GEN_STRING_MAX) {
-			aflags |= GEN_AF_TRUNC;
-		}
-		len = n - 1;
+		len = str_len(n, &aflags);
 	}
 
-	put_arg_header(h, o, kind, aflags, i, len);
-	h->aoff[i] = poff;
-	h->alen[i] = len;
-	h->akind[i] = kind;
-	*off = o + sizeof(struct gen_arg) + len;
-	return 1;
+	return arg_done(h, i, o, poff, kind, aflags, len, off);
 }
 
 /* Argument i into the record at *off (integers inline, the rest through read_arg, or read_kernel_arg
