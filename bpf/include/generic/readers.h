@@ -410,36 +410,27 @@ static __noinline int read_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *of
  */
 static __noinline int read_kernel_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *off)
 {
-	__u32 o = *off;
-	__u32 aflags = 0, len = 0;
-	__u8 kind = GEN_KIND_STR;
-	__u64 v = h->val[i];
-	__u32 r = cfg.args[i].reader;
+	__u64 v = h->val[i], size;
+	__u32 o = *off, aflags = 0, len;
 	long n;
 
 	if (o > REC_OFF_MASK)
 		return -1;
 	__u32 poff = o + sizeof(struct gen_arg);
 	BOUND(poff, 0xffff);
-
-	if (r == RD_BUF) {
-		kind = GEN_KIND_BYTES;
-		__u64 size = cfg.args[i].max_data;
-		if (cfg.args[i].has_size)
-			size = raw_at(ctx, cfg.args[i].size_off, 8, 0);
+	if (cfg.args[i].reader == RD_BUF) {
+		size = cfg.args[i].has_size ? raw_at(ctx, cfg.args[i].size_off, 8, 0) : cfg.args[i].max_data;
 		len = put_buf(h, o, (const void *)v, size, cfg.args[i].max_data, &aflags, (__s64)v < 0);
-	} else {
-		if (r == RD_KFILENAME)
-			v = (__u64)BPF_CORE_READ((struct filename *)v, name);
-		BOUND(poff, REC_OFF_MASK);
-		if ((__s64)v < 0)
-			n = bpf_probe_read_kernel_str(&h->buf[poff], GEN_STRING_MAX, (void *)v);
-		else
-			n = bpf_probe_read_user_str(&h->buf[poff], GEN_STRING_MAX, (void *)v);
-		len = str_len(n, &aflags);
+		return arg_done(h, i, o, poff, GEN_KIND_BYTES, aflags, len, off);
 	}
-
-	return arg_done(h, i, o, poff, kind, aflags, len, off);
+	if (cfg.args[i].reader == RD_KFILENAME)
+		v = (__u64)BPF_CORE_READ((struct filename *)v, name);
+	if ((__s64)v < 0)
+		n = bpf_probe_read_kernel_str(&h->buf[poff & REC_OFF_MASK], GEN_STRING_MAX, (void *)v);
+	else
+		n = bpf_probe_read_user_str(&h->buf[poff & REC_OFF_MASK], GEN_STRING_MAX, (void *)v);
+	len = str_len(n, &aflags);
+	return arg_done(h, i, o, poff, GEN_KIND_STR, aflags, len, off);
 }
 
 /* Argument i into the record at *off (integers inline, the rest through read_arg, or read_kernel_arg
