@@ -9,6 +9,8 @@
  *   gen_tp_ret  tracepoint at syscall exit: completes an entry stashed by gen_tp (return: true)
  *   gen_rawtp   raw tracepoint (u64 args[])
  *   gen_uprobe  uprobe (pt_regs)
+ *   gen_kprobe, gen_kprobe_multi  kernel function entry (pt_regs): a kprobe, or a kprobe.multi link
+ *   gen_kretprobe, gen_kretprobe_multi  its return: completes the entry stashed by the entry program
  *   gen_enforcer  raw_syscalls/sys_exit: delivers NotifyEnforcer signals at the listed syscalls
  *
  * Order of work, cheapest first: process filters (pids, binary, namespaces, capabilities) for every
@@ -49,7 +51,9 @@ const volatile struct gen_hook_cfg cfg = {};
 #include "generic/actions.h"
 #include "generic/record.h"
 
-static __always_inline int gen_entry(void *ctx)
+/* kfunc: a kernel function's entry (its readers of user-or-kernel memory); func_id: the record's
+ * function (syscall lists set it here; kernel-function lists pass their attach cookie) */
+static __always_inline int gen_entry_at(void *ctx, int kfunc, __u32 func_id)
 {
 	__u64 pid_tgid;
 	__u32 tgid;
@@ -103,7 +107,7 @@ static __always_inline int gen_entry(void *ctx)
 			break;
 		if (sel_args & (1U << i)) {
 			h->val[i] = raw_value(ctx, i);
-			emit_arg(ctx, h, i, &off, m);
+			emit_arg(ctx, h, i, &off, m, kfunc);
 		}
 	}
 
@@ -139,7 +143,7 @@ static __always_inline int gen_entry(void *ctx)
 			break;
 		if (!(sel_args & (1U << i))) {
 			h->val[i] = raw_value(ctx, i);
-			emit_arg(ctx, h, i, &off, m);
+			emit_arg(ctx, h, i, &off, m, kfunc);
 		}
 	}
 
@@ -150,7 +154,7 @@ static __always_inline int gen_entry(void *ctx)
 	m->common.pad[1] = 0;
 	m->return_action = 0;
 	m->pad = 0;
-	m->func_id = 0;
+	m->func_id = func_id;
 	m->ret = 0;
 	m->common.op = cfg.op;
 	m->common.ktime = bpf_ktime_get_boot_ns();
@@ -173,7 +177,20 @@ static __always_inline int gen_entry(void *ctx)
 	return 0;
 }
 
-static __always_inline int gen_return(void *ctx)
+static __always_inline int gen_entry(void *ctx)
+{
+	return gen_entry_at(ctx, 0, 0);
+}
+
+/* a kernel function's entry: in a list, the attach cookie (its position) names the function */
+static __always_inline int gen_kfunc_entry(void *ctx)
+{
+	return gen_entry_at(ctx, 1, cfg.func_cookie ? (__u32)bpf_get_attach_cookie(ctx) : 0);
+}
+
+/* the return value is the mechanism's: a syscall exit record's field, or (kfunc) the function's
+ * return register */
+static __always_inline int gen_return_of(void *ctx, int kfunc)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 size, s;
@@ -183,7 +200,7 @@ static __always_inline int gen_return(void *ctx)
 		return 0;
 
 	struct msg_generic *m = (struct msg_generic *)h->buf;
-	__s64 ret = (__s64)tp_value(ctx, 16, 8, 1);
+	__s64 ret = kfunc ? (__s64)PT_REGS_RC_CORE((struct pt_regs *)ctx) : (__s64)tp_value(ctx, 16, 8, 1);
 	__u32 off = size;
 
 	m->ret = ret;
@@ -229,6 +246,11 @@ static __always_inline int gen_return(void *ctx)
 	return 0;
 }
 
+static __always_inline int gen_return(void *ctx)
+{
+	return gen_return_of(ctx, 0);
+}
+
 SEC("tracepoint")
 int gen_tp(void *ctx)
 {
@@ -257,6 +279,35 @@ SEC("uprobe")
 int gen_uprobe(struct pt_regs *ctx)
 {
 	return gen_entry(ctx);
+}
+
+/*
+ * Kernel functions: one kprobe per function, or one kprobe.multi link (fprobe) for all of them; the
+ * arguments are the function's registers (raw.h reg_value(), x86-only like the uprobe's). The return
+ * programs complete the entry stashed by the entry program with the function's return value.
+ */
+SEC("kprobe")
+int gen_kprobe(struct pt_regs *ctx)
+{
+	return gen_kfunc_entry(ctx);
+}
+
+SEC("kretprobe")
+int gen_kretprobe(struct pt_regs *ctx)
+{
+	return gen_return_of(ctx, 1);
+}
+
+SEC("kprobe.multi")
+int gen_kprobe_multi(struct pt_regs *ctx)
+{
+	return gen_kfunc_entry(ctx);
+}
+
+SEC("kretprobe.multi")
+int gen_kretprobe_multi(struct pt_regs *ctx)
+{
+	return gen_return_of(ctx, 1);
 }
 
 /* raw_syscalls/sys_exit: a NotifyEnforcer note for this thread is served at a listed syscall */

@@ -32,7 +32,7 @@
 #define MECH_TRACEPOINT 1 /* ctx is the trace record: arg.off is a byte offset */
 #define MECH_RAW_TP 2     /* ctx is u64 args[]: arg.off is the slot */
 #define MECH_UPROBE 3     /* pt_regs: arg.off is the C argument position */
-#define MECH_KPROBE 4     /* pt_regs: same as uprobe */
+#define MECH_KPROBE 4     /* pt_regs: same as uprobe (kprobe, kprobe.multi) */
 
 /* how an argument is read (arg.reader) */
 #define RD_INT 1       /* the raw value */
@@ -53,6 +53,9 @@
 #define RD_SYSCALL64 16 /* syscall number; bit 31 set for an ia32 syscall */
 #define RD_DENTRY 17   /* kernel struct dentry *: its name up to the root */
 #define RD_CUR_CRED 18 /* the current task's credentials (arg value ignored) */
+#define RD_STR 19      /* kernel function `string`: NUL-terminated at a user or kernel pointer */
+#define RD_KFILENAME 20 /* kernel struct filename *: its name */
+#define RD_BUF 21      /* kernel function `char_buf`: at a user or kernel pointer, size as RD_UBUF */
 
 /* comparison operators (Tetragon's kernel numbering where it has one) */
 #define OP_GT 1
@@ -205,7 +208,8 @@ struct gen_hook_cfg {
 	__u8 has_return; /* entry + return merged: the exit program completes the record */
 	__u8 ret_signed;
 	__u8 syscall;    /* a syscall hook: compat tasks flagged */
-	__u8 pad;
+	__u8 func_cookie; /* a list of kernel functions: records carry the attach cookie (the function's
+			   * position in the list) in func_id */
 	/* derived by the agent from the fields below (derive_masks), so the hot path need not loop:
 	 * proc_sel: bit s = selector s has a process filter (matchPIDs, matchBinaries, ...);
 	 * sel_args: bit i = argument i is read before the selectors are decided (a matchArgs compares

@@ -237,10 +237,17 @@ def test_override_is_refused_in_enforce_mode_and_reported_in_monitor_mode() -> N
     [
         ("  kprobes:\n  - call: tcp_connect\n    syscall: false\n", NO_KPROBES, "CONFIG_KPROBES"),
         (
-            "  kprobes:\n  - call: tcp_connect\n    syscall: false\n",
-            {**NO_KPROBES, "kprobe": True},
-            "not implemented yet",
+            "  lists: [{name: fns, values: [tcp_connect, tcp_close]}]\n"
+            "  kprobes:\n  - call: list:fns\n    syscall: false\n",
+            NO_KPROBES,
+            "CONFIG_KPROBES",
         ),
+        (
+            "  kprobes:\n  - call: tcp_connect\n    syscall: false\n",
+            {**NO_KPROBES, "fentry": True},
+            "fentry instead is not implemented yet",
+        ),
+        ("  loader: true\n  tracepoints: []\n", {**NO_KPROBES, "kprobe": True}, "not implemented yet"),
         ("  lsmhooks:\n  - hook: file_open\n", NO_KPROBES, "BPF LSM is not active"),
         ("  loader: true\n  tracepoints: []\n", NO_KPROBES, "CONFIG_KPROBES"),
         (

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.agentproc import AgentProcess, Event, body, kind
+from tests.vm.guestagent import guest_agent
 from tetragon.abi import events_h as layout
 from tetragon.bpf.features import FEATURES, active_lsms, probe_features
 from tetragon.bpf.libbpf import BpfObject
@@ -138,14 +139,8 @@ spec:
 
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[AgentProcess]:
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(GUEST_POLICY)
-    a = AgentProcess(tmp_path, "--tracing-policy", str(policy), server="")
-    try:
-        a.wait_ready(timeout=180)  # the emulated CPU is ~25x slower at Python imports
+    with guest_agent(tmp_path, GUEST_POLICY) as a:
         yield a
-    finally:
-        assert a.stop(timeout=60) == 0, a.stderr()
 
 
 def test_agent_exports_process_exec(agent: AgentProcess) -> None:
@@ -182,17 +177,3 @@ def test_policy_hooks_run_on_the_older_kernel(agent: AgentProcess) -> None:
         lambda e: kind(e) == "process_kprobe" and body(e)["process"]["pid"] == killed.pid, timeout=60
     )
     assert body(ev)["action"] == "KPROBE_ACTION_SIGKILL"
-
-
-def test_kernel_function_kprobes_are_refused_as_not_implemented_here() -> None:
-    """With kprobes present the refusal says the hook type is not implemented, not a missing feature."""
-    from tetragon.policy.compile import compile_policy
-    from tetragon.policy.errors import PolicyError
-    from tetragon.policy.load import parse_policy
-
-    policy = parse_policy(
-        "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata: {name: k}\n"
-        "spec:\n  kprobes:\n  - {call: tcp_connect, syscall: false}\n"
-    )
-    with pytest.raises(PolicyError, match="kprobe hooks on kernel functions are not implemented yet"):
-        compile_policy(policy, 1, "enforce", probe_features())

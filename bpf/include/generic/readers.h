@@ -194,8 +194,9 @@ static __always_inline __u32 put_filename(struct gen_heap *h, __u32 off, const c
 	return sizeof(struct gen_path) + len;
 }
 
-static __always_inline __u32 put_ubuf(struct gen_heap *h, __u32 off, const void *uptr, __u64 size, __u32 max,
-				      __u32 *aflags)
+/* a buffer of `size` bytes (at most max) at a user pointer, or a kernel one when `kernel` */
+static __always_inline __u32 put_buf(struct gen_heap *h, __u32 off, const void *uptr, __u64 size, __u32 max,
+				     __u32 *aflags, int kernel)
 {
 	struct gen_bytes *gb = (struct gen_bytes *)&h->buf[(off + sizeof(struct gen_arg)) & REC_OFF_MASK];
 	__u32 doff = off + sizeof(struct gen_arg) + sizeof(struct gen_bytes);
@@ -207,11 +208,18 @@ static __always_inline __u32 put_ubuf(struct gen_heap *h, __u32 off, const void 
 		return sizeof(*gb);
 	BOUND(n, 0x7fff);
 	BOUND(doff, REC_OFF_MASK);
-	if (n && bpf_probe_read_user(&h->buf[doff], n, uptr)) {
+	if (n && (kernel ? bpf_probe_read_kernel(&h->buf[doff], n, uptr)
+			 : bpf_probe_read_user(&h->buf[doff], n, uptr))) {
 		*aflags |= GEN_AF_ERR;
 		return sizeof(*gb);
 	}
 	return sizeof(*gb) + n;
+}
+
+static __always_inline __u32 put_ubuf(struct gen_heap *h, __u32 off, const void *uptr, __u64 size, __u32 max,
+				      __u32 *aflags)
+{
+	return put_buf(h, off, uptr, size, max, aflags, 0);
 }
 
 #define IOVEC_MAX 8
@@ -276,6 +284,30 @@ static __always_inline __u32 put_sockaddr(struct gen_heap *h, __u32 off, const v
 	return sizeof(*sa);
 }
 
+/* the length of a string a *_str helper returned n for (with its NUL), its error/truncation flags */
+static __always_inline __u32 str_len(long n, __u32 *aflags)
+{
+	if (n <= 0) {
+		*aflags |= GEN_AF_ERR;
+		n = 1;
+	} else if (n == GEN_STRING_MAX) {
+		*aflags |= GEN_AF_TRUNC;
+	}
+	return n - 1;
+}
+
+/* argument i's blob (len payload bytes at poff) is complete: its header, where it is, *off past it */
+static __always_inline int arg_done(struct gen_heap *h, __u32 i, __u32 o, __u32 poff, __u8 kind, __u32 aflags,
+				    __u32 len, __u32 *off)
+{
+	put_arg_header(h, o, kind, aflags, i, len);
+	h->aoff[i] = poff;
+	h->alen[i] = len;
+	h->akind[i] = kind;
+	*off = o + sizeof(struct gen_arg) + len;
+	return 1;
+}
+
 /* Read argument i into a blob at *off. */
 static __noinline int read_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *off)
 {
@@ -307,13 +339,7 @@ static __noinline int read_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *of
 			__u32 loc = (__u32)v;
 			n = bpf_probe_read_kernel_str(&h->buf[poff], GEN_STRING_MAX, (char *)ctx + (loc & 0xffff));
 		}
-		if (n <= 0) {
-			aflags |= GEN_AF_ERR;
-			n = 1;
-		} else if (n == GEN_STRING_MAX) {
-			aflags |= GEN_AF_TRUNC;
-		}
-		len = n - 1;
+		len = str_len(n, &aflags);
 	} else if (r == RD_FILENAME) {
 		kind = GEN_KIND_PATH;
 		__s64 dirfd = -100;
@@ -373,16 +399,44 @@ static __noinline int read_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *of
 		return 0; /* unused slot */
 	}
 
-	put_arg_header(h, o, kind, aflags, i, len);
-	h->aoff[i] = poff;
-	h->alen[i] = len;
-	h->akind[i] = kind;
-	*off = o + sizeof(struct gen_arg) + len;
-	return 1;
+	return arg_done(h, i, o, poff, kind, aflags, len, off);
 }
 
-/* Argument i into the record at *off (integers inline, the rest through read_arg). */
-static __always_inline void emit_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *off, struct msg_generic *m)
+/*
+ * Read argument i of a kernel function whose memory may be the user's or the kernel's (x86-only: user
+ * addresses are the lower half, the kernel's the upper, sign bit set): `string` (RD_STR), `char_buf`
+ * (RD_BUF), and struct filename's name (RD_KFILENAME). A subprogram of its own, so read_arg, which
+ * every other mechanism calls, is unchanged by them.
+ */
+static __noinline int read_kernel_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *off)
+{
+	__u64 v = h->val[i], size;
+	__u32 o = *off, aflags = 0, len;
+	long n;
+
+	if (o > REC_OFF_MASK)
+		return -1;
+	__u32 poff = o + sizeof(struct gen_arg);
+	BOUND(poff, 0xffff);
+	if (cfg.args[i].reader == RD_BUF) {
+		size = cfg.args[i].has_size ? raw_at(ctx, cfg.args[i].size_off, 8, 0) : cfg.args[i].max_data;
+		len = put_buf(h, o, (const void *)v, size, cfg.args[i].max_data, &aflags, (__s64)v < 0);
+		return arg_done(h, i, o, poff, GEN_KIND_BYTES, aflags, len, off);
+	}
+	if (cfg.args[i].reader == RD_KFILENAME)
+		v = (__u64)BPF_CORE_READ((struct filename *)v, name);
+	if ((__s64)v < 0)
+		n = bpf_probe_read_kernel_str(&h->buf[poff & REC_OFF_MASK], GEN_STRING_MAX, (void *)v);
+	else
+		n = bpf_probe_read_user_str(&h->buf[poff & REC_OFF_MASK], GEN_STRING_MAX, (void *)v);
+	len = str_len(n, &aflags);
+	return arg_done(h, i, o, poff, GEN_KIND_STR, aflags, len, off);
+}
+
+/* Argument i into the record at *off (integers inline, the rest through read_arg, or read_kernel_arg
+ * for a kernel function's (kfunc) arguments that read_arg does not know). */
+static __always_inline void emit_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *off, struct msg_generic *m,
+				     int kfunc)
 {
 	h->alen[i] = 0;
 	h->aoff[i] = 0;
@@ -403,6 +457,14 @@ static __always_inline void emit_arg(void *ctx, struct gen_heap *h, __u32 i, __u
 		*off = poff + 8;
 		m->nargs++;
 		return;
+	}
+	if (kfunc) { /* a constant: other mechanisms do not even load the reader again */
+		__u32 r = cfg.args[i].reader;
+		if (r == RD_STR || r == RD_BUF || r == RD_KFILENAME) {
+			if (read_kernel_arg(ctx, h, i, off) > 0)
+				m->nargs++;
+			return;
+		}
 	}
 	if (read_arg(ctx, h, i, off) > 0)
 		m->nargs++;

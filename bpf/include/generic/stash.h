@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * return: true hooks: gen_tp stashes its record per thread (key pid_tgid) once a selector matched
- * (or the hook has none); gen_tp_ret, at the syscall's exit, takes it back, adds the return value
- * and the returnCopy buffers, runs matchReturnArgs and the return actions, and posts it.
+ * return: true hooks: the entry program (gen_tp, gen_kprobe, gen_kprobe_multi) stashes its record
+ * per thread (key pid_tgid) once a selector matched (or the hook has none); the return program
+ * (gen_tp_ret at the syscall's exit, gen_kretprobe/gen_kretprobe_multi at the function's return)
+ * takes it back, adds the return value and the returnCopy buffers, runs matchReturnArgs and the
+ * return actions, and posts it. One record per thread: a kernel function that re-enters itself on
+ * the same thread before returning keeps only its innermost entry.
  */
 #ifndef TETRAGON_GENERIC_STASH_H
 #define TETRAGON_GENERIC_STASH_H

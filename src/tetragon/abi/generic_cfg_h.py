@@ -49,6 +49,9 @@ RD_CRED = 15
 RD_SYSCALL64 = 16
 RD_DENTRY = 17
 RD_CUR_CRED = 18
+RD_STR = 19  # kernel function `string`: at a user or kernel pointer
+RD_KFILENAME = 20  # kernel struct filename *: its name
+RD_BUF = 21  # kernel function `char_buf`: at a user or kernel pointer, size as RD_UBUF
 
 # comparison operators: the header's OP_* (Tetragon's kernel numbering)
 OP_GT = 1
@@ -241,7 +244,7 @@ class HookCfg(ctypes.Structure):
         ("has_return", _u8),
         ("ret_signed", _u8),
         ("syscall", _u8),
-        ("pad", _u8),
+        ("func_cookie", _u8),
         ("proc_sel", _u8),
         ("sel_args", _u8),
         ("pad2", _u8 * 2),

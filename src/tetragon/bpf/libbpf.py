@@ -17,6 +17,8 @@ from tetragon.bpf.libbpf_bindings import (
     BpfError,
     BtfType,
     BtfVarSecinfo,
+    KprobeMultiOpts,
+    KprobeOpts,
     OpenOpts,
     UprobeOpts,
     errno_value,
@@ -177,6 +179,36 @@ class BpfObject:
             lambda prog: lib().bpf_program__attach_uprobe_opts(
                 prog, pid, binary.encode(), offset, ctypes.byref(opts)
             ),
+        )
+
+    def attach_kprobe(self, name: str, function: str, retprobe: bool = False, cookie: int = 0) -> Link:
+        """A kprobe (or kretprobe) on kernel function `function`; the program reads `cookie` with
+        bpf_get_attach_cookie()."""
+        opts = KprobeOpts(sz=ctypes.sizeof(KprobeOpts), bpf_cookie=cookie, retprobe=retprobe)
+        what = f"{name} to {'kretprobe' if retprobe else 'kprobe'} {function}"
+        return self._attach_with(
+            name,
+            what,
+            lambda prog: lib().bpf_program__attach_kprobe_opts(prog, function.encode(), ctypes.byref(opts)),
+        )
+
+    def attach_kprobe_multi(self, name: str, functions: list[str], retprobe: bool = False) -> Link:
+        """One kprobe.multi link (fprobe) on every function of `functions`; the attach cookie of each
+        is its position in `functions`."""
+        syms = (ctypes.c_char_p * len(functions))(*(f.encode() for f in functions))
+        cookies = (ctypes.c_uint64 * len(functions))(*range(len(functions)))
+        opts = KprobeMultiOpts(
+            sz=ctypes.sizeof(KprobeMultiOpts),
+            syms=syms,
+            cookies=ctypes.cast(cookies, ctypes.c_void_p),
+            cnt=len(functions),
+            retprobe=retprobe,
+        )
+        what = f"{name} to kprobe.multi{' return' if retprobe else ''} {','.join(functions)}"
+        return self._attach_with(
+            name,
+            what,
+            lambda prog: lib().bpf_program__attach_kprobe_multi_opts(prog, None, ctypes.byref(opts)),
         )
 
     def close(self) -> None:

@@ -92,6 +92,8 @@ def _declare(lb: ctypes.CDLL) -> None:
             [_c_ptr, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, _c_ptr],
             _c_ptr,
         ),
+        "bpf_program__attach_kprobe_opts": ([_c_ptr, ctypes.c_char_p, _c_ptr], _c_ptr),
+        "bpf_program__attach_kprobe_multi_opts": ([_c_ptr, ctypes.c_char_p, _c_ptr], _c_ptr),
         "bpf_map__reuse_fd": ([_c_ptr, ctypes.c_int], ctypes.c_int),
         "bpf_link__destroy": ([_c_ptr], ctypes.c_int),
         "bpf_map__fd": ([_c_ptr], ctypes.c_int),
@@ -176,4 +178,28 @@ class UprobeOpts(ctypes.Structure):
         ("retprobe", ctypes.c_bool),
         ("func_name", ctypes.c_char_p),
         ("attach_mode", ctypes.c_int),
+    ]
+
+
+class KprobeOpts(ctypes.Structure):
+    """struct bpf_kprobe_opts as of libbpf 1.1 (sz tells newer libbpfs which fields we know)."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("bpf_cookie", ctypes.c_uint64),
+        ("offset", ctypes.c_size_t),
+        ("retprobe", ctypes.c_bool),
+    ]
+
+
+class KprobeMultiOpts(ctypes.Structure):
+    """struct bpf_kprobe_multi_opts as of libbpf 1.1: the functions by name (syms[cnt])."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("syms", ctypes.POINTER(ctypes.c_char_p)),
+        ("addrs", ctypes.c_void_p),
+        ("cookies", ctypes.c_void_p),
+        ("cnt", ctypes.c_size_t),
+        ("retprobe", ctypes.c_bool),
     ]

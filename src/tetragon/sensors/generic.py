@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 OBJ = Path(__file__).resolve().parent.parent / "_bpfobj" / "generic.bpf.o"
 SHARED_MAPS = ("tg_rb_events", "tg_stats", "tg_execve_map")
 POLICY_MAPS = ("policy_conf", "tg_enforcer")
+# programs that complete an entry stashed by the hook's entry program (attached before it)
+RETURN_PROGRAMS = frozenset({"gen_tp_ret", "gen_kretprobe", "gen_kretprobe_multi"})
 
 
 def map_memlock(fd: int) -> int:
@@ -162,11 +164,16 @@ class PolicySensor:
             # the first object creates the policy's shared maps; the others reuse them
             self.policy_maps = {name: os.dup(obj.map_fd(name)) for name in POLICY_MAPS}
         # exits first: an entry stashed before its exit program is attached would never complete
-        for att in sorted(plan.attach, key=lambda a: a.program != "gen_tp_ret"):
+        for att in sorted(plan.attach, key=lambda a: a.program not in RETURN_PROGRAMS):
             if att.kind == "tracepoint":
                 obj.obj.attach_tracepoint(att.program, att.target[0], att.target[1])
             elif att.kind == "raw_tp":
                 obj.obj.attach_raw_tracepoint(att.program, att.target[0])
+            elif att.kind == "kprobe":
+                cookie = int(att.target[1]) if len(att.target) > 1 else 0
+                obj.obj.attach_kprobe(att.program, att.target[0], att.program in RETURN_PROGRAMS, cookie)
+            elif att.kind == "kprobe_multi":
+                obj.obj.attach_kprobe_multi(att.program, list(att.target), att.program in RETURN_PROGRAMS)
             else:
                 obj.obj.attach_uprobe(att.program, att.target[0], att.target[1], int(att.target[2]))
 

@@ -137,11 +137,17 @@ class PolicyManager:
     # --- pipeline surface --------------------------------------------------------------------------
     def hook(self, policy_id: int, hook_id: int, func_id: int = 0) -> HookInfo | None:
         info = self._hooks.get((policy_id, hook_id))
-        if info is None or "syscall_list" not in info.extra:
+        if info is None or not {"syscall_list", "kernel_functions"} & info.extra.keys():
             return info
         key = (policy_id, hook_id, func_id)
         named = self._list_infos.get(key)
-        if named is None:
+        if named is None and "kernel_functions" in info.extra:
+            # a list of kernel functions: func_id is the function's position in it (the attach cookie)
+            functions = info.extra["kernel_functions"].split(",")
+            fn = functions[func_id] if func_id < len(functions) else str(func_id)
+            named = dataclasses.replace(info, function_name=fn)
+            self._list_infos[key] = named
+        if named is None and "syscall_list" in info.extra:
             from tetragon.policy import syscalls as SC
 
             abi = "i386" if func_id & SC.COMPAT_BIT else "x64"

@@ -53,7 +53,9 @@ def _refuse_unserved_sections(policy: TracingPolicy, features: dict[str, bool]) 
         )
     if sp.loader:
         raise unsupported(
-            f"spec.loader: process_loader events need kprobes on perf_event_mmap_output: "
+            "spec.loader: process_loader events (a kprobe on perf_event_mmap_output) are not implemented yet"
+            if features.get("kprobe")
+            else f"spec.loader: process_loader events need kprobes on perf_event_mmap_output: "
             f"{missing_feature_message('kprobe')}"
         )
 

@@ -75,9 +75,9 @@ def fill_actions(
             )
         if name == "Override" and mode == "enforce":
             raise unsupported(
-                f"{ctx.where}: action Override needs bpf_override_return (kprobes with "
-                "CONFIG_BPF_KPROBE_OVERRIDE) or fmod_ret/BPF LSM, and this kernel has none of them; "
-                "load the policy in monitor mode to report what it would override"
+                f"{ctx.where}: action Override (failing the call through bpf_override_return, fmod_ret "
+                "or a BPF LSM return) is not implemented by this agent yet; load the policy in monitor "
+                "mode to report what it would override"
             )
         if name == "NotifyEnforcer":
             if not ctx.policy.spec.enforcers:

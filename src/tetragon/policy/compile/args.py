@@ -95,6 +95,30 @@ def tracepoint_format(subsys: str, event: str, tracefs: Path = TRACEFS) -> list[
     return fields
 
 
+def ftrace_functions(pattern: str, tracefs: Path, where: str) -> list[str]:
+    """A `generated_ftrace` list: the traceable kernel functions whose names match `pattern` (a regular
+    expression searched in each name, as Tetragon does), from tracefs available_filter_functions."""
+    path = tracefs / "available_filter_functions"
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise unsupported(
+            f"{where}: cannot read the traceable kernel functions ({path}: {exc.strerror})"
+        ) from None
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise PolicyError(f"{where}: pattern {pattern!r} is not a regular expression: {exc}") from None
+    # unique, in file order; "name [module]" lines; placeholders of functions ftrace dropped left out
+    names = dict.fromkeys(
+        n for n in (line.split()[0] for line in lines if line.strip()) if not n.startswith("__ftrace_invalid")
+    )
+    found = [n for n in names if regex.search(n)]
+    if not found:
+        raise PolicyError(f"{where}: pattern {pattern!r} matches no traceable kernel function")
+    return found
+
+
 # --- arguments -------------------------------------------------------------------------------
 @dataclass
 class ArgSrc:
@@ -140,6 +164,8 @@ def fill_arg(out: G.ArgCfg, arg: KProbeArg, t: str, src: ArgSrc, where: str) -> 
         raise unsupported(f"{where}: `resolve` (BTF field paths) is not supported")
     if arg.return_copy and t not in ("char_buf",):
         raise PolicyError(f"{where}: returnCopy applies to char_buf arguments")
+    if t == "nop":
+        return  # not read, not reported: it only keeps the positions of the arguments after it
     if t in INT_SIZES:
         out.reader = G.RD_SYSCALL64 if t == "syscall64" else G.RD_INT
         isize, isigned = INT_SIZES[t]
@@ -160,13 +186,20 @@ def fill_arg(out: G.ArgCfg, arg: KProbeArg, t: str, src: ArgSrc, where: str) -> 
             d = src.dirfd(arg.index)
             if d is not None:
                 out.has_dirfd, out.dirfd_off = 1, d
+        elif t == "filename" and src.mech == G.MECH_KPROBE:
+            out.reader = G.RD_KFILENAME  # a kernel function's struct filename *
+        elif t == "string" and src.mech == G.MECH_KPROBE:
+            out.reader = G.RD_STR  # a kernel function's char *: user or kernel memory, as Tetragon reads it
         else:
             out.reader = G.RD_USTR if src.user_memory else G.RD_KSTR
         return
     if t in ("char_buf", "char_iovec"):
-        if not src.user_memory:
+        kernel_buf = t == "char_buf" and src.mech == G.MECH_KPROBE
+        if not src.user_memory and not kernel_buf:
             raise unsupported(f"{where}: {t} arguments are read from user memory (syscalls, uprobes) only")
-        out.reader = G.RD_UBUF if t == "char_buf" else G.RD_IOVEC
+        if kernel_buf and arg.return_copy:
+            raise unsupported(f"{where}: returnCopy on a kernel function's char_buf is not implemented yet")
+        out.reader = G.RD_BUF if kernel_buf else G.RD_UBUF if t == "char_buf" else G.RD_IOVEC
         out.max_data = BUF_MAX_DATA if arg.max_data else BUF_DEFAULT
         if arg.size_arg_index:
             out.has_size = 1

@@ -1,10 +1,12 @@
 """The mechanism for each hook kind, chosen here and nowhere else, and the hook's configuration.
 
-On a kernel without kprobes, syscall kprobes are served by the syscall tracepoints
-(`syscalls/sys_enter_X`, `sys_exit_X` for `return: true`) or, for syscall lists, by
-`raw_syscalls/sys_enter` with an in-kernel set of syscall numbers. Tracepoints read their record
-(or, `raw: true`, the raw_tp slots); uprobes read registers. Arguments, selectors and actions are
-encoded the same way for every mechanism.
+Syscall kprobes are served by the syscall tracepoints on every kernel (`syscalls/sys_enter_X`,
+`sys_exit_X` for `return: true`) or, for syscall lists, by `raw_syscalls/sys_enter` with an
+in-kernel set of syscall numbers. Kprobes on kernel functions (one, or a list) are served by one
+kprobe.multi link where the kernel has fprobe, else by a kprobe per function (kretprobes for
+`return: true`), and refused where it has no kprobes. Tracepoints read their record (or, `raw: true`,
+the raw_tp slots); uprobes and kprobes read registers. Arguments, selectors and actions are encoded
+the same way for every mechanism.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from tetragon.policy.compile.args import (
     SIGNED_TYPES,
     ArgSrc,
     fill_arg,
+    ftrace_functions,
     record_src,
     resolve_type,
     syscall_src,
@@ -43,10 +46,11 @@ from tetragon.policy.schema import (
     TracingPolicy,
     UProbeSpec,
     find_list,
+    option,
 )
 
 AnyHook = KProbeSpec | TracepointSpec | UProbeSpec
-UPROBE_ARGS = 6  # uprobe arguments are the first six registers of the C calling convention
+UPROBE_ARGS = 6  # uprobe and kprobe arguments: the first six registers of the C calling convention
 
 
 @dataclass
@@ -103,9 +107,16 @@ def _plan(
     if len(hook.selectors) > G.GEN_MAX_SELECTORS:
         raise PolicyError(f"{where}: at most {G.GEN_MAX_SELECTORS} selectors")
     ctx = MatchCtx(site.policy, where, [])
+
+    def arg_pos(ma: ArgSelector) -> int:
+        p = mech.arg_pos(ma)
+        if types[p] == "nop":
+            raise PolicyError(f"{ctx.where}: matchArgs on args[{p}], whose type nop is never read")
+        return p
+
     for k, sel in enumerate(hook.selectors):
         ctx.where = f"{where}.selectors[{k}]"
-        fill_selector(ctx, cfg.sel[k], sel, mech.arg_pos, types, ret_type, site.mode, site.warnings)
+        fill_selector(ctx, cfg.sel[k], sel, arg_pos, types, ret_type, site.mode, site.warnings)
     cfg.nselectors = len(hook.selectors)
     cfg.syscall = mech.syscall
     hook_info = HookInfo(
@@ -164,27 +175,21 @@ def compile_kprobe(site: PolicySite, hook_id: int, hook: KProbeSpec, where: str)
     is_list = hook.call.startswith(LIST_PREFIX)
     if is_list:
         lst = find_list(policy, hook.call)
-        if lst.type == "generated_ftrace":
-            raise unsupported(
-                f"{where}: call {hook.call} (generated_ftrace list of kernel functions): "
-                f"{missing_feature_message('kprobe')}"
-                if not features.get("kprobe")
-                else f"{where}: kprobes on kernel functions are not implemented yet"
-            )
+        ftrace = lst.type == "generated_ftrace"
+        syscall = lst.type in ("syscalls", "generated_syscalls") or (hook.syscall and not ftrace)
+        if not syscall:
+            if not (features.get("kprobe_multi") or features.get("kprobe")):
+                what = "generated_ftrace list" if ftrace else "list"
+                missing = missing_feature_message("kprobe")
+                raise unsupported(f"{where}: call {hook.call} ({what} of kernel functions): {missing}")
+            names = ftrace_functions(lst.pattern or "", site.tracefs, where) if ftrace else lst.entries
+            return compile_kernel_function(site, hook_id, hook, where, names)
         names = lst.entries
-        syscall = lst.type in ("syscalls", "generated_syscalls") or hook.syscall
     else:
         names = [hook.call]
         syscall = hook.syscall and SC.is_syscall(hook.call)
     if not syscall:
-        if features.get("kprobe"):
-            raise unsupported(
-                f"{where}: kprobe on kernel function {hook.call}: kprobe hooks on kernel functions are "
-                f"not implemented yet (syscall kprobes are served by tracepoints)"
-            )
-        raise unsupported(
-            f"{where}: kprobe on kernel function {hook.call}: {missing_feature_message('kprobe')}"
-        )
+        return compile_kernel_function(site, hook_id, hook, where, names)
     if not features.get("tracepoint", True):
         raise unsupported(f"{where}: {missing_feature_message('tracepoint')}")
     if hook.return_ and hook.return_arg is None:
@@ -217,6 +222,63 @@ def compile_kprobe(site: PolicySite, hook_id: int, hook: KProbeSpec, where: str)
     pos = _function_arg_pos(hook, where)
     mech = _Mechanism(src, E.MSG_OP_GENERIC_KPROBE, pos, att, "generic_kprobe", kind, return_arg, ids)
     return _plan(site, hook_id, hook, where, mech, event="process_kprobe", **info)
+
+
+def _kernel_function_attach(features: dict[str, bool], names: list[str], has_return: bool) -> list[Attach]:
+    """The cheapest mechanism this kernel has for kernel functions `names`, returns first (an entry
+    stashed before its return program is attached would never complete); [] when it has none."""
+    if features.get("kprobe_multi"):
+        entry = [Attach("kprobe_multi", "gen_kprobe_multi", tuple(names))]
+        ret = [Attach("kprobe_multi", "gen_kretprobe_multi", tuple(names))]
+    elif features.get("kprobe"):
+        # the attach cookie is the function's position in the list, as kprobe.multi's are
+        entry = [Attach("kprobe", "gen_kprobe", (n, str(k))) for k, n in enumerate(names)]
+        ret = [Attach("kprobe", "gen_kretprobe", (n, str(k))) for k, n in enumerate(names)]
+    else:
+        return []
+    return (ret if has_return else []) + entry
+
+
+def compile_kernel_function(
+    site: PolicySite, hook_id: int, hook: KProbeSpec, where: str, names: list[str]
+) -> HookPlan:
+    """Kprobes on kernel functions `names` (`hook.call`, or the functions of its list): one kprobe.multi
+    link where the kernel has fprobe, else a kprobe per function (fentry, for kernels with trampolines
+    but no kprobes, is not implemented yet). A list's records name their function by position."""
+    if hook.return_ and hook.return_arg is None:
+        raise PolicyError(f"{where}: return: true needs a returnArg")
+    return_arg = hook.return_arg if hook.return_ else None
+    if hook.return_arg_action in ("TrackSock", "UntrackSock"):
+        raise unsupported(
+            f"{where}: returnArgAction {hook.return_arg_action} (socket tracking) is not supported"
+        )
+    if not names:
+        raise PolicyError(f"{where}: the list {hook.call} names no kernel function")
+    features = site.features
+    if (option(site.policy, "disable-kprobe-multi") or "").lower() in ("1", "t", "true"):
+        features = {**features, "kprobe_multi": False}  # Tetragon's option: a kprobe per function
+    att = _kernel_function_attach(features, names, return_arg is not None)
+    if not att:
+        extra = (
+            " (serving kernel functions with fentry instead is not implemented yet)"
+            if site.features.get("fentry")
+            else ""
+        )
+        raise unsupported(
+            f"{where}: kprobe on kernel function {hook.call}: {missing_feature_message('kprobe')}{extra}"
+        )
+    src = ArgSrc(G.MECH_KPROBE, False, lambda i: (i, 8, False))
+    for i, arg in enumerate(hook.args):
+        if arg.index >= UPROBE_ARGS:
+            raise unsupported(f"{where}.args[{i}]: kernel function arguments are the first 6 (index 0-5)")
+    pos = _function_arg_pos(hook, where)
+    mech = _Mechanism(src, E.MSG_OP_GENERIC_KPROBE, pos, att, "generic_kprobe", return_arg=return_arg)
+    if not hook.call.startswith(LIST_PREFIX):
+        return _plan(site, hook_id, hook, where, mech, event="process_kprobe", function_name=hook.call)
+    info = {"kernel_functions": ",".join(names)}
+    plan = _plan(site, hook_id, hook, where, mech, event="process_kprobe", function_name=names[0], extra=info)
+    plan.cfg.func_cookie = 1
+    return plan
 
 
 def compile_tracepoint(site: PolicySite, hook_id: int, hook: TracepointSpec, where: str) -> HookPlan:

@@ -12,9 +12,12 @@ from tetragon.policy.schema import ActionSelector
 
 @dataclass
 class Attach:
-    kind: str  # "tracepoint" | "raw_tp" | "uprobe"
-    program: str  # gen_tp | gen_tp_ret | gen_rawtp | gen_uprobe | gen_enforcer
-    target: tuple[str, ...]  # (category, event) | (name,) | (path, symbol, offset)
+    kind: str  # "tracepoint" | "raw_tp" | "uprobe" | "kprobe" | "kprobe_multi"
+    # gen_tp | gen_tp_ret | gen_rawtp | gen_uprobe | gen_enforcer | gen_kprobe | gen_kretprobe
+    # | gen_kprobe_multi | gen_kretprobe_multi
+    program: str
+    # (category, event) | (name,) | (path, symbol, offset) | (function, cookie) | (function, ...)
+    target: tuple[str, ...]
 
 
 @dataclass

@@ -1,0 +1,21 @@
+"""The real agent inside the guest, with one policy file: started, waited for, stopped cleanly."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.e2e.agentproc import AgentProcess
+
+
+@contextlib.contextmanager
+def guest_agent(tmp: Path, policy: str) -> Iterator[AgentProcess]:
+    path = tmp / "policy.yaml"
+    path.write_text(policy)
+    agent = AgentProcess(tmp, "--tracing-policy", str(path), server="")
+    try:
+        agent.wait_ready(timeout=180)  # the emulated CPU is ~25x slower at Python imports
+        yield agent
+    finally:
+        assert agent.stop(timeout=60) == 0, agent.stderr()
