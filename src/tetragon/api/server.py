@@ -257,7 +257,7 @@ class GrpcServer:
         *,
         version: str,
         health: HealthCheck | None = None,
-        policy_handler: object | None = None,  # a PolicyManager (tetragon.policy.manager)
+        policy_handler: object | None = None,  # a PolicyManager (tetragon.sensors.manager)
         options: ServerOptions | None = None,
         process_cache: ProcessSource | None = None,  # for GetDebug's process-cache dump
     ) -> None:
