@@ -1,7 +1,7 @@
 """Tetragon's example TracingPolicies, loaded unchanged through `tetra tracingpolicy add`, end to end.
 
 Part 1: every example this kernel can serve (spec §9 classes TP-only and SC→TP: tracepoints, and syscall
-kprobes served by syscall tracepoints) is loaded from /work/shared/tetragon-examples, a small
+kprobes served by syscall tracepoints) is loaded from $TETRAGON_EXAMPLES/policies, a small
 purpose-built workload triggers it, and the event is checked field by field (pid, arguments and parent
 of the workload are known). Part 2: every other example (class —: kprobes on kernel functions, LSM,
 USDT, loader, Kubernetes-only policies) is refused with a one-line error naming the hook and what is
@@ -30,11 +30,9 @@ import orjson
 import pytest
 import yaml
 
-from tests.conftest import SHARED
+from tests.conftest import tetragon_examples
 from tests.e2e.agentproc import AgentProcess, Event, body, is_exec_of, is_exit_of, kind, running_agent
 
-EXAMPLES = SHARED / "tetragon-examples" / "policies"
-TP = EXAMPLES / "tracingpolicy"
 FIREHOSE_TIMEOUT = 120.0  # a busy machine can take long to export a firehose's backlog
 AT_FDCWD = -100
 O_WRONLY, O_APPEND = 0o1, 0o2000
@@ -132,6 +130,15 @@ def helper(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # --- helpers -------------------------------------------------------------------------------------
+def examples() -> Path:
+    """Tetragon's example policies (the conformance tier: a test skips here without them)."""
+    return tetragon_examples("policies")
+
+
+def tp(name: str) -> Path:
+    return examples() / "tracingpolicy" / name
+
+
 class Run:
     def __init__(self, argv: list[str], stdout: bytes, stderr: bytes, pid: int, returncode: int) -> None:
         self.argv, self.stdout, self.stderr, self.pid, self.returncode = argv, stdout, stderr, pid, returncode
@@ -244,9 +251,10 @@ def kprobe_keys(*extra: str) -> set[str]:
 
 
 # --- part 1: examples this kernel serves -----------------------------------------------------------
+@pytest.mark.conformance
 def test_served_examples_are_the_tp_and_sc_classes_present() -> None:
     """The table above is exactly the folder's TP-only / SC→TP examples (spec §9); each has a test here."""
-    present = {str(p.relative_to(EXAMPLES)) for p in EXAMPLES.rglob("*.y*ml")}
+    present = {str(p.relative_to(examples())) for p in examples().rglob("*.y*ml")}
     assert set(SERVED) <= present
     tests = {name for name in globals() if name.startswith("test_")}
     assert set(SERVED.values()) <= tests
@@ -262,10 +270,11 @@ def test_served_examples_are_the_tp_and_sc_classes_present() -> None:
         assert f"tracingpolicy/{absent}" not in present
 
 
+@pytest.mark.conformance
 def test_killer_kills_bash_on_dup(agent: AgentProcess) -> None:
     """raw_syscalls/sys_enter + InMap list:dups + matchBinaries /usr/bin/bash -> NotifyEnforcer; the
     enforcer (at raw_syscalls/sys_exit of dup/dup2) sends SIGKILL (argSig: 9)."""
-    with loaded(agent, "kill-syscalls", TP / "killer.yaml"):
+    with loaded(agent, "kill-syscalls", tp("killer.yaml")):
         r = run("/usr/bin/bash", "-c", "exec 3>&1; echo survived")
         # a bash that never dups is not touched
         alive = run("/usr/bin/bash", "-c", "echo alive")
@@ -288,9 +297,10 @@ def test_killer_kills_bash_on_dup(agent: AgentProcess) -> None:
     assert all_of(agent, of_run("process_tracepoint", alive)) == []
 
 
+@pytest.mark.conformance
 def test_list_syscalls_tracepoint(agent: AgentProcess, helper: Path) -> None:
     """raw_syscalls/sys_enter, arg 4 (id) as uint64, InMap list:dups (sys_dup, sys_dup2)."""
-    with loaded(agent, "list-syscalls-tracepoint", TP / "list-syscalls-tracepoint.yaml"):
+    with loaded(agent, "list-syscalls-tracepoint", tp("list-syscalls-tracepoint.yaml")):
         r = run(str(helper), "dup")
     assert r.results() == (3, 100)
     settled(agent, r)
@@ -304,9 +314,10 @@ def test_list_syscalls_tracepoint(agent: AgentProcess, helper: Path) -> None:
         check_process(ev, r)
 
 
+@pytest.mark.conformance
 def test_raw_syscalls(agent: AgentProcess, helper: Path) -> None:
     """Every syscall of every process (a firehose): loaded briefly, only the workload's events checked."""
-    with loaded(agent, "raw-syscalls", TP / "raw_syscalls.yaml", firehose=True):
+    with loaded(agent, "raw-syscalls", tp("raw_syscalls.yaml"), firehose=True):
         r = run(str(helper), "raw")
     assert r.returncode == 7
     last = agent.wait_for(
@@ -329,9 +340,10 @@ def test_raw_syscalls(agent: AgentProcess, helper: Path) -> None:
         check_process(ev, r)
 
 
+@pytest.mark.conformance
 def test_rawtp_sched_process_exec(agent: AgentProcess, helper: Path) -> None:
     """Raw tracepoint sched/sched_process_exec, arg 2 (struct linux_binprm *)."""
-    with loaded(agent, "rawtp", TP / "rawtp.yaml"):
+    with loaded(agent, "rawtp", tp("rawtp.yaml")):
         r = run(str(helper), "none")
     ev = body(agent.wait_for(of_run("process_tracepoint", r)))
     assert set(ev) == {"process", "parent", "subsys", "event", "args", "policy_name", "action"}
@@ -352,11 +364,12 @@ def _override_refused_in_enforce_mode(agent: AgentProcess, path: Path, call: str
     assert "monitor mode" in line
 
 
+@pytest.mark.conformance
 def test_hardlink_override_monitor_only(agent: AgentProcess, helper: Path, tmp_path: Path) -> None:
     """Override cannot be done from a tracepoint: enforce is refused, monitor reports what it would do."""
-    _override_refused_in_enforce_mode(agent, TP / "hardlink-override.yaml", "sys_linkat")
+    _override_refused_in_enforce_mode(agent, tp("hardlink-override.yaml"), "sys_linkat")
     link = tmp_path / "passwd-link"
-    with loaded(agent, "sys-linkat-passwd", TP / "hardlink-override.yaml", "--mode", "monitor"):
+    with loaded(agent, "sys-linkat-passwd", tp("hardlink-override.yaml"), "--mode", "monitor"):
         r = run(str(helper), "linkat", "/etc/passwd", str(link))
         # oldname is not /etc/passwd: no event
         other = run(str(helper), "linkat", str(helper), str(tmp_path / "helper-link"))
@@ -384,10 +397,11 @@ def test_hardlink_override_monitor_only(agent: AgentProcess, helper: Path, tmp_p
     assert all_of(agent, of_run("process_kprobe", other)) == []
 
 
+@pytest.mark.conformance
 def test_symlink_override_monitor_only(agent: AgentProcess, helper: Path, tmp_path: Path) -> None:
-    _override_refused_in_enforce_mode(agent, TP / "symlink-override.yaml", "sys_symlinkat")
+    _override_refused_in_enforce_mode(agent, tp("symlink-override.yaml"), "sys_symlinkat")
     link = tmp_path / "passwd-symlink"
-    with loaded(agent, "sys-symlink-passwd", TP / "symlink-override.yaml", "--mode", "monitor"):
+    with loaded(agent, "sys-symlink-passwd", tp("symlink-override.yaml"), "--mode", "monitor"):
         r = run(str(helper), "symlinkat", str(link))
     try:
         assert r.results() == (0, 0)
@@ -403,9 +417,10 @@ def test_symlink_override_monitor_only(agent: AgentProcess, helper: Path, tmp_pa
     check_process(ev, r)
 
 
+@pytest.mark.conformance
 def test_list_syscalls_generated(agent: AgentProcess) -> None:
     """All syscalls (generated_syscalls, served by raw_syscalls) of /usr/bin/kill."""
-    with loaded(agent, "all-syscalls-for-kill", TP / "list-syscalls-generated.yaml"):
+    with loaded(agent, "all-syscalls-for-kill", tp("list-syscalls-generated.yaml")):
         r = run("/usr/bin/kill", "-0", str(os.getpid()))  # signal 0: only checks that the pid exists
     assert r.returncode == 0
     last = body(
@@ -425,9 +440,10 @@ def test_list_syscalls_generated(agent: AgentProcess) -> None:
         check_process(ev, r)
 
 
+@pytest.mark.conformance
 def test_list_syscalls(agent: AgentProcess, helper: Path) -> None:
     """kprobes call list:syscalls (sys_dup, sys_dup2): one event per call, named after the syscall."""
-    with loaded(agent, "list-syscalls", TP / "list-syscalls.yaml"):
+    with loaded(agent, "list-syscalls", tp("list-syscalls.yaml")):
         r = run(str(helper), "dup")
     assert r.results() == (3, 100)
     settled(agent, r)
@@ -440,10 +456,11 @@ def test_list_syscalls(agent: AgentProcess, helper: Path) -> None:
         check_process(ev, r)
 
 
+@pytest.mark.conformance
 def test_openat_write(agent: AgentProcess, helper: Path) -> None:
     """sys_openat with return: the write open of /etc/passwd matches (Mask 1|2|64, return > 0); the
     read-only open in the same process does not."""
-    with loaded(agent, "sys-openat", TP / "openat_write.yaml"):
+    with loaded(agent, "sys-openat", tp("openat_write.yaml")):
         r = run(str(helper), "openat")
     fd, rdonly_fd = r.results()
     assert fd == 3 and rdonly_fd == 4
@@ -464,8 +481,9 @@ def test_openat_write(agent: AgentProcess, helper: Path) -> None:
     assert len(all_of(agent, of_run("process_kprobe", r))) == 1
 
 
+@pytest.mark.conformance
 def test_sys_clock_settime(agent: AgentProcess, helper: Path) -> None:
-    with loaded(agent, "sys-clock-settime", TP / "sys_clock_settime.yaml"):
+    with loaded(agent, "sys-clock-settime", tp("sys_clock_settime.yaml")):
         r = run(str(helper), "clock_settime")
     assert r.results() == (-1, 0)  # EINVAL: nothing was set
     ev = body(agent.wait_for(of_run("process_kprobe", r)))
@@ -477,9 +495,10 @@ def test_sys_clock_settime(agent: AgentProcess, helper: Path) -> None:
     check_process(ev, r)
 
 
+@pytest.mark.conformance
 def test_sys_pivot_root(agent: AgentProcess, helper: Path, tmp_path: Path) -> None:
     new, old = str(tmp_path / "no-such-new-root"), str(tmp_path / "no-such-put-old")
-    with loaded(agent, "sys-pivot-root", TP / "sys_pivot_root.yaml"):
+    with loaded(agent, "sys-pivot-root", tp("sys_pivot_root.yaml")):
         r = run(str(helper), "pivot_root", new, old)
     assert r.results() == (-1, 0)
     ev = body(agent.wait_for(of_run("process_kprobe", r)))
@@ -491,8 +510,9 @@ def test_sys_pivot_root(agent: AgentProcess, helper: Path, tmp_path: Path) -> No
     check_process(ev, r)
 
 
+@pytest.mark.conformance
 def test_sys_setuid(agent: AgentProcess, helper: Path) -> None:
-    with loaded(agent, "syscalls", TP / "sys_setuid.yaml"):
+    with loaded(agent, "syscalls", tp("sys_setuid.yaml")):
         r = run(str(helper), "setuid")
     assert r.results() == (0, 0)
     ev = body(agent.wait_for(of_run("process_kprobe", r)))
@@ -504,9 +524,10 @@ def test_sys_setuid(agent: AgentProcess, helper: Path) -> None:
     check_process(ev, r)
 
 
+@pytest.mark.conformance
 def test_write(agent: AgentProcess, helper: Path) -> None:
     """sys_write to fd 1 (a firehose of every stdout write): the buffer (char_buf, sizeArgIndex 3)."""
-    with loaded(agent, "sys-write", TP / "write.yaml"):
+    with loaded(agent, "sys-write", tp("write.yaml")):
         r = run(str(helper), "write")
     assert r.stdout == b"hello tetragon\n"
     assert r.results() == (15, 0)
@@ -549,11 +570,12 @@ def _interactive_bash() -> int:
     return pid
 
 
+@pytest.mark.conformance
 def test_uprobe_bash_readline_and_main(agent: AgentProcess) -> None:
     """uprobe.yaml: /bin/bash readline and main. /bin/bash is stripped, but both are in its dynamic
     symbol table (bash exports them), so the policy loads; /bin is a symlink to /usr/bin, so the probes
     (set on the inode) fire for /usr/bin/bash."""
-    with loaded(agent, "uprobe", TP / "uprobe.yaml"):
+    with loaded(agent, "uprobe", tp("uprobe.yaml")):
         pid = _interactive_bash()
     for symbol in ("main", "readline"):
         ev = body(agent.wait_for(of_pid("process_uprobe", pid, lambda b, s=symbol: b["symbol"] == s)))
@@ -566,9 +588,10 @@ def test_uprobe_bash_readline_and_main(agent: AgentProcess) -> None:
         assert ev["parent"]["pid"] == os.getpid()
 
 
+@pytest.mark.conformance
 def test_uprobe_pid_loads_and_filters_on_its_pid(agent: AgentProcess) -> None:
     """uprobe-pid.yaml: readline of pid 61697 only (followForks); our bash is another pid: no event."""
-    with loaded(agent, "uprobe", TP / "uprobe-pid.yaml"):
+    with loaded(agent, "uprobe", tp("uprobe-pid.yaml")):
         pid = _interactive_bash()
     assert pid != 61697
     agent.wait_for(is_exit_of(pid, "/usr/bin/bash"))
@@ -644,18 +667,19 @@ def _first_hook(path: Path) -> str:
     return "spec.loader"
 
 
+@pytest.mark.conformance
 def test_every_other_example_is_refused_and_the_agent_keeps_working(
     agent: AgentProcess, helper: Path
 ) -> None:
-    files = sorted(EXAMPLES.rglob("*.y*ml"))
-    others = [p for p in files if str(p.relative_to(EXAMPLES)) not in SERVED]
+    files = sorted(examples().rglob("*.y*ml"))
+    others = [p for p in files if str(p.relative_to(examples())) not in SERVED]
     assert len(files) == 71 and len(others) == 71 - len(SERVED)
     # a policy loaded before: sys_clock_settime.yaml (its name is unique among the examples)
-    with loaded(agent, "sys-clock-settime", TP / "sys_clock_settime.yaml"):
+    with loaded(agent, "sys-clock-settime", tp("sys_clock_settime.yaml")):
         before = run(str(helper), "clock_settime")
         body(agent.wait_for(of_run("process_kprobe", before)))
         for path in others:
-            rel = str(path.relative_to(EXAMPLES))
+            rel = str(path.relative_to(examples()))
             if rel in LOADABLE_UPROBES:  # tested above
                 continue
             line = refused(agent, path)
@@ -679,11 +703,12 @@ def test_every_other_example_is_refused_and_the_agent_keeps_working(
     assert "Traceback" not in agent.stderr()
 
 
+@pytest.mark.conformance
 def test_namespaced_policy_is_refused_for_want_of_kubernetes(agent: AgentProcess, tmp_path: Path) -> None:
     """The quickstart TracingPolicyNamespaced files name no namespace (Kubernetes gives it) and are
     refused for that above; given one, they are refused because namespaced policies need Kubernetes."""
     for name in ("file_monitoring_enforce.yaml", "network_egress_cluster_enforce.yaml"):
-        doc = yaml.safe_load((EXAMPLES / "quickstart" / name).read_text())
+        doc = yaml.safe_load((examples() / "quickstart" / name).read_text())
         assert doc["kind"] == "TracingPolicyNamespaced"
         doc["metadata"]["namespace"] = "default"
         copy = tmp_path / name

@@ -1,7 +1,9 @@
 """Tetragon JSON conformance: events parse into GetEventsResponse and are written back byte-identical.
 
 The published examples come from Go protojson (UseProtoNames, no whitespace); every one of them is
-reproduced byte for byte. Known, justified differences (none of them occurs in the published file):
+reproduced byte for byte (conformance tier: Tetragon's events.json from $TETRAGON_EXAMPLES), and so is
+every event our own agent recorded (tests/data/events.json). Known, justified differences (none of
+them occurs in the published file):
 * Go's protojson may insert random whitespace in some builds (detrand); Tetragon's files have none
   and neither do ours.
 * Fields our .proto leaves out because their numbers are not pinned down (KprobeArgument error_arg /
@@ -12,25 +14,16 @@ reproduced byte for byte. Known, justified differences (none of them occurs in t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import orjson
 import pytest
 from google.protobuf import json_format
 
+from tests.conftest import conformance_params, recorded_event_lines, tetragon_event_lines
 from tetragon.api.convert import dumps_event, event_to_proto, proto_to_event
 from tetragon.api.gen.tetragon import events_pb2
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "../shared/tetragon-examples/events/events.json"
 
-
-def _example_lines() -> list[bytes]:
-    return [line for line in EXAMPLES.read_bytes().splitlines() if line.strip()]
-
-
-@pytest.mark.parametrize("index", range(len(_example_lines())))
-def test_published_events_round_trip_byte_identical(index: int) -> None:
-    line = _example_lines()[index]
+def _assert_round_trip_byte_identical(line: bytes) -> None:
     msg = event_to_proto(orjson.loads(line))
     assert isinstance(msg, events_pb2.GetEventsResponse)
     assert msg.WhichOneof("event") is not None
@@ -38,6 +31,17 @@ def test_published_events_round_trip_byte_identical(index: int) -> None:
     # and through the wire format too
     again = events_pb2.GetEventsResponse.FromString(msg.SerializeToString())
     assert dumps_event(proto_to_event(again)) == line
+
+
+@pytest.mark.conformance
+@pytest.mark.parametrize("index", conformance_params(range(len(tetragon_event_lines()))))
+def test_published_events_round_trip_byte_identical(index: int) -> None:
+    _assert_round_trip_byte_identical(tetragon_event_lines()[index])
+
+
+@pytest.mark.parametrize("index", range(len(recorded_event_lines())))
+def test_recorded_events_round_trip_byte_identical(index: int) -> None:
+    _assert_round_trip_byte_identical(recorded_event_lines()[index])
 
 
 # Hand-written lines following Go protojson rules, covering what the published file does not.
@@ -78,12 +82,21 @@ def test_synthetic_events_round_trip(line: bytes) -> None:
     assert dumps_event(proto_to_event(event_to_proto(orjson.loads(line)))) == line
 
 
-def test_proto_to_event_agrees_with_json_format_on_content() -> None:
-    for line in _example_lines() + SYNTHETIC:
+def _assert_agrees_with_json_format(lines: list[bytes]) -> None:
+    for line in lines:
         msg = event_to_proto(orjson.loads(line))
         ours = proto_to_event(msg)
         theirs = json_format.MessageToDict(msg, preserving_proto_field_name=True)
         assert ours == theirs  # dict equality ignores order; ordering is checked byte-wise above
+
+
+@pytest.mark.conformance
+def test_proto_to_event_agrees_with_json_format_on_published_events() -> None:
+    _assert_agrees_with_json_format(tetragon_event_lines())
+
+
+def test_proto_to_event_agrees_with_json_format_on_content() -> None:
+    _assert_agrees_with_json_format(recorded_event_lines() + SYNTHETIC)
 
 
 def test_unknown_field_is_rejected() -> None:

@@ -17,12 +17,11 @@ import orjson
 import pytest
 from google.protobuf import field_mask_pb2
 
+from tests.conftest import recorded_event_lines, tetragon_event_lines
 from tetragon.api.convert import proto_to_event
 from tetragon.api.gen.tetragon import events_pb2, sensors_pb2, sensors_pb2_grpc, tetragon_pb2
 from tetragon.api.server import GrpcServer, ServerStartError
 from tetragon.events.bus import EventBus
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "../shared/tetragon-examples/events/events.json"
 
 
 def exec_event(pid: int, binary: str = "/bin/true") -> dict[str, Any]:
@@ -85,11 +84,19 @@ def collect(
     return got[:-1]
 
 
-def test_stream_is_identical_to_published_events(stub: Any, bus: EventBus) -> None:
-    lines = [line for line in EXAMPLES.read_bytes().splitlines() if line.strip()]
+def _assert_stream_is_identical(stub: Any, bus: EventBus, lines: list[bytes]) -> None:
     events = [orjson.loads(line) for line in lines]
     got = collect(stub, bus, events_pb2.GetEventsRequest(), events, exec_event(1))
     assert [orjson.dumps(e) for e in got] == lines
+
+
+def test_stream_is_identical_to_recorded_events(stub: Any, bus: EventBus) -> None:
+    _assert_stream_is_identical(stub, bus, recorded_event_lines())
+
+
+@pytest.mark.conformance
+def test_stream_is_identical_to_published_events(stub: Any, bus: EventBus) -> None:
+    _assert_stream_is_identical(stub, bus, tetragon_event_lines())
 
 
 def test_allow_deny_and_field_filters(stub: Any, bus: EventBus) -> None:

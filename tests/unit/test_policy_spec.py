@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import conformance_params, tetragon_examples, tetragon_policy_files
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.load import parse_policies, parse_policy
 from tetragon.policy.names import ACTIONS, OPERATORS
@@ -20,8 +21,12 @@ from tetragon.policy.schema import (
 )
 from tetragon.policy.syscall_table import X64
 
-EXAMPLES = Path("/work/shared/tetragon-examples/policies")
-EXAMPLE_FILES = sorted(p for p in EXAMPLES.rglob("*") if p.suffix in (".yaml", ".yml"))
+EXAMPLE_FILES = tetragon_policy_files()  # the conformance tier: [] when $TETRAGON_EXAMPLES is unset
+
+
+def example(*parts: str) -> Path:
+    return tetragon_examples("policies", *parts)
+
 
 HEAD = "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: t\nspec:\n"
 
@@ -37,14 +42,17 @@ def selector(body: str, args: str = "    args:\n    - index: 0\n      type: int\
 
 
 # --- Tetragon's examples -------------------------------------------------------------------------------
-@pytest.mark.skipif(not EXAMPLES.is_dir(), reason="Tetragon examples not available")
+@pytest.mark.conformance
 def test_examples_found() -> None:
     assert len(EXAMPLE_FILES) >= 70
     assert any(p.parent.name == "quickstart" for p in EXAMPLE_FILES)
     assert any(p.parent.name == "other" for p in EXAMPLE_FILES)
 
 
-@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: str(p.relative_to(EXAMPLES)))
+@pytest.mark.conformance
+@pytest.mark.parametrize(
+    "path", conformance_params(EXAMPLE_FILES), ids=lambda p: str(p.relative_to(example()))
+)
 def test_example_parses(path: Path) -> None:
     # Namespaced examples carry no metadata.namespace: they rely on `kubectl apply -n`.
     policies = parse_policies(path.read_text(), namespace="default")
@@ -58,8 +66,9 @@ def test_example_parses(path: Path) -> None:
         assert parse_policy(path.read_text(), namespace="default") == p
 
 
+@pytest.mark.conformance
 def test_example_multi_document_skips_pod() -> None:
-    text = (EXAMPLES / "other" / "file-block-kubectl-exec-access.yaml").read_text()
+    text = example("other", "file-block-kubectl-exec-access.yaml").read_text()
     with pytest.raises(PolicyError, match="expected a single YAML document, got 2"):
         parse_policy(text)
     (p,) = parse_policies(text)
@@ -72,16 +81,18 @@ def test_example_multi_document_skips_pod() -> None:
     assert sel.match_pids[0].is_namespace_pid and sel.match_pids[0].follow_forks
 
 
+@pytest.mark.conformance
 def test_namespaced_example_needs_namespace() -> None:
-    text = (EXAMPLES / "quickstart" / "file_monitoring_enforce.yaml").read_text()
+    text = example("quickstart", "file_monitoring_enforce.yaml").read_text()
     with pytest.raises(PolicyError) as exc:
         parse_policy(text)
     assert str(exc.value) == "metadata.namespace: required for a TracingPolicyNamespaced"
     assert parse_policy(text, namespace="ns1").namespace == "ns1"
 
 
+@pytest.mark.conformance
 def test_killer_example() -> None:
-    p = parse_policy((EXAMPLES / "tracingpolicy" / "killer.yaml").read_text())
+    p = parse_policy(example("tracingpolicy", "killer.yaml").read_text())
     assert resolve_list(p, "dups") == ["sys_dup", "sys_dup2", "__ia32_sys_dup"]
     assert resolve_list(p, "list:dups") == resolve_list(p, "dups")
     tp = p.spec.tracepoints[0]
@@ -92,14 +103,15 @@ def test_killer_example() -> None:
     assert p.spec.enforcers[0].calls == ["list:dups"]
 
 
+@pytest.mark.conformance
 def test_generated_lists() -> None:
-    p = parse_policy((EXAMPLES / "tracingpolicy" / "list-syscalls-generated.yaml").read_text())
+    p = parse_policy(example("tracingpolicy", "list-syscalls-generated.yaml").read_text())
     (lst,) = p.spec.lists
     assert lst.type == "generated_syscalls"
     names = resolve_list(p, lst.name)
     assert len(names) == len(X64) + 19  # + the syscalls newer than the table's headers (451-469)
     assert names[:2] == ["sys_read", "sys_write"]
-    p = parse_policy((EXAMPLES / "tracingpolicy" / "list-generated-ftrace.yaml").read_text())
+    p = parse_policy(example("tracingpolicy", "list-generated-ftrace.yaml").read_text())
     assert find_list(p, "ksys").type == "generated_ftrace"
     assert resolve_list(p, "ksys") == ["^ksys_*"]
     with pytest.raises(PolicyError, match="unknown list 'nope'"):

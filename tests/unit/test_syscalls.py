@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -119,5 +120,8 @@ def test_generated_table_is_current(tmp_path: Path) -> None:
         check=True,
         capture_output=True,
     )
-    committed = (ROOT / "src" / "tetragon" / "policy" / "syscall_table.py").read_text()
-    assert out.read_text() == committed
+    # names and numbers, not the text: the header comment names the linux-libc-dev version, which Debian
+    # bumps without changing any number
+    generated = runpy.run_path(str(out))
+    assert generated["X64"] == syscall_table.X64
+    assert generated["I386"] == syscall_table.I386

@@ -15,13 +15,13 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.conftest import DATA, tetragon_examples
 from tetragon.api.server import GrpcServer
 from tetragon.cli import tetra
 from tetragon.events.bus import EventBus
 from tetragon.events.compact import format_compact
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "../shared/tetragon-examples/events/events.json"
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
 
 
@@ -109,10 +109,19 @@ def stream_lines(
         wait_for(lambda: bus.subscriber_count == 0)
 
 
-def test_getevents_json_is_identical_to_published_events(server: GrpcServer, bus: EventBus) -> None:
-    lines = [line for line in EXAMPLES.read_bytes().splitlines() if line.strip()]
+def _assert_getevents_json_is_identical(server: GrpcServer, bus: EventBus, events_file: Path) -> None:
+    lines = [line for line in events_file.read_bytes().splitlines() if line.strip()]
     got = stream_lines(server, bus, [], [orjson.loads(line) for line in lines], len(lines))
     assert [g.encode() for g in got] == lines
+
+
+def test_getevents_json_is_identical_to_recorded_events(server: GrpcServer, bus: EventBus) -> None:
+    _assert_getevents_json_is_identical(server, bus, DATA / "events.json")
+
+
+@pytest.mark.conformance
+def test_getevents_json_is_identical_to_published_events(server: GrpcServer, bus: EventBus) -> None:
+    _assert_getevents_json_is_identical(server, bus, tetragon_examples("events", "events.json"))
 
 
 def test_getevents_filters(server: GrpcServer, bus: EventBus) -> None:
@@ -146,11 +155,32 @@ def test_getevents_compact(server: GrpcServer, bus: EventBus) -> None:
     assert colored == [format_compact(events[0], color=True)]
 
 
-def test_getevents_from_stdin() -> None:
-    data = EXAMPLES.read_bytes()
+def _assert_stdin_passes_through(data: bytes) -> None:
     out = run_tetra("getevents", stdin=data)
     assert out.returncode == 0, out.stderr
     assert out.stdout.encode() == data if data.endswith(b"\n") else data + b"\n"
+
+
+def test_getevents_from_stdin_recorded_events() -> None:
+    # tests/data/events.json: our agent on host "vm" with policies/file-integrity-etc.yaml and network.yaml
+    data = (DATA / "events.json").read_bytes()
+    _assert_stdin_passes_through(data)
+
+    out = run_tetra("getevents", "-o", "compact", "--process", "/rm$,/sh$", stdin=data)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        '🚀 process vm /bin/rm "-f /etc/tetragon-py-no-such-file"',
+        "❓ syscall vm /bin/rm __x64_sys_unlinkat",
+        '💥 exit    vm /bin/rm "-f /etc/tetragon-py-no-such-file" 0',
+        '🚀 process vm /bin/sh "-c \\"exit 3\\""',
+        '💥 exit    vm /bin/sh "-c \\"exit 3\\"" 3',
+    ]
+
+
+@pytest.mark.conformance
+def test_getevents_from_stdin() -> None:
+    data = tetragon_examples("events", "events.json").read_bytes()
+    _assert_stdin_passes_through(data)
 
     out = run_tetra("getevents", "-o", "compact", "--pod", "^deathstar", stdin=data)
     assert out.returncode == 0, out.stderr
@@ -158,6 +188,9 @@ def test_getevents_from_stdin() -> None:
         "🚀 process default/deathstar-6f87496b94-qdlh8 /starwars-docker " + '"--port 80 --host 0.0.0.0"',
         "🚀 process default/deathstar-6f87496b94-gjf74 /starwars-docker " + '"--port 80 --host 0.0.0.0"',
     ]
+
+
+def test_getevents_from_stdin_skips_bad_lines() -> None:
     mixed = b'{"process_exec":{"process":{"binary":"/a"}},"node_name":"n"}\nnot json\n\n'
     out = run_tetra("getevents", "-e", "PROCESS_EXEC", stdin=mixed)
     assert out.stdout == '{"process_exec":{"process":{"binary":"/a"}},"node_name":"n"}\n'
