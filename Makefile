@@ -1,4 +1,5 @@
 # The two commands of the README: `make run` and `make test`. Both set up what they need first.
+# `make unit` is for contributors: the unit tests, without root and without apt.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -6,7 +7,7 @@ APT_PKGS := clang-19 llvm-19 libbpf-dev libbpf1 bpftool libelf-dev gcc make libc
 EXPORT ?= /var/log/tetragon/tetragon.log
 ARGS ?=
 
-.PHONY: setup deps venv bpf run test lint bench clean
+.PHONY: setup deps venv package bpf run test unit lint bench clean
 
 setup: deps venv
 
@@ -18,8 +19,12 @@ deps:
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PKGS); \
 	fi
 
-# The package build compiles bpf/*.bpf.c and generates the gRPC modules (hatch_build.py).
 venv: deps
+	@$(MAKE) --no-print-directory package
+
+# The package into .venv with what is installed, no apt. Its build compiles bpf/*.bpf.c (clang-19,
+# libbpf-dev) and generates the gRPC modules (hatch_build.py).
+package:
 	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev]'
@@ -32,6 +37,11 @@ run: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest -ra tests $(ARGS)
+
+# No root, no apt: builds .venv only when there is none; tests needing root or gcc skip (fail under CI=true).
+unit:
+	@[ -x $(VENV)/bin/python ] || $(MAKE) --no-print-directory package
+	$(VENV)/bin/python -m pytest -ra tests/unit $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench

@@ -85,7 +85,7 @@ def tetragon_policy_files() -> list[Path]:
 
 
 def recorded_event_lines() -> list[bytes]:
-    """Events recorded with this project's agent (tests/data/README.md says how)."""
+    """Events recorded with this project's agent (tests/data/README.md says what and how)."""
     return [line for line in (DATA / "events.json").read_bytes().splitlines() if line.strip()]
 
 
