@@ -72,9 +72,7 @@ def tetragon_event_lines() -> list[bytes]:
     """Tetragon's recorded events (events/events.json), one JSON line each; [] when the tier is off."""
     if TETRAGON_EXAMPLES is None:
         return []
-    return [
-        line for line in (TETRAGON_EXAMPLES / "events/events.json").read_bytes().splitlines() if line.strip()
-    ]
+    return json_lines(TETRAGON_EXAMPLES / "events/events.json")
 
 
 def tetragon_policy_files() -> list[Path]:
@@ -86,7 +84,12 @@ def tetragon_policy_files() -> list[Path]:
 
 def recorded_event_lines() -> list[bytes]:
     """Events recorded with this project's agent (tests/data/README.md says what and how)."""
-    return [line for line in (DATA / "events.json").read_bytes().splitlines() if line.strip()]
+    return json_lines(DATA / "events.json")
+
+
+def json_lines(path: Path) -> list[bytes]:
+    """The non-empty lines of a JSON-lines events file, as bytes."""
+    return [line for line in path.read_bytes().splitlines() if line.strip()]
 
 
 def require_bpf() -> None:
