@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import ctypes
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
+from tests.conftest import require_cc
 from tetragon.abi import generic_cfg_h as G
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = ROOT / "bpf/include/generic_cfg.h"
-CC = shutil.which("gcc") or shutil.which("cc") or shutil.which("clang-19")
 
 STRUCTS: dict[str, type[ctypes.Structure]] = {
     "gen_arg_cfg": G.ArgCfg,
@@ -52,12 +49,11 @@ def _c_offsets(tmp_path: Path) -> dict[str, int]:
         + "\nreturn 0; }\n"
     )
     exe = tmp_path / "cfg"
-    subprocess.run([CC, "-I", str(ROOT / "bpf/include"), str(src), "-o", str(exe)], check=True)
+    subprocess.run([require_cc(), "-I", str(ROOT / "bpf/include"), str(src), "-o", str(exe)], check=True)
     out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
     return {k: int(v) for k, v in (line.split() for line in out.splitlines())}
 
 
-@pytest.mark.skipif(CC is None, reason="no C compiler")
 def test_structs_match_header(tmp_path: Path) -> None:
     c = _c_offsets(tmp_path)
     for cname, py in STRUCTS.items():
