@@ -3,7 +3,8 @@
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
-APT_PKGS := clang-19 llvm-19 libbpf-dev libbpf1 bpftool libelf-dev gcc make libcap2-bin
+# BPF build tools; containerd and busybox-static for the CRI test (tests/unit/test_k8s_cri.py)
+APT_PKGS := clang-19 llvm-19 libbpf-dev libbpf1 bpftool libelf-dev gcc make libcap2-bin containerd busybox-static
 EXPORT ?= /var/log/tetragon/tetragon.log
 ARGS ?=
 
@@ -11,12 +12,13 @@ ARGS ?=
 
 setup: deps venv
 
-# Debian build tools for the BPF objects; installed only when something is missing.
+# The Debian packages above; apt runs only when one of them is missing.
 deps:
-	@if ! command -v clang-19 >/dev/null || ! command -v bpftool >/dev/null || \
-	    [ ! -e /usr/include/bpf/bpf_helpers.h ] || ! ldconfig -p | grep -q 'libbpf.so.1 '; then \
-		echo "installing $(APT_PKGS)"; \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PKGS); \
+	@missing=$$(for p in $(APT_PKGS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing" $$missing; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 
 venv: deps
@@ -28,6 +30,9 @@ package:
 	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev]'
+	@# Helm's Go library for tests/unit/test_deploy_helm.py: it declares Python 3.12 but works on 3.11,
+	@# which pip accepts only outside the dependency list
+	$(VENV)/bin/pip install -q --ignore-requires-python helm-sdkpy==0.1.32
 
 bpf:
 	$(MAKE) -C bpf
