@@ -322,6 +322,11 @@ class Agent:
             grpc.stop()
         if policies is not None:
             policies.close()
+        if sensor is not None and sensor.reader is not None:
+            # records submitted after run()'s last drain: stop the producers, then read what is left,
+            # so that "received" and "kernel sent" below count the same records
+            sensor.detach()
+            self.pipeline.drain(sensor.reader)
         self.pipeline.close()
         if sensor is not None:
             reader = sensor.reader

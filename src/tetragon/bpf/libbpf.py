@@ -211,10 +211,14 @@ class BpfObject:
             lambda prog: lib().bpf_program__attach_kprobe_multi_opts(prog, None, ctypes.byref(opts)),
         )
 
-    def close(self) -> None:
+    def detach(self) -> None:
+        """Close every link (the programs stop running); maps and programs stay until close()."""
         for link in reversed(self.links):
             link.close()
         self.links.clear()
+
+    def close(self) -> None:
+        self.detach()
         if self._ptr is not None:
             lib().bpf_object__close(self._ptr)
             self._ptr = None

@@ -92,6 +92,10 @@ class BaseSensor:
             if exc.errno != 17:  # EEXIST: it exec'd since the sensor attached, the kernel's entry is newer
                 raise
 
+    def detach(self) -> None:
+        """Stop the producers: after this, `sent()` no longer grows and one drain reads the rest."""
+        self.obj.detach()
+
     def close(self) -> None:
         if self.reader is not None:
             self.reader.close()
