@@ -119,15 +119,26 @@ def test_cache_exec_keeps_a_replaced_image_its_children_still_name() -> None:
     assert c.get("clone") is not None and c.get("clone").exited and c.get("clone").refcnt == 1
 
 
+def test_cache_ancestors_end_at_init_as_in_tetragon() -> None:
+    c = ProcessCache(capacity=100)
+    c.add(_entry("kernel", 0, "kernel"))
+    c.add(_entry("init", 1, "kernel"))
+    c.add(_entry("sshd", 500, "init"))
+    c.add(_entry("bash", 600, "sshd"))
+    c.add(_entry("ls", 700, "bash"))
+    assert [e.exec_id for e in c.ancestors(c.get("ls"))] == ["sshd", "init"]
+    assert c.ancestors(c.get("sshd")) == []  # the parent is init: no ancestors beyond it
+
+
 def test_cache_ancestors_and_capacity() -> None:
     c = ProcessCache(capacity=4)
-    c.add(_entry("a", 1))
-    c.add(_entry("b", 2, "a"))
-    c.add(_entry("c", 3, "b"))
-    c.add(_entry("d", 4, "c"))
+    c.add(_entry("a", 11))
+    c.add(_entry("b", 12, "a"))
+    c.add(_entry("c", 13, "b"))
+    c.add(_entry("d", 14, "c"))
     assert [e.exec_id for e in c.ancestors(c.get("d"))] == ["b", "a"]
-    c.exit(4)
-    c.add(_entry("e", 5, "c"))  # over capacity: the exited entry goes first
+    c.exit(14)
+    c.add(_entry("e", 15, "c"))  # over capacity: the exited entry goes first
     assert len(c) <= 4 and c.get("d") is None and c.evictions >= 1
 
 

@@ -16,6 +16,8 @@ import orjson
 
 ProcessDict = dict[str, Any]
 
+_LAST_ANCESTOR_PID = 2  # kthreadd; init is 1: Tetragon's ancestors end with either
+
 # Process fields after `tid` (16), to insert tid at its declaration position.
 _AFTER_TID = ("process_credentials", "binary_properties", "user", "in_init_tree", "environment_variables")
 
@@ -180,13 +182,18 @@ class ProcessCache:
             del self._by_pid[entry.pid]
 
     def ancestors(self, entry: ProcessEntry, limit: int = 4096) -> list[ProcessEntry]:
-        """The parent's parent, its parent, ... up to the oldest known ancestor (init)."""
+        """The parent's parent, its parent, ... up to init or kthreadd: as in Tetragon, the walk
+        stops at pid 1 or 2 (never reaching `<kernel>`)."""
         out: list[ProcessEntry] = []
         parent = self._by_exec.get(entry.parent_exec_id)
-        cur = self._by_exec.get(parent.parent_exec_id) if parent is not None else None
+        if parent is None or parent.pid <= _LAST_ANCESTOR_PID:
+            return out
+        cur = self._by_exec.get(parent.parent_exec_id)
         seen = {entry.exec_id}
         while cur is not None and cur.exec_id not in seen and len(out) < limit:
             out.append(cur)
+            if cur.pid <= _LAST_ANCESTOR_PID:
+                break
             seen.add(cur.exec_id)
             cur = self._by_exec.get(cur.parent_exec_id)
         return out
