@@ -219,7 +219,8 @@ class Agent:
     def _write_info(self) -> None:
         run = Path(self.config.run_dir)
         with contextlib.suppress(OSError):
-            run.mkdir(parents=True, exist_ok=True)
+            if not run.is_dir():  # Tetragon does not mkdir an existing directory
+                run.mkdir(parents=True, exist_ok=True)
             (run / "tetragon-info.json").write_text(
                 json.dumps({"server_address": self.config.server_address})
             )
@@ -250,15 +251,17 @@ class Agent:
             raise AgentError(f"cannot load the base sensor: {exc}") from exc
         # attach first, then scan: a process started in between is seen by both, never by neither
         infos = procfs.scan(cfg.procfs)
-        seeded = self.events.seed_procfs(infos)
+        startup_events = self.events.seed_procfs(infos)
         for info in infos:
             self.sensor.seed_process(
                 info.pid, info.ppid, info.nspid, info.exe or info.binary, info.ns, info.cap_effective
             )
-        log.info("process cache seeded from %s with %d processes", cfg.procfs, seeded)
+        log.info("process cache seeded from %s with %d processes", cfg.procfs, len(infos))
+        self.pipeline.emit_all(startup_events)
+        # run files before policies, as Tetragon: a policy must not report the agent's own start-up
+        self._write_info()
         self._start_policies()
         self._start_grpc()
-        self._write_info()
         self.ready.set()
         self._start_health()  # after ready: its first answer is SERVING
         log.info(

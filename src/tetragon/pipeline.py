@@ -159,6 +159,13 @@ class Pipeline:
             self._handler_error(op, "event_handler_failed")
             log.exception("failed to handle a record with op %d", op)
 
+    def emit_all(self, events: list[Event]) -> None:
+        """Events made outside a drain (the /proc scan's at start-up) to the sinks, flushed."""
+        for event in events:
+            self._emit(event)
+        if self.exporter is not None:
+            self.exporter.flush()
+
     def _emit(self, event: Event) -> None:
         if self.metrics is not None:
             key = self.metrics.event_key(event)
@@ -259,7 +266,7 @@ class Pipeline:
         if as_dict and exporter is None and not subscribers:
             return  # nobody takes the event: the arguments were still checked
         if as_dict:
-            process: Any = with_tid(entry.to_dict(), tid) if entry is not None else None
+            process: Any = with_tid(entry.to_dict(entry.refcnt), tid) if entry is not None else None
             parent_part: Any = parent.to_dict() if parent is not None else None
             ancestor_parts: list[Any] | None = [a.to_dict() for a in ancestors] if ancestors else None
         else:

@@ -131,8 +131,7 @@ def kprobe(
         ev["return"] = ret
     ev["action"] = "KPROBE_ACTION_POST"
     ev["policy_name"] = policy
-    if ret is not None:
-        ev["return_action"] = "KPROBE_ACTION_POST"
+    ev["return_action"] = "KPROBE_ACTION_POST"  # on every process_kprobe, as Tetragon
     ev["message"] = message
     ev["tags"] = tags
     return {"process_kprobe": ev}

@@ -122,7 +122,8 @@ def test_exec_fields_of_a_binary_with_quoted_arguments(events: Source, workload:
     ev = _exec(events, workload["echo"], "/bin/echo")
     p = ev["process"]
     assert p["binary"] == "/bin/echo"
-    assert p["arguments"] == '"hello world" it\'s quote"d'
+    # Tetragon's quoting: a quoted argument brings its leading space, also when it comes first
+    assert p["arguments"] == ' "hello world" it\'s quote"d'
     assert p["cwd"] == str(workload["work"])
     assert p["pid"] == workload["echo"]
     assert p["tid"] == workload["echo"]
@@ -133,6 +134,9 @@ def test_exec_fields_of_a_binary_with_quoted_arguments(events: Source, workload:
     assert p["process_credentials"]["euid"] == os.geteuid()
     assert "CAP_SYS_ADMIN" in p["cap"]["effective"]
     assert p["ns"]["pid"]["inum"] == os.stat("/proc/self/ns/pid").st_ino
+    # Tetragon: in_init_tree always there (false outside containers), no refcnt on exec events
+    assert p["in_init_tree"] is False and ev["parent"]["in_init_tree"] is False
+    assert "refcnt" not in p and "refcnt" not in ev["parent"]
 
 
 def test_parent_chain_and_procfs(events: Source, workload: dict) -> None:
@@ -144,16 +148,41 @@ def test_parent_chain_and_procfs(events: Source, workload: dict) -> None:
     assert shell["parent"]["pid"] == os.getpid()
     assert "procFS" in shell["parent"]["flags"]
     assert sh["parent_exec_id"] == shell["parent"]["exec_id"]
+    # `/bin/sh echo.sh` forks from the shell and execs /bin/echo without a fork: Tetragon's parent
+    # of echo is the pid's previous image (sh echo.sh), whose parent is the shell
     echo = _exec(events, workload["echo"], "/bin/echo")
-    assert echo["process"]["parent_exec_id"] == sh["exec_id"]
-    assert echo["parent"]["exec_id"] == sh["exec_id"]
-    assert echo["parent"]["binary"] == str(workload["run"])
+    prev = echo["parent"]
+    assert prev["pid"] == workload["echo"] and prev["binary"].endswith("/sh")
+    assert prev["arguments"].endswith("echo.sh")
+    assert echo["process"]["parent_exec_id"] == prev["exec_id"]
+    assert prev["parent_exec_id"] == sh["exec_id"]
+    echo_exit = body(events.wait_for(is_exit_of(workload["echo"], "/bin/echo")))
+    assert echo_exit["parent"]["exec_id"] == prev["exec_id"]
+    assert "refcnt" not in echo_exit["process"] and "refcnt" not in echo_exit["parent"]
+
+
+def test_procfs_startup_events(agent: AgentProcess, workload: dict) -> None:
+    """Tetragon emits process_exec at start for `<kernel>` and every process found in /proc
+    (in the export file: they precede any gRPC stream)."""
+    execs = [e for e in agent.read_events() if "process_exec" in e]
+    kernel_ev = next(body(e) for e in execs if body(e)["process"]["binary"] == "<kernel>")
+    k = kernel_ev["process"]
+    assert k["pid"] == 0 and k["flags"] == "procFS" and k["parent_exec_id"] == k["exec_id"]
+    runner = next(body(e) for e in execs if body(e)["process"]["pid"] == os.getpid())
+    assert runner["process"]["flags"].startswith("procFS")
+    init = next(body(e) for e in execs if body(e)["process"]["pid"] == 1)
+    assert init["process"]["parent_exec_id"] == k["exec_id"]
+    # kernel threads are cached, not exported
+    kthreadd = [e for e in execs if body(e)["process"]["pid"] == 2]
+    assert kthreadd == []
 
 
 def test_ancestors_reach_init(events: Source, workload: dict) -> None:
     echo = _exec(events, workload["echo"], "/bin/echo")
     ancestors = echo["ancestors"]
-    assert ancestors[0]["pid"] == os.getpid()  # the parent's parent: this test runner
+    # the parent is echo's previous image (sh echo.sh), its parent the shell, then this test runner
+    assert ancestors[0]["pid"] == workload["shell"]
+    assert ancestors[1]["pid"] == os.getpid()
     assert ancestors[-1]["pid"] == 1
     chain = [echo["parent"], *ancestors]
     for child, parent in zip(chain, chain[1:], strict=False):
@@ -185,11 +214,13 @@ def test_exit_status(events: Source, workload: dict) -> None:
 
 
 def test_exit_of_a_fork_that_never_exec(events: Source, workload: dict) -> None:
-    """A subshell: fork without exec, then exit 4. It is its parent's image, flagged clone."""
+    """A subshell: fork without exec, then exit 4. It is its parent's image; Tetragon flags it
+    `execve` (the fork's common flag 0x01) with refcnt 1."""
     ev = body(events.wait_for(is_exit_of(workload["subshell"])))
     assert ev["status"] == 4
     p = ev["process"]
-    assert p["binary"] == str(workload["run"]) and p["flags"] == "clone"
+    assert p["binary"] == str(workload["run"]) and p["flags"] == "execve"
+    assert p["refcnt"] == 1 and "refcnt" not in ev["parent"]
     assert p["pid"] == workload["subshell"]
     assert ev["parent"]["pid"] == workload["shell"]
     assert p["parent_exec_id"] == ev["parent"]["exec_id"]

@@ -142,7 +142,8 @@ def generic_event(
             body["action"] = action
         if hook.policy_name:
             body["policy_name"] = hook.policy_name
-        return_action = ACTION_NAMES.get(return_action_id) if returned else None
+        # every process_kprobe has one: KPROBE_ACTION_POST (kernel 0) when there was no return probe
+        return_action = ACTION_NAMES.get(return_action_id if returned else L.ACTION_POST)
         if return_action:
             body["return_action"] = return_action
         if hook.message:

@@ -435,8 +435,10 @@ def test_kprobe_without_return_and_with_sigkill() -> None:
     hook = HookInfo(policy_name="p", event="process_kprobe", function_name="__x64_sys_write", return_arg=None)
     raw = record([], action=L.ACTION_SIGKILL, flags=L.GEN_F_ENFORCED)
     body = build_generic_event(decode_generic(raw), hook, PROC, None, None, NODE, TIME)["process_kprobe"]
-    assert list(body) == ["process", "function_name", "action", "policy_name"]
+    # Tetragon: return_action KPROBE_ACTION_POST on every process_kprobe, also without a return probe
+    assert list(body) == ["process", "function_name", "action", "policy_name", "return_action"]
     assert body["action"] == "KPROBE_ACTION_SIGKILL"
+    assert body["return_action"] == "KPROBE_ACTION_POST"
     # GEN_F_RETURN without a returnArg: return_action but no return
     raw = record([], flags=L.GEN_F_RETURN, ret=-13, return_action=L.ACTION_OVERRIDE)
     body = build_generic_event(decode_generic(raw), hook, PROC, None, None, NODE, TIME)["process_kprobe"]

@@ -330,8 +330,8 @@ def test_fast_path_equals_build_generic_event(agents: tuple[Agent, Agent]) -> No
         ev = build_generic_event(
             rec,
             hook,
-            entry.to_dict() if entry is not None else None,
-            parent.to_dict() if parent is not None else None,
+            entry.to_dict(entry.refcnt) if entry is not None else None,  # live refcnt on `process`
+            parent.to_dict() if parent is not None else None,  # none on `parent`
             ancestors,
             fast.node,
             fast.clock.rfc3339(rec.ktime),
@@ -461,12 +461,15 @@ def test_malformed_records_fail_like_decode_generic(raw: bytes, tmp_path: Path) 
 
 def test_with_tid_and_json_caches() -> None:
     cat = entries()[2]
-    assert cat.json_with_tid(7) == orjson.dumps(with_tid(cat.to_dict(), 7))
+    # a policy event's `process` has the live refcnt, a `parent` none (Tetragon)
+    assert cat.json_with_tid(7) == orjson.dumps(with_tid(cat.to_dict(cat.refcnt), 7))
     assert cat.json_with_tid(7) is cat.json_with_tid(7)
     assert cat.json_with_tid(8) is not cat.json_with_tid(7)
     assert cat.json() == orjson.dumps(cat.to_dict())
+    assert b"refcnt" not in cat.json()
     cat.refcnt += 1
     assert cat.json() == orjson.dumps(cat.to_dict())
+    assert cat.json_with_tid(7) == orjson.dumps(with_tid(cat.to_dict(cat.refcnt), 7))
 
 
 def test_generic_event_with_fragments_serializes_like_dicts() -> None:
@@ -478,7 +481,8 @@ def test_generic_event_with_fragments_serializes_like_dicts() -> None:
     common = (hook, args, rec.action, rec.return_action, rec.flags, rec.ret)
     F = orjson.Fragment
     frag = generic_event(*common, F(cat.json_with_tid(5)), F(shell.json()), [F(shell.json())], NODE, "t")
-    dicts = generic_event(*common, with_tid(cat.to_dict(), 5), shell.to_dict(), [shell.to_dict()], NODE, "t")
+    process = with_tid(cat.to_dict(cat.refcnt), 5)
+    dicts = generic_event(*common, process, shell.to_dict(), [shell.to_dict()], NODE, "t")
     assert orjson.dumps(frag) == orjson.dumps(dicts)
 
 

@@ -36,9 +36,17 @@ def test_exit_fields() -> None:
 
 
 def test_arguments_quoting() -> None:
+    # Tetragon's ArgsDecoder: a quoted argument always brings its leading space, empty leading
+    # arguments vanish, later empty ones leave a double space
     assert quote_arguments(["-c", "curl https://x"]) == '-c "curl https://x"'
     assert quote_arguments(["it's", 'q"d']) == "it's q\"d"
     assert quote_arguments([]) == ""
+    assert quote_arguments(["a b", "c"]) == ' "a b" c'
+    assert quote_arguments(["", "", "x", "y"]) == "x y"
+    assert quote_arguments(["", "a b"]) == ' "a b"'
+    assert quote_arguments(["x", "", "y"]) == "x  y"
+    assert quote_arguments(["a b", ""]) == ' "a b" '
+    assert quote_arguments([""]) == ""
 
 
 def test_flags_order() -> None:
@@ -111,15 +119,26 @@ def test_cache_exec_keeps_a_replaced_image_its_children_still_name() -> None:
     assert c.get("clone") is not None and c.get("clone").exited and c.get("clone").refcnt == 1
 
 
+def test_cache_ancestors_end_at_init_as_in_tetragon() -> None:
+    c = ProcessCache(capacity=100)
+    c.add(_entry("kernel", 0, "kernel"))
+    c.add(_entry("init", 1, "kernel"))
+    c.add(_entry("sshd", 500, "init"))
+    c.add(_entry("bash", 600, "sshd"))
+    c.add(_entry("ls", 700, "bash"))
+    assert [e.exec_id for e in c.ancestors(c.get("ls"))] == ["sshd", "init"]
+    assert c.ancestors(c.get("sshd")) == []  # the parent is init: no ancestors beyond it
+
+
 def test_cache_ancestors_and_capacity() -> None:
     c = ProcessCache(capacity=4)
-    c.add(_entry("a", 1))
-    c.add(_entry("b", 2, "a"))
-    c.add(_entry("c", 3, "b"))
-    c.add(_entry("d", 4, "c"))
+    c.add(_entry("a", 11))
+    c.add(_entry("b", 12, "a"))
+    c.add(_entry("c", 13, "b"))
+    c.add(_entry("d", 14, "c"))
     assert [e.exec_id for e in c.ancestors(c.get("d"))] == ["b", "a"]
-    c.exit(4)
-    c.add(_entry("e", 5, "c"))  # over capacity: the exited entry goes first
+    c.exit(14)
+    c.add(_entry("e", 15, "c"))  # over capacity: the exited entry goes first
     assert len(c) <= 4 and c.get("d") is None and c.evictions >= 1
 
 
@@ -135,7 +154,7 @@ def _exec_info(pid: int, ppid: int, ktime: int, binary: str) -> ExecInfo:
     )
 
 
-def test_fork_without_exec_exits_as_a_clone_of_its_parent() -> None:
+def test_fork_without_exec_exits_as_a_copy_of_its_parent() -> None:
     ev = _events()
     ev.on_exec(_exec_info(10, 1, 100, "/bin/sh"))
     ev.on_clone(CloneRecord(ktime=200, pid=11, tid=11, ppid=10, nspid=11))
@@ -144,9 +163,13 @@ def test_fork_without_exec_exits_as_a_clone_of_its_parent() -> None:
     assert out is not None
     body = out["process_exit"]
     assert body["process"]["pid"] == 12 and body["process"]["binary"] == "/bin/sh"
-    assert body["process"]["flags"] == "clone"
+    # Tetragon: flags `execve` (fork's common flag 0x01 read with the process flag table), refcnt 1,
+    # and no refcnt on the parent
+    assert body["process"]["flags"] == "execve"
+    assert body["process"]["refcnt"] == 1
     assert body["process"]["exec_id"] == exec_id("n", 300, 12)
     assert body["parent"]["pid"] == 11 and body["parent"]["exec_id"] == exec_id("n", 200, 11)
+    assert "refcnt" not in body["parent"]
     assert body["status"] == 3
 
 
@@ -161,6 +184,9 @@ def test_exec_after_fork_is_flagged_clone_and_parented() -> None:
     assert out["process_exec"]["parent"]["binary"] == "/bin/sh"
     again = ev.on_exec(_exec_info(11, 10, 260, "/bin/cat"))  # exec of an exec: no clone flag
     assert again["process_exec"]["process"]["flags"] == "execve"
+    # no fork: Tetragon's parent is the pid's previous image
+    assert again["process_exec"]["parent"]["binary"] == "/bin/ls"
+    assert again["process_exec"]["process"]["parent_exec_id"] == exec_id("n", 250, 11)
 
 
 def test_a_second_exit_record_of_the_same_group_is_ignored() -> None:

@@ -110,10 +110,11 @@ def make_event_builder(hook: HookInfo) -> EventBuilder:
                 body["action"] = action
             if policy_name:
                 body["policy_name"] = policy_name
-            if returned:
-                return_action = _action_name(return_action_id)
-                if return_action:
-                    body["return_action"] = return_action
+            # Tetragon reports the kernel's return action on every process_kprobe; without a
+            # return probe it is 0, ACTION_POST (pkg/grpc/tracing: kprobeAction(ReturnAction))
+            return_action = _action_name(return_action_id if returned else L.ACTION_POST)
+            if return_action:
+                body["return_action"] = return_action
         elif tracepoint:  # policy_name, action
             if policy_name:
                 body["policy_name"] = policy_name

@@ -16,6 +16,8 @@ import orjson
 
 ProcessDict = dict[str, Any]
 
+_LAST_ANCESTOR_PID = 2  # kthreadd; init is 1: Tetragon's ancestors end with either
+
 # Process fields after `tid` (16), to insert tid at its declaration position.
 _AFTER_TID = ("process_credentials", "binary_properties", "user", "in_init_tree", "environment_variables")
 
@@ -51,31 +53,32 @@ class ProcessEntry:
     tid: int = 0
     caps_ns: ProcessDict | None = None
     extra: ProcessDict | None = None
+    in_init_tree: bool = False  # Process field 20, a BoolValue: Tetragon prints it even when false
+    cloned: bool = False  # made by a fork that has not exec'd (yet)
     refcnt: int = 1
     exited: bool = False
     zero_since: float = 0.0
     # Serialized forms for the export fast path (the fields above never change after creation but
-    # refcnt): (refcnt, tid, JSON of with_tid(to_dict(), tid)) and (refcnt, JSON of to_dict()).
+    # refcnt): (refcnt, tid, JSON of with_tid(to_dict(refcnt), tid)) and the JSON of to_dict().
     _json_tid: tuple[int, int, bytes] | None = field(default=None, repr=False, compare=False)
-    _json: tuple[int, bytes] | None = field(default=None, repr=False, compare=False)
+    _json: bytes | None = field(default=None, repr=False, compare=False)
     _key_parts: tuple[str, str, str, str] | None = field(default=None, repr=False, compare=False)
 
     def json_with_tid(self, tid: int) -> bytes:
-        """`orjson.dumps(with_tid(self.to_dict(), tid))`, cached while refcnt holds."""
+        """`orjson.dumps(with_tid(self.to_dict(self.refcnt), tid))`, the `process` of a policy
+        event; cached while refcnt holds."""
         cached = self._json_tid
         if cached is not None and cached[0] == self.refcnt and cached[1] == tid:
             return cached[2]
-        data = orjson.dumps(with_tid(self.to_dict(), tid))
+        data = orjson.dumps(with_tid(self.to_dict(self.refcnt), tid))
         self._json_tid = (self.refcnt, tid, data)
         return data
 
     def json(self) -> bytes:
-        """`orjson.dumps(self.to_dict())`, cached while refcnt holds."""
-        cached = self._json
-        if cached is not None and cached[0] == self.refcnt:
-            return cached[1]
-        data = orjson.dumps(self.to_dict())
-        self._json = (self.refcnt, data)
+        """`orjson.dumps(self.to_dict())`, a `parent` or ancestor (no refcnt): cached for good."""
+        data = self._json
+        if data is None:
+            data = self._json = orjson.dumps(self.to_dict())
         return data
 
     def key_parts(self) -> tuple[str, str, str, str]:
@@ -96,16 +99,20 @@ class ProcessEntry:
             self._key_parts = parts
         return parts
 
-    def to_dict(self) -> ProcessDict:
+    def to_dict(self, refcnt: int = 0) -> ProcessDict:
+        """The Process message, with `refcnt` when it is not 0. Tetragon prints none on the
+        process and parent of exec and exit events and on every parent, 1 on the exit of a
+        process that never exec'd, and the live count on the process of policy events."""
         d = dict(self.head)
-        if self.refcnt > 0:
-            d["refcnt"] = self.refcnt
+        if refcnt:
+            d["refcnt"] = refcnt
         if self.caps_ns:
             d.update(self.caps_ns)
         if self.tid:
             d["tid"] = self.tid
         if self.extra:
             d.update(self.extra)
+        d["in_init_tree"] = self.in_init_tree
         return d
 
 
@@ -179,13 +186,18 @@ class ProcessCache:
             del self._by_pid[entry.pid]
 
     def ancestors(self, entry: ProcessEntry, limit: int = 4096) -> list[ProcessEntry]:
-        """The parent's parent, its parent, ... up to the oldest known ancestor (init)."""
+        """The parent's parent, its parent, ... up to init or kthreadd: as in Tetragon, the walk
+        stops at pid 1 or 2 (never reaching `<kernel>`)."""
         out: list[ProcessEntry] = []
         parent = self._by_exec.get(entry.parent_exec_id)
-        cur = self._by_exec.get(parent.parent_exec_id) if parent is not None else None
+        if parent is None or parent.pid <= _LAST_ANCESTOR_PID:
+            return out
+        cur = self._by_exec.get(parent.parent_exec_id)
         seen = {entry.exec_id}
         while cur is not None and cur.exec_id not in seen and len(out) < limit:
             out.append(cur)
+            if cur.pid <= _LAST_ANCESTOR_PID:
+                break
             seen.add(cur.exec_id)
             cur = self._by_exec.get(cur.parent_exec_id)
         return out

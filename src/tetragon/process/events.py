@@ -20,6 +20,7 @@ from tetragon.process.model import (
     exec_id,
     exit_fields,
     format_flags,
+    kernel_info,
     quote_arguments,
     securebit_names,
 )
@@ -193,11 +194,15 @@ class ProcessEvents:
         head = dict(parent.head)
         head["exec_id"] = eid
         head["pid"] = rec.pid
-        head["flags"] = "clone"
+        # Tetragon's fork program sets common flag 0x01, which user space decodes with the process
+        # flag table, where 0x01 is `execve`
+        head["flags"] = "execve"
         head["start_time"] = self.clock.rfc3339(rec.ktime)
         head["parent_exec_id"] = parent.exec_id
         extra = {k: v for k, v in (parent.extra or {}).items() if k != "binary_properties"} or None
-        return ProcessEntry(eid, rec.pid, rec.ktime, parent.exec_id, head, rec.tid, parent.caps_ns, extra)
+        return ProcessEntry(
+            eid, rec.pid, rec.ktime, parent.exec_id, head, rec.tid, parent.caps_ns, extra, cloned=True
+        )
 
     # --- events -----------------------------------------------------------------------------
     def _with_family(self, body: Event, entry: ProcessEntry, parent: ProcessEntry | None) -> None:
@@ -208,36 +213,53 @@ class ProcessEvents:
     def _ancestors(self, entry: ProcessEntry) -> list[dict[str, Any]]:
         return [a.to_dict() for a in self.cache.ancestors(entry)]
 
-    def seed_procfs(self, infos: list[ExecInfo]) -> int:
-        """Insert processes found by the /proc scan (parents first); no events are emitted."""
-        added = 0
+    def seed_procfs(self, infos: list[ExecInfo]) -> list[Event]:
+        """Insert `<kernel>` and the processes found by the /proc scan (parents first); returns
+        the process_exec events Tetragon emits for them at start (procevents/proc_reader.go): one
+        for `<kernel>` and one per process but kernel threads, which are cached only."""
+        kernel = self.entry_from_exec(kernel_info(), None)
+        kernel.parent_exec_id = kernel.head["parent_exec_id"] = kernel.exec_id  # its own parent
+        self.cache.add(kernel)
+        events = [self._exec_event(kernel, kernel, kernel.head["start_time"])]
         for info in infos:
-            parent = self.cache.by_pid(info.ppid) if info.ppid else None
-            self.cache.add(self.entry_from_exec(info, parent))
-            added += 1
-        return added
+            parent = self.cache.by_pid(info.ppid) if info.ppid else kernel
+            entry = self.entry_from_exec(info, parent)
+            self.cache.add(entry)
+            if not info.kthread:
+                events.append(self._exec_event(entry, parent, entry.head["start_time"]))
+        return events
 
-    def on_exec(self, info: ExecInfo) -> Event:
-        cache = self.cache
-        if self._pending.pop(info.pid, None) is not None:
-            info.flags.add("clone")  # the first exec after fork; the clone needs no entry now
-            prev = cache.get_by_pid(info.pid)  # an older process with this pid whose exit was lost
-        else:
-            prev = cache.by_pid(info.pid)
-            if prev is not None and prev.head.get("flags") == "clone" and not prev.exited:
-                info.flags.add("clone")
-        parent = self.current(info.ppid)
-        if parent is None:
-            self.missing_process_info += 1
-        entry = self.entry_from_exec(info, parent)
-        cache.add(entry, replaces=prev if prev is not None and not prev.exited else None)
+    def _exec_event(self, entry: ProcessEntry, parent: ProcessEntry | None, when: str) -> Event:
         body: Event = {}
         self._with_family(body, entry, parent)
         if self.opts.enable_ancestors:
             ancestors = self._ancestors(entry)
             if ancestors:
                 body["ancestors"] = ancestors
-        return {"process_exec": body, "node_name": self.opts.node_name, "time": entry.head["start_time"]}
+        return {"process_exec": body, "node_name": self.opts.node_name, "time": when}
+
+    def on_exec(self, info: ExecInfo) -> Event:
+        cache = self.cache
+        if self._pending.pop(info.pid, None) is not None:
+            info.flags.add("clone")  # the first exec after fork; the clone needs no entry now
+            prev = cache.get_by_pid(info.pid)  # an older process with this pid whose exit was lost
+            parent = self.current(info.ppid)
+        else:
+            prev = cache.by_pid(info.pid)
+            if prev is not None and prev.cloned and not prev.exited:
+                info.flags.add("clone")
+                parent = self.current(info.ppid)
+            elif prev is not None and not prev.exited:
+                # an exec without a fork (`env ... true`): Tetragon's parent is the pid's previous
+                # image (pkg/process AddExecEvent uses the execve_map entry unless the exec is a clone)
+                parent = prev
+            else:
+                parent = self.current(info.ppid)
+        if parent is None:
+            self.missing_process_info += 1
+        entry = self.entry_from_exec(info, parent)
+        cache.add(entry, replaces=prev if prev is not None and not prev.exited else None)
+        return self._exec_event(entry, parent, entry.head["start_time"])
 
     def on_clone(self, rec: CloneRecord) -> None:
         parent = self.current(rec.ppid)
@@ -260,8 +282,10 @@ class ProcessEvents:
             self.missing_process_info += 1
             return None
         parent = self.cache.get(entry.parent_exec_id)
-        body: Event = {}
-        self._with_family(body, entry, parent)
+        # Tetragon prints refcnt 1 on the exit of a process that never exec'd, none otherwise
+        body: Event = {"process": entry.to_dict(1 if entry.cloned else 0)}
+        if parent is not None:
+            body["parent"] = parent.to_dict()
         signal, status = exit_fields(rec.exit_code)
         if signal:
             body["signal"] = signal

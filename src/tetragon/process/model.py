@@ -160,8 +160,21 @@ def exit_fields(exit_code: int) -> tuple[str, int]:
 
 
 def quote_arguments(argv: list[str]) -> str:
-    """argv[1:] as Tetragon joins it: single spaces, an argument with a space wrapped in quotes."""
-    return " ".join(f'"{a}"' if " " in a else a for a in argv)
+    """argv[1:] as Tetragon's ArgsDecoder joins it (pkg/process/args.go): an argument with a space is
+    appended as ` "a b"`, with its leading space even when it comes first; any other argument is
+    appended after one space, or starts the string while it is still empty (so empty leading
+    arguments vanish, later ones leave two spaces)."""
+    if argv and argv[0] and not any(" " in a for a in argv):
+        return " ".join(argv)  # the usual case, identical to the loop below
+    out = ""
+    for a in argv:
+        if " " in a:
+            out += f' "{a}"'
+        elif out:
+            out += " " + a
+        else:
+            out = a
+    return out
 
 
 def container_id(cgroup_name: str) -> str:
@@ -227,6 +240,24 @@ class ExecInfo:
     file_nlink: int = 1
     file_ino: int = 0
     exe: str = ""  # path of the executed file when it has no links left (memfd, deleted)
+    kthread: bool = False  # a kernel thread found in /proc: cached, never exported
+
+
+# pid and ktime of Tetragon's `<kernel>` process (procevents/proc_reader.go procKernel)
+KERNEL_PID = 0
+KERNEL_KTIME = 1
+
+
+def kernel_info() -> ExecInfo:
+    """Tetragon's `<kernel>` process: the parent of pid 1 and of kthreadd, and its own parent."""
+    return ExecInfo(
+        ktime=KERNEL_KTIME,
+        pid=KERNEL_PID,
+        tid=KERNEL_PID,
+        ppid=KERNEL_PID,
+        binary="<kernel>",
+        flags={"procFS"},
+    )
 
 
 class CloneRecord(NamedTuple):

@@ -12,6 +12,7 @@ from tetragon.process.model import ExecInfo
 log = logging.getLogger(__name__)
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PF_KTHREAD = 0x00200000  # task flag of kernel threads (/proc/<pid>/stat field 9)
 
 
 def _read(path: Path) -> bytes | None:
@@ -39,6 +40,7 @@ def read_process(proc: Path, pid: int) -> ExecInfo | None:
     # comm may contain spaces and parentheses: fields start after the last ')'
     rest = stat[stat.rfind(b")") + 2 :].split()
     ppid = int(rest[1])
+    task_flags = int(rest[6])
     starttime = int(rest[19])
     st = _status_fields(status.decode(errors="replace"))
     uids = [int(x) for x in st.get("Uid", "0 0 0 0").split()]
@@ -62,6 +64,7 @@ def read_process(proc: Path, pid: int) -> ExecInfo | None:
         cap_effective=int(st.get("CapEff", "0"), 16),
         cap_inheritable=int(st.get("CapInh", "0"), 16),
         flags={"procFS"},
+        kthread=bool(task_flags & _PF_KTHREAD),
     )
     loginuid = _read(base / "loginuid")
     if loginuid is not None and loginuid.strip():
@@ -77,10 +80,14 @@ def read_process(proc: Path, pid: int) -> ExecInfo | None:
         # kernel threads have no executable; name them as ps does
         info.binary = f"[{st.get('Name', '')}]" if not cmdline else (info.argv[0] if info.argv else "")
     info.binary = info.binary.removesuffix(" (deleted)")
+    # Tetragon's proc reader: `rootcwd` for a cwd of /, `rootcwd errorCWD` when it cannot be read
     try:
         info.cwd = os.readlink(base / "cwd")
     except OSError:
-        info.flags.add("nocwd")
+        info.flags.update(("rootcwd", "errorCWD"))
+    else:
+        if info.cwd == "/":
+            info.flags.add("rootcwd")
     ns: list[int] = []
     for name in NS_NAMES:
         try:
