@@ -14,7 +14,10 @@ trap 'cat "$work/agent.log" >&2; rm -rf "$work"' EXIT
 mkdir "$work/tp.d"
 : >"$work/agent.log"
 cp "$root/policies/file-integrity-etc.yaml" "$root/policies/network.yaml" "$work/tp.d/"
-"$root/.venv/bin/tetragon" --export-filename "$work/events.log" --server-address 127.0.0.1:0 \
+port=$("$root/.venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# no rotation: a busy machine fills the default 10 MB while the workload runs
+"$root/.venv/bin/tetragon" --export-filename "$work/events.log" --export-file-max-size-mb 4096 \
+	--server-address "127.0.0.1:$port" --health-server-address "" \
 	--run-dir "$work/run" --tracing-policy-dir "$work/tp.d" 2>"$work/agent.log" &
 agent=$!
 for _ in $(seq 300); do
