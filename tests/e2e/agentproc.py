@@ -38,6 +38,11 @@ class AgentProcess:
         args = [str(VENV_BIN / "tetragon"), "--server-address", self.server, "--run-dir", str(tmp / "run")]
         if not any(a.startswith("--tracing-policy-dir") for a in extra):
             args += ["--tracing-policy-dir", str(tmp / "tp.d")]  # never the machine's /etc/tetragon
+        if not any(a.startswith("--health-server-address") for a in extra):
+            args += ["--health-server-address", ""]  # agents of one run would contend for :6789
+        if not any(a.startswith("--export-file-max-size-mb") for a in extra):
+            # a busy machine can rotate the default 10 MB twice before a test first reads the file
+            args += ["--export-file-max-size-mb", "1024"]
         if self.export is not None:
             args += ["--export-filename", str(self.export)]
         args += list(extra)
