@@ -11,6 +11,7 @@
  *   gen_uprobe  uprobe (pt_regs)
  *   gen_kprobe, gen_kprobe_multi  kernel function entry (pt_regs): a kprobe, or a kprobe.multi link
  *   gen_kretprobe, gen_kretprobe_multi  its return: completes the entry stashed by the entry program
+ *   gen_fmodret  fmod_ret on a kernel function (u64 args[]): a kprobe hook with Override, which it does
  *   gen_enforcer  raw_syscalls/sys_exit: delivers NotifyEnforcer signals at the listed syscalls
  *
  * Order of work, cheapest first: process filters (pids, binary, namespaces, capabilities) for every
@@ -308,6 +309,27 @@ SEC("kretprobe.multi")
 int gen_kretprobe_multi(struct pt_regs *ctx)
 {
 	return gen_return_of(ctx, 1);
+}
+
+/*
+ * Override on a security_* (or error-injectable) kernel function: an fmod_ret program on it, attach
+ * target set by the agent before load. It runs the hook's selectors and actions like gen_kprobe (its
+ * arguments are the u64 slots of ctx, read as a raw tracepoint's) and returns the matched Override's
+ * argError, which the kernel returns instead of calling the function; 0 lets the call happen. A
+ * nonzero result of an earlier fmod_ret program on the function is kept.
+ */
+SEC("fmod_ret")
+int gen_fmodret(void *ctx)
+{
+	__u64 prev = 0;
+	struct gen_heap *h = heap();
+
+	if (!h)
+		return 0;
+	h->override_err = 0;
+	gen_entry_at(ctx, 1, 0);
+	bpf_get_func_ret(ctx, &prev);
+	return prev ? (int)prev : h->override_err;
 }
 
 /* raw_syscalls/sys_exit: a NotifyEnforcer note for this thread is served at a listed syscall */

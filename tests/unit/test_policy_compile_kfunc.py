@@ -249,3 +249,94 @@ def test_the_disable_kprobe_multi_option_asks_for_a_kprobe_per_function() -> Non
         ("kprobe", ("tcp_connect", "0")),
         ("kprobe", ("tcp_close", "1")),
     ]
+
+
+FMODRET = {**KPROBE, "fmodret": True, "lsm": True}  # the Debian guests: fmod_ret, no bpf_override_return
+
+
+def _override(call: str, actions: str = "[{action: Override, argError: -13}]", extra: str = "") -> str:
+    return f"""
+  kprobes:
+  - call: {call}
+    syscall: false{extra}
+    args: [{{index: 0, type: file}}]
+    selectors:
+    - matchArgs: [{{index: 0, operator: Prefix, values: ["/etc/"]}}]
+      matchActions: {actions}
+"""
+
+
+@pytest.mark.parametrize("mode", ["enforce", "monitor"])
+def test_override_on_a_security_function_is_an_fmod_ret_program(mode: str) -> None:
+    hook = _compile(_override("security_file_open"), FMODRET, mode).hooks[0]
+    assert [(a.kind, a.program, a.target) for a in hook.attach] == [
+        ("fmod_ret", "gen_fmodret", ("security_file_open",))
+    ]
+    cfg = hook.cfg
+    assert cfg.mech == G.MECH_RAW_TP  # ctx is u64 args[]
+    assert cfg.args[0].reader == G.RD_FILE
+    assert (cfg.sel[0].actions[0].id, cfg.sel[0].actions[0].arg_error) == (E.ACTION_OVERRIDE, -13)
+    assert hook.info.function_name == "security_file_open"
+
+
+def test_sigkill_and_override_together() -> None:
+    actions = "[{action: Sigkill}, {action: Override, argError: -1}]"
+    hook = _compile(_override("security_path_link", actions), FMODRET).hooks[0]
+    assert hook.attach[0].kind == "fmod_ret"
+    acts = hook.cfg.sel[0].actions
+    assert [(acts[k].id, acts[k].arg_error) for k in range(hook.cfg.sel[0].nactions)] == [
+        (E.ACTION_SIGKILL, 0),
+        (E.ACTION_OVERRIDE, -1),
+    ]
+
+
+def test_a_kprobe_without_override_stays_a_kprobe_where_fmod_ret_exists() -> None:
+    hook = _compile(_override("security_file_open", "[{action: Post}]"), FMODRET).hooks[0]
+    assert [a.kind for a in hook.attach] == ["kprobe"]
+
+
+@pytest.mark.parametrize(
+    ("call", "features", "extra", "needle"),
+    [
+        ("security_file_open", KPROBE_MULTI, "", "refuses fmod_ret programs"),
+        ("security_file_open", HOST, "", "refuses fmod_ret programs"),
+        ("vfs_open", FMODRET, "", "vfs_open is not a security_* function"),
+        ("security_file_open", FMODRET, "\n    return: true\n    returnArg: {index: 0, type: int}", "return"),
+    ],
+)
+def test_override_refusals_in_enforce_mode(
+    call: str, features: dict[str, bool], extra: str, needle: str
+) -> None:
+    with pytest.raises(PolicyError) as err:
+        _compile(_override(call, extra=extra), features)
+    msg = str(err.value)
+    assert err.value.kind == "unsupported"
+    assert needle in msg and "fmod_ret" in msg and "bpf_override_return" in msg and "monitor mode" in msg
+
+
+def test_override_on_a_list_is_refused_and_monitor_mode_falls_back_to_kprobes() -> None:
+    body = """
+  lists:
+  - {name: fns, type: generated_ftrace, pattern: "^ksys_(read|write)$"}
+  kprobes:
+  - call: "list:fns"
+    syscall: false
+    selectors:
+    - matchActions: [{action: Override, argError: -1}]
+"""
+    with pytest.raises(PolicyError, match="list of functions"):
+        _compile(body, FMODRET)
+    hook = _compile(_override("vfs_open"), FMODRET, "monitor").hooks[0]
+    assert [a.kind for a in hook.attach] == ["kprobe"]  # reported, never done
+
+
+def test_override_on_a_syscall_is_refused_naming_its_tracepoint() -> None:
+    body = """
+  kprobes:
+  - call: sys_linkat
+    syscall: true
+    selectors:
+    - matchActions: [{action: Override, argError: -1}]
+"""
+    with pytest.raises(PolicyError, match="sys_linkat is a syscall, served by its tracepoint"):
+        _compile(body, FMODRET)

@@ -96,7 +96,9 @@ static __noinline int do_actions(const volatile struct gen_action *acts, __u32 n
 				struct enforcer_note note = {.sig = a->arg_sig, .error = a->arg_error};
 				bpf_map_update_elem(&tg_enforcer, &key, &note, BPF_ANY);
 			} else {
-				continue; /* Override: refused by the agent in enforce mode on this kernel */
+				/* Override: the fmod_ret program returns it; the agent refuses Override in enforce
+				 * mode on every other mechanism */
+				h->override_err = a->arg_error;
 			}
 			m->flags |= GEN_F_ENFORCED;
 			gstat(GSTAT_ENFORCED);

@@ -23,7 +23,8 @@ struct gen_heap {
 	__u32 aoff[GEN_ARGS_MAX]; /* payload offset of each argument's blob in buf */
 	__u32 alen[GEN_ARGS_MAX]; /* payload length */
 	__u8 akind[GEN_ARGS_MAX];
-	__u8 pad[7];
+	__u8 pad[3];
+	__s32 override_err; /* Override's argError once its selector matched in enforce mode (gen_fmodret) */
 	char buf[REC_BUF_SIZE];
 };
 

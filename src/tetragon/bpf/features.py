@@ -57,8 +57,8 @@ _MESSAGES: dict[str, str] = {
     "Sigkill/Signal actions are unavailable, use Post to report the event instead",
     "override_return": "this kernel has no bpf_override_return (CONFIG_BPF_KPROBE_OVERRIDE, "
     "CONFIG_FUNCTION_ERROR_INJECTION); Override on security_* functions can use fmod_ret instead",
-    "fmodret": "this kernel refuses fmod_ret programs (BPF trampolines, kernel >= 5.7); "
-    "Override can use bpf_override_return on error-injectable functions instead",
+    "fmodret": "this kernel refuses fmod_ret programs (BPF trampolines, kernel >= 5.7, "
+    "CONFIG_DEBUG_INFO_BTF, CONFIG_FUNCTION_TRACER), which Override on security_* functions needs",
 }
 
 _cache: dict[str, bool] | None = None

@@ -95,6 +95,12 @@ class BpfObject:
         if err:
             raise BpfError(f"set autoload of {name}", -err)
 
+    def set_attach_target(self, name: str, function: str) -> None:
+        """The kernel function a BTF-attached program (fentry, fmod_ret) hooks, set before load."""
+        err = lib().bpf_program__set_attach_target(self._program(name), 0, function.encode())
+        if err:
+            raise BpfError(f"set attach target of {name} to {function}", -err)
+
     def only_programs(self, names: set[str]) -> None:
         for prog in self.program_names():
             self.set_autoload(prog, prog in names)

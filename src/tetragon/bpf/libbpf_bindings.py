@@ -85,6 +85,7 @@ def _declare(lb: ctypes.CDLL) -> None:
         "bpf_object__next_program": ([_c_ptr, _c_ptr], _c_ptr),
         "bpf_program__name": ([_c_ptr], ctypes.c_char_p),
         "bpf_program__set_autoload": ([_c_ptr, ctypes.c_bool], ctypes.c_int),
+        "bpf_program__set_attach_target": ([_c_ptr, ctypes.c_int, ctypes.c_char_p], ctypes.c_int),
         "bpf_program__attach": ([_c_ptr], _c_ptr),
         "bpf_program__attach_tracepoint": ([_c_ptr, ctypes.c_char_p, ctypes.c_char_p], _c_ptr),
         "bpf_program__attach_raw_tracepoint": ([_c_ptr, ctypes.c_char_p], _c_ptr),

@@ -50,10 +50,13 @@ class GenericObject:
         has_return: bool,
         has_ratelimit: bool,
         inmap: list[tuple[int, int]],
+        btf_targets: dict[str, str] | None = None,
     ) -> None:
         self.obj = BpfObject(OBJ, btf_path=btf_path)
         try:
             self.obj.only_programs(programs)
+            for program, function in (btf_targets or {}).items():
+                self.obj.set_attach_target(program, function)
             for name, fd in shared.items():
                 self.obj.map(name).reuse_fd(fd)
             if not has_return:
@@ -158,6 +161,7 @@ class PolicySensor:
             bool(cfg.has_return),
             has_rl,
             plan.inmap,
+            {a.program: a.target[0] for a in plan.attach if a.kind == "fmod_ret"},
         )
         self.objects.append(obj)
         if not self.policy_maps:
@@ -174,6 +178,8 @@ class PolicySensor:
                 obj.obj.attach_kprobe(att.program, att.target[0], att.program in RETURN_PROGRAMS, cookie)
             elif att.kind == "kprobe_multi":
                 obj.obj.attach_kprobe_multi(att.program, list(att.target), att.program in RETURN_PROGRAMS)
+            elif att.kind == "fmod_ret":
+                obj.obj.attach(att.program)  # its target function was set before load
             else:
                 obj.obj.attach_uprobe(att.program, att.target[0], att.target[1], int(att.target[2]))
 

@@ -2,7 +2,7 @@
 
 Action ids are events.h's ACTION_* (tetragon.abi.events_h). An action that needs a kernel feature
 this agent does not use is refused with what it would need; in monitor mode enforcement is only
-reported, so it compiles.
+reported, so it compiles. Override depends on the hook's mechanism: hooks.py decides.
 """
 
 from __future__ import annotations
@@ -72,12 +72,6 @@ def fill_actions(
             plan_warn.append(
                 f"{ctx.where}: action {name} is deprecated since Tetragon 1.4 and does nothing (fd "
                 f"arguments resolve on their own)"
-            )
-        if name == "Override" and mode == "enforce":
-            raise unsupported(
-                f"{ctx.where}: action Override (failing the call through bpf_override_return, fmod_ret "
-                "or a BPF LSM return) is not implemented by this agent yet; load the policy in monitor "
-                "mode to report what it would override"
             )
         if name == "NotifyEnforcer":
             if not ctx.policy.spec.enforcers:

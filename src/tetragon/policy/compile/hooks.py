@@ -4,9 +4,11 @@ Syscall kprobes are served by the syscall tracepoints on every kernel (`syscalls
 `sys_exit_X` for `return: true`) or, for syscall lists, by `raw_syscalls/sys_enter` with an
 in-kernel set of syscall numbers. Kprobes on kernel functions (one, or a list) are served by one
 kprobe.multi link where the kernel has fprobe, else by a kprobe per function (kretprobes for
-`return: true`), and refused where it has no kprobes. Tracepoints read their record (or, `raw: true`,
-the raw_tp slots); uprobes and kprobes read registers. Arguments, selectors and actions are encoded
-the same way for every mechanism.
+`return: true`), and refused where it has no kprobes. A kprobe with the Override action on a
+`security_*` function is served by an fmod_ret program on it (it returns argError instead of calling
+the function); Override on any other hook is refused in enforce mode (bpf_override_return is not
+used). Tracepoints read their record (or, `raw: true`, the raw_tp slots); uprobes and kprobes read
+registers. Arguments, selectors and actions are encoded the same way for every mechanism.
 """
 
 from __future__ import annotations
@@ -79,9 +81,31 @@ class _Mechanism:
     syscall_ids: list[int] = field(default_factory=list)  # SYSCALL_LIST: gen_inmap entries of map id 0
 
 
+def _overrides(hook: AnyHook) -> bool:
+    return any(
+        a.action == "Override" for s in hook.selectors for a in s.match_actions + s.match_return_actions
+    )
+
+
+def override_refusal(where: str, why: str) -> PolicyError:
+    return unsupported(
+        f"{where}: action Override in enforce mode is done with fmod_ret on a security_* kernel function "
+        f"(a kprobe with syscall: false); {why}; this agent does not fail calls through bpf_override_return "
+        "(error-injectable functions, syscalls); load the policy in monitor mode to report what it "
+        "would override"
+    )
+
+
 def _plan(
     site: PolicySite, hook_id: int, hook: AnyHook, where: str, mech: _Mechanism, **info: Any
 ) -> HookPlan:
+    if site.mode == "enforce" and _overrides(hook) and not any(a.kind == "fmod_ret" for a in mech.attach):
+        why = (
+            f"{hook.call} is a syscall, served by its tracepoint"
+            if isinstance(hook, KProbeSpec)
+            else "this hook is no kprobe"
+        )
+        raise override_refusal(where, why)
     cfg = G.HookCfg()
     cfg.policy_id, cfg.hook_id, cfg.mech, cfg.op = site.policy_id, hook_id, mech.src.mech, mech.op
     if len(hook.args) > E.GEN_ARGS_MAX:
@@ -239,6 +263,27 @@ def _kernel_function_attach(features: dict[str, bool], names: list[str], has_ret
     return (ret if has_return else []) + entry
 
 
+def _override_by_fmodret(site: PolicySite, hook: KProbeSpec, where: str, names: list[str]) -> list[Attach]:
+    """The fmod_ret program serving a kprobe with Override, in either mode (so that switching to enforce
+    needs no reload); [] when there is no Override, or in monitor mode when fmod_ret cannot serve it."""
+    if not _overrides(hook):
+        return []
+    why = ""
+    if hook.call.startswith(LIST_PREFIX) or len(names) != 1:
+        why = f"{hook.call} is a list of functions (one fmod_ret program serves one function)"
+    elif not names[0].startswith("security_"):
+        why = f"{names[0]} is not a security_* function"
+    elif hook.return_:
+        why = "Override acts before the call, so it cannot be combined with return: true"
+    elif not site.features.get("fmodret"):
+        why = missing_feature_message("fmodret")
+    if not why:
+        return [Attach("fmod_ret", "gen_fmodret", (names[0],))]
+    if site.mode == "enforce":
+        raise override_refusal(where, why)
+    return []
+
+
 def compile_kernel_function(
     site: PolicySite, hook_id: int, hook: KProbeSpec, where: str, names: list[str]
 ) -> HookPlan:
@@ -257,7 +302,8 @@ def compile_kernel_function(
     features = site.features
     if (option(site.policy, "disable-kprobe-multi") or "").lower() in ("1", "t", "true"):
         features = {**features, "kprobe_multi": False}  # Tetragon's option: a kprobe per function
-    att = _kernel_function_attach(features, names, return_arg is not None)
+    fmodret = _override_by_fmodret(site, hook, where, names)
+    att = fmodret or _kernel_function_attach(features, names, return_arg is not None)
     if not att:
         extra = (
             " (serving kernel functions with fentry instead is not implemented yet)"
@@ -274,7 +320,10 @@ def compile_kernel_function(
     pos = _function_arg_pos(hook, where)
     mech = _Mechanism(src, E.MSG_OP_GENERIC_KPROBE, pos, att, "generic_kprobe", return_arg=return_arg)
     if not hook.call.startswith(LIST_PREFIX):
-        return _plan(site, hook_id, hook, where, mech, event="process_kprobe", function_name=hook.call)
+        plan = _plan(site, hook_id, hook, where, mech, event="process_kprobe", function_name=hook.call)
+        if fmodret:
+            plan.cfg.mech = G.MECH_RAW_TP  # fmod_ret's ctx is u64 args[], like a raw tracepoint's
+        return plan
     info = {"kernel_functions": ",".join(names)}
     plan = _plan(site, hook_id, hook, where, mech, event="process_kprobe", function_name=names[0], extra=info)
     plan.cfg.func_cookie = 1

@@ -12,11 +12,12 @@ from tetragon.policy.schema import ActionSelector
 
 @dataclass
 class Attach:
-    kind: str  # "tracepoint" | "raw_tp" | "uprobe" | "kprobe" | "kprobe_multi"
+    kind: str  # "tracepoint" | "raw_tp" | "uprobe" | "kprobe" | "kprobe_multi" | "fmod_ret"
     # gen_tp | gen_tp_ret | gen_rawtp | gen_uprobe | gen_enforcer | gen_kprobe | gen_kretprobe
-    # | gen_kprobe_multi | gen_kretprobe_multi
+    # | gen_kprobe_multi | gen_kretprobe_multi | gen_fmodret
     program: str
     # (category, event) | (name,) | (path, symbol, offset) | (function, cookie) | (function, ...)
+    # | (function,) for fmod_ret
     target: tuple[str, ...]
 
 
