@@ -35,7 +35,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
-from exec_storm import build_storm  # noqa: E402
+from exec_storm import build_storm, peak_rss_mb  # noqa: E402
 from syscall_filter import NEVER_OPENED, POLICY  # noqa: E402
 
 from tests.e2e.agentproc import AgentProcess  # noqa: E402
@@ -113,14 +113,7 @@ def burst(agent: AgentProcess, storm: Path, n: int) -> dict[str, Any]:
         now = export_lines(agent)
         if now != last:
             last, stable_since = now, time.monotonic()
-    return {"execs": n, "wall_s": round(wall, 2), "peak_rss_mb": round(peak_rss(agent.proc.pid), 1)}
-
-
-def peak_rss(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return {"execs": n, "wall_s": round(wall, 2), "peak_rss_mb": round(peak_rss_mb(agent.proc.pid), 1)}
 
 
 def run_condition(cond: str, tmp: Path, storm: Path, seconds: float, n: int) -> dict[str, Any]:
@@ -168,17 +161,17 @@ def summary(cond: str, r: dict[str, Any]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="10 s windows, 5,000 execs")
     ap.add_argument("--seconds", type=float, default=60.0, help="length of each rest window")
     ap.add_argument("--burst", type=int, default=100_000, help="fork+exec between the two windows")
-    ap.add_argument("--smoke", action="store_true", help="10 s windows, 5,000 execs")
     ap.add_argument("--conditions", default=",".join(CONDITIONS), help="subset, comma-separated")
     ap.add_argument("--out", default=str(BENCH / "results" / "idle.json"))
     args = ap.parse_args()
-    if args.smoke:
-        args.seconds, args.burst = 10.0, 5_000
     if os.geteuid() != 0:
         print("idle: needs root", file=sys.stderr)
         return 1
+    if args.smoke:
+        args.seconds, args.burst = 10.0, 5_000
     storm = build_storm()
     result: dict[str, Any] = {
         "benchmark": "idle",

@@ -5,7 +5,7 @@ position, then the data area mapped twice so a record that wraps is contiguous. 
 8-byte header: u32 length with BUSY (bit 31) and DISCARD (bit 30) flags, u32 page offset.
 
 The producer side (bpf/include/ringbuf.h) submits with BPF_RB_NO_WAKEUP and forces a wake-up only
-when the pending data crosses a threshold, so the agent also drains on a timer. The consumer
+when the pending data crosses a threshold, so the agent also drains on a timer (Agent.run). The consumer
 position is published with a native 8-byte store through a memoryview: struct.pack_into zeroes the
 destination first, and a momentary consumer_pos of 0 makes the kernel see a full ring.
 
