@@ -5,7 +5,8 @@
  * A wake-up of the consumer costs the producing task an irq_work (~7.5 us here) and, when the agent
  * is idle, a full reschedule (~40 us), so records are submitted with BPF_RB_NO_WAKEUP and only the
  * record that makes the pending data cross `tg_wakeup_bytes` forces one. The agent also drains on a
- * short timer, so nothing waits longer than that timer.
+ * timer (50 ms while records come, backing off to 1 s while the ring stays empty: DRAIN_BACKOFF_CAP in
+ * src/tetragon/agent.py), so nothing waits longer than that timer.
  */
 #ifndef TETRAGON_RINGBUF_H
 #define TETRAGON_RINGBUF_H

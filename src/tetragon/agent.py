@@ -47,6 +47,10 @@ if TYPE_CHECKING:  # imported where used: a config error must not wait for grpc 
 log = logging.getLogger("tetragon")
 
 DEFAULT_BTF = "/sys/kernel/btf/vmlinux"
+# The longest the drain timer backs off to while the ring stays empty (Agent.run), so the most the
+# first event after a quiet spell waits before it is exported. The kernel side submits without
+# waking us (bpf/include/ringbuf.h) unless a burst fills the ring past its threshold.
+DRAIN_BACKOFF_CAP = 1.0
 # per record op, the tg_stats slot counting the records the kernel could not reserve ring space for
 _RING_LOSSES = (
     (L.MSG_OP_EXECVE, L.STAT_EXEC_LOST),
@@ -274,15 +278,22 @@ class Agent:
 
     # --- draining ------------------------------------------------------------------------------
     def run(self) -> None:
-        """Drain until stop() is called; the kernel wakes us past 256 KiB, the timer otherwise."""
+        """Drain until stop() is called; the kernel wakes us past 256 KiB, the timer otherwise.
+
+        The timer runs at `drain_interval` while records come in; each empty drain doubles it, up to
+        DRAIN_BACKOFF_CAP, and the first record brings it back. So at rest the agent wakes about once
+        a second, and the first event after a quiet spell is exported at most DRAIN_BACKOFF_CAP late.
+        """
         assert self.sensor is not None and self.sensor.reader is not None
         reader = self.sensor.reader
+        fast = self.config.drain_interval
+        interval = fast
         next_gc = time.monotonic() + self.config.process_cache_gc_interval
         next_clock = time.monotonic() + 10
         next_lost_check = time.monotonic() + 1
         while not self.stop_event.is_set():
-            reader.wait(self.config.drain_interval)
-            self.drain_once()
+            reader.wait(interval)
+            interval = fast if self.drain_once() else min(interval * 2, max(fast, DRAIN_BACKOFF_CAP))
             now = time.monotonic()
             if now >= next_gc:
                 self.cache.gc(now)
@@ -313,6 +324,10 @@ class Agent:
 
     def stop(self) -> None:
         self.stop_event.set()
+        sensor = self.sensor
+        if sensor is not None and sensor.reader is not None:
+            with contextlib.suppress(OSError):  # closed under us: nothing left to wake
+                sensor.reader.interrupt()  # the drain timer may be backed off
 
     def close(self) -> None:
         """Detach and free every BPF object, stop servers, flush and close the export file."""

@@ -5,7 +5,7 @@ position, then the data area mapped twice so a record that wraps is contiguous. 
 8-byte header: u32 length with BUSY (bit 31) and DISCARD (bit 30) flags, u32 page offset.
 
 The producer side (bpf/include/ringbuf.h) submits with BPF_RB_NO_WAKEUP and forces a wake-up only
-when the pending data crosses a threshold, so the agent also drains on a timer. The consumer
+when the pending data crosses a threshold, so the agent also drains on a timer (Agent.run). The consumer
 position is published with a native 8-byte store through a memoryview: struct.pack_into zeroes the
 destination first, and a momentary consumer_pos of 0 makes the kernel see a full ring.
 
@@ -21,6 +21,7 @@ libbpf's ring_buffer__consume).
 from __future__ import annotations
 
 import mmap
+import os
 import select
 from collections.abc import Callable
 
@@ -48,11 +49,20 @@ class RingBufferReader:
         self._hdr = self._data.cast("I")  # record headers are 8-byte aligned
         self._epoll = select.epoll()
         self._epoll.register(fd, select.EPOLLIN)
+        # interrupt() ends a wait early (the agent's timer may be backed off to a second)
+        self._interrupt = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._epoll.register(self._interrupt, select.EPOLLIN)
         self.received = 0
 
     def wait(self, timeout: float) -> None:
-        """Block until the kernel forces a wake-up or `timeout` seconds pass."""
-        self._epoll.poll(timeout)
+        """Block until the kernel forces a wake-up, interrupt() is called or `timeout` seconds pass."""
+        for fd, _ in self._epoll.poll(timeout):
+            if fd == self._interrupt:
+                os.eventfd_read(self._interrupt)
+
+    def interrupt(self) -> None:
+        """End the current (or the next) wait(); safe from a signal handler or another thread."""
+        os.eventfd_write(self._interrupt, 1)
 
     def drain(self, handle: Callable[[memoryview], None], limit: int = 1 << 30) -> int:
         """Hand every committed record to `handle` (a view valid only during the call)."""
@@ -83,6 +93,7 @@ class RingBufferReader:
 
     def close(self) -> None:
         self._epoll.close()
+        os.close(self._interrupt)
         for view in (self._hdr, self._data, self._prod, self._cons):
             view.release()
         self._prod_mm.close()
