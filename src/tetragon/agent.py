@@ -87,6 +87,8 @@ class AgentConfig:
     run_dir: str = str(RUN_DIR)
     tracing_policy: str = ""  # one policy file loaded at start (domain "static")
     tracing_policy_dir: str = "/etc/tetragon/tetragon.tp.d"  # every *.yaml / *.yml in it, sorted
+    tracing_policy_max_hooks: int = 128  # per policy
+    tracing_policies_max_hooks: int = 512  # all loaded policies together
     server_options: ServerOptions | None = None  # the --server-* flags but the address (None: defaults)
 
 
@@ -270,8 +272,14 @@ class Agent:
 
         sensor = self.sensor
         assert sensor is not None
-        self.policies = PolicyManager(sensor.shared_maps, probe_features(), btf_path=self.config.btf or None)
         cfg = self.config
+        self.policies = PolicyManager(
+            sensor.shared_maps,
+            probe_features(),
+            btf_path=cfg.btf or None,
+            max_hooks_per_policy=cfg.tracing_policy_max_hooks,
+            max_hooks=cfg.tracing_policies_max_hooks,
+        )
         if cfg.tracing_policy:
             try:
                 text = Path(cfg.tracing_policy).read_text()
