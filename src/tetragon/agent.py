@@ -88,7 +88,7 @@ class AgentConfig:
     tracing_policy: str = ""  # one policy file loaded at start (domain "static")
     tracing_policy_dir: str = "/etc/tetragon/tetragon.tp.d"  # every *.yaml / *.yml in it, sorted
     tracing_policy_max_hooks: int = 128  # per policy
-    tracing_policies_max_hooks: int = 512  # all loaded policies together
+    tracing_policies_max_hooks: int = 256  # all loaded policies together
     server_options: ServerOptions | None = None  # the --server-* flags but the address (None: defaults)
 
 

@@ -120,7 +120,7 @@ FLAGS: dict[str, Flag] = {
     "tracing-policies-max-hooks": Flag(
         "tracing_policies_max_hooks",
         t.int_range(1, 100_000),
-        512,
+        256,
         "hooks all loaded policies together may have; a policy passing it is refused before loading",
     ),
     "metrics-server": Flag(
