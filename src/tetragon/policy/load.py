@@ -12,7 +12,8 @@ at the limit instead of filling memory); values YAML cannot construct (a 5,000-d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import yaml
@@ -26,6 +27,7 @@ from tetragon.policy.validate import describe, validate
 MAX_POLICY_BYTES = 1 << 20  # a Kubernetes object (etcd) holds ~1.5 MB; the largest real policies are ~100 KB
 MAX_YAML_DEPTH = 64  # the schema is < 10 levels deep
 MAX_YAML_NODES = 100_000  # after alias expansion; a 1,000-hook policy is ~40,000
+_MAX_MESSAGE = 500  # characters of a refusal: values quoted in it are cut
 _PYTHON_MESSAGE_BYTES = 64 << 10  # pure-Python PyYAML reads ~100 KB/s: only small documents get its messages
 
 
@@ -231,12 +233,13 @@ def parse_policy(text: str, namespace: str = "") -> TracingPolicy:
 
     `namespace`: default for a TracingPolicyNamespaced that names none (see `policy_from_dict`).
     """
-    docs = [d for d in _load_documents(text) if d is not None]
-    if not docs:
-        raise PolicyError("empty policy document")
-    if len(docs) > 1:
-        raise PolicyError(f"expected a single YAML document, got {len(docs)}")
-    return policy_from_dict(docs[0], namespace)
+    with _one_line_errors():
+        docs = [d for d in _load_documents(text) if d is not None]
+        if not docs:
+            raise PolicyError("empty policy document")
+        if len(docs) > 1:
+            raise PolicyError(f"expected a single YAML document, got {len(docs)}")
+        return policy_from_dict(docs[0], namespace)
 
 
 def parse_policies(text: str, namespace: str = "") -> list[TracingPolicy]:
@@ -246,9 +249,25 @@ def parse_policies(text: str, namespace: str = "") -> list[TracingPolicy]:
     apiVersion cilium.io/v1alpha1 (or none) must be a valid policy.
     """
     out = []
-    for doc in _load_documents(text):
+    with _one_line_errors():
+        docs = _load_documents(text)
+    for doc in docs:
         if isinstance(doc, dict) and "apiVersion" in doc and doc["apiVersion"] != API_VERSION:
             continue
         if doc is not None:
-            out.append(policy_from_dict(doc, namespace))
+            with _one_line_errors():
+                out.append(policy_from_dict(doc, namespace))
     return out
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """A value quoted in a message may hold newlines or be huge: replies and logs get one short line."""
+    try:
+        yield
+    except PolicyError as exc:
+        text = str(exc)
+        line = _shorten(" ".join(text.split()), _MAX_MESSAGE)
+        if line == text:
+            raise
+        raise PolicyError(line, exc.kind) from None

@@ -111,7 +111,9 @@ class _Checker:
         if not md.name:
             raise self.fail("metadata.name", "required")
         if len(md.name) > 253 or re.search(r"[\s/]", md.name):
-            raise self.fail("metadata.name", f"invalid name '{md.name}' (no '/' or whitespace, ≤253 chars)")
+            raise self.fail(
+                "metadata.name", f"invalid name '{_short(md.name)}' (no '/' or whitespace, ≤253 chars)"
+            )
         if self.p.namespaced and not md.namespace:
             raise self.fail("metadata.namespace", "required for a TracingPolicyNamespaced")
 
