@@ -253,7 +253,8 @@ def _duplicate_key(rng: random.Random, text: str) -> str:
 
 
 def _documents(rng: random.Random, text: str) -> str:
-    return rng.choice(["", "---\n", text + "---\n" + text, "- a\n- b\n", "42", "~"])
+    twice = text + "---\n" + text if len(text) < 1 << 20 else text  # below gRPC's 10 MiB message limit
+    return rng.choice(["", "---\n", twice, "- a\n- b\n", "42", "~"])
 
 
 TEXTUAL: list[Callable[[random.Random, str], str]] = [

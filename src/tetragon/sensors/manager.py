@@ -19,6 +19,7 @@ import builtins
 import contextlib
 import ctypes
 import dataclasses
+import gc
 import logging
 import os
 import resource
@@ -49,6 +50,7 @@ _KEPT_INFOS = 100_000
 # for gRPC connections, the export file and procfs reads
 FDS_PER_HOOK = 24
 FD_RESERVE = 512
+_LARGE_TEXT = 64 << 10
 DEFAULT_MAX_HOOKS_PER_POLICY = 128
 DEFAULT_MAX_HOOKS = 256
 # what a parser, checker or compiler may raise on input nobody anticipated: still the policy's fault
@@ -104,6 +106,17 @@ class PolicyManager:
     ) -> PolicyStatus:
         """Parse, check, compile and load a policy. `caller` is the (uid, gids) of a non-root API
         caller: its uprobe paths must be reachable by that user (no file-existence oracle)."""
+        try:
+            return self._add(yaml_text, mode, domain, caller)
+        except PolicyError:
+            if len(yaml_text) > _LARGE_TEXT:  # the parse of a large refused document leaves garbage
+                gc.collect()
+                _give_memory_back()
+            raise
+
+    def _add(
+        self, yaml_text: str, mode: str | None, domain: str, caller: tuple[int, set[int]] | None
+    ) -> PolicyStatus:
         from tetragon.policy.compile import compile_policy
         from tetragon.policy.load import parse_policy
         from tetragon.policy.schema import policy_mode
@@ -127,6 +140,8 @@ class PolicyManager:
             self._next_id += 1
             try:
                 plan = compile_policy(policy, pid, chosen, self._features)
+            except PolicyError as exc:
+                raise _with_field(exc) from None
             except _INPUT_ERRORS as exc:
                 raise _input_error(f"policy {policy.name}", exc, kind="unsupported") from None
             self._check_hook_count(len(plan.hooks), self._loaded_hooks())
@@ -310,6 +325,15 @@ def _hook_count(policy: TracingPolicy) -> int:
     spec = policy.spec
     uprobes = sum(max(1, len(u.symbols) + len(u.offsets)) for u in spec.uprobes)
     return len(spec.kprobes) + len(spec.tracepoints) + uprobes
+
+
+def _with_field(exc: PolicyError) -> PolicyError:
+    """The compiler's whole-policy refusals named by the field they are about (every refusal says where)."""
+    text = str(exc)
+    if text.startswith(("spec", "kind", "metadata", "apiVersion", "policy")):
+        return exc
+    where = "kind" if text.startswith("TracingPolicyNamespaced") else "spec"
+    return PolicyError(f"{where}: {text}", exc.kind)
 
 
 def _give_memory_back() -> None:
