@@ -129,22 +129,34 @@ def _slots(node: Any, out: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
     return out
 
 
+def _mapping(doc: Doc, key: str) -> Doc:
+    """doc[key] as a mapping (an earlier mutation may have replaced or deleted it)."""
+    if not isinstance(doc.get(key), dict):
+        doc[key] = {}
+    value: Doc = doc[key]
+    return value
+
+
 def _delete_key(rng: random.Random, doc: Doc) -> None:
     slots = [(c, k) for c, k in _slots(doc, []) if isinstance(c, dict)]
-    container, key = rng.choice(slots)
-    del container[key]
+    if slots:
+        container, key = rng.choice(slots)
+        del container[key]
 
 
 def _wrong_type(rng: random.Random, doc: Doc) -> None:
-    container, key = rng.choice(_slots(doc, []))
-    container[key] = copy.deepcopy(rng.choice(ODD_VALUES))
+    slots = _slots(doc, [])
+    if slots:
+        container, key = rng.choice(slots)
+        container[key] = copy.deepcopy(rng.choice(ODD_VALUES))
 
 
 def _huge_list(rng: random.Random, doc: Doc) -> None:
     lists = [(c, k) for c, k in _slots(doc, []) if isinstance(c[k], list) and c[k]]
     if lists:
         container, key = rng.choice(lists)
-        container[key] = container[key] * rng.choice((50, 500, 5000))
+        # bounded: two of these in a row would otherwise multiply to millions of entries
+        container[key] = (container[key] * rng.choice((50, 500, 5000)))[:10_000]
 
 
 def _bad_operator(rng: random.Random, doc: Doc) -> None:
@@ -156,25 +168,26 @@ def _bad_operator(rng: random.Random, doc: Doc) -> None:
 
 def _many_selectors(rng: random.Random, doc: Doc) -> None:
     for section in ("kprobes", "tracepoints", "uprobes"):
-        for hook in doc.get("spec", {}).get(section, []) or []:
+        hooks = _mapping(doc, "spec").get(section)
+        for hook in hooks if isinstance(hooks, list) else []:
             if isinstance(hook, dict):
                 hook["selectors"] = [{"matchActions": [{"action": "Post"}]}] * 10_000
                 return
 
 
 def _many_hooks(rng: random.Random, doc: Doc) -> None:
-    spec = doc.setdefault("spec", {})
+    spec = _mapping(doc, "spec")
     spec["tracepoints"] = [
         {"subsystem": "syscalls", "event": "sys_enter_getcwd"} for _ in range(rng.choice((200, 1000, 10_000)))
     ]
 
 
 def _odd_name(rng: random.Random, doc: Doc) -> None:
-    doc.setdefault("metadata", {})["name"] = rng.choice(ODD_STRINGS + ["x" * 300])
+    _mapping(doc, "metadata")["name"] = rng.choice(ODD_STRINGS + ["x" * 300])
 
 
 def _odd_target(rng: random.Random, doc: Doc) -> None:
-    spec = doc.setdefault("spec", {})
+    spec = _mapping(doc, "spec")
     choice = rng.randrange(3)
     if choice == 0:
         spec["uprobes"] = [{"path": rng.choice(ODD_STRINGS), "symbols": [rng.choice(ODD_STRINGS)]}]
