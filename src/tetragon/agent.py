@@ -162,7 +162,13 @@ class Agent:
 
         sensor = self.sensor
         assert sensor is not None
-        self.policies = PolicyManager(sensor.shared_maps, probe_features(), btf_path=self.config.btf or None)
+        self.policies = PolicyManager(
+            sensor.shared_maps,
+            probe_features(),
+            btf_path=self.config.btf or None,
+            max_hooks_per_policy=self.config.tracing_policy_max_hooks,
+            max_hooks=self.config.tracing_policies_max_hooks,
+        )
         self.pipeline.policies = self.policies
         cfg = self.config
         if cfg.tracing_policy:

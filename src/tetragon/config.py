@@ -46,6 +46,8 @@ class AgentConfig:
     run_dir: str = str(RUN_DIR)
     tracing_policy: str = ""  # one policy file loaded at start (domain "static")
     tracing_policy_dir: str = "/etc/tetragon/tetragon.tp.d"  # every *.yaml / *.yml in it, sorted
+    tracing_policy_max_hooks: int = 128  # per policy
+    tracing_policies_max_hooks: int = 256  # all loaded policies together
     server_options: ServerOptions | None = None  # the --server-* flags but the address (None: defaults)
     health_server_address: str = ""  # grpc.health.v1 (`liveness`); the CLI's default is :6789
     health_server_interval: int = 10

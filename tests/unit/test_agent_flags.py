@@ -41,6 +41,8 @@ BAD_VALUES: dict[str, list[str]] = {
     "enable-process-cred": ["2"],
     "enable-process-ns": ["nope"],
     "process-cache-size": ["0", "-1", "1"],
+    "tracing-policy-max-hooks": ["0", "-1", "10001", "many"],
+    "tracing-policies-max-hooks": ["0", "-5", "100001"],
     "process-cache-gc-interval": ["0", "-1s", "10ms"],
     "rb-size": ["-1", "1099511627776", "100"],
     "procfs": ["/nonexistent", "/dev/null", "/etc"],

@@ -30,12 +30,16 @@ import pwd
 import socket
 import sys
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-__all__ = ["READ_ONLY_RPCS", "AccessRule", "ServerOptions", "listen_error", "local_peer_uid"]
+__all__ = ["CALLER_UID", "READ_ONLY_RPCS", "AccessRule", "ServerOptions", "listen_error", "local_peer_uid"]
 
 log = logging.getLogger(__name__)
+
+# the uid of the gRPC call being served, set by the interceptor (None: a unix-socket or TLS peer)
+CALLER_UID: ContextVar[int | None] = ContextVar("tetragon_caller_uid", default=None)
 
 READ_ONLY_RPCS = frozenset(
     {

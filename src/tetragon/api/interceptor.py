@@ -10,7 +10,14 @@ from typing import Any
 
 import grpc
 
-from tetragon.api.access import READ_ONLY_RPCS, AccessRule, local_peer_uid, parse_peer, user_groups
+from tetragon.api.access import (
+    CALLER_UID,
+    READ_ONLY_RPCS,
+    AccessRule,
+    local_peer_uid,
+    parse_peer,
+    user_groups,
+)
 
 __all__ = ["AccessInterceptor"]
 
@@ -47,7 +54,11 @@ class AccessInterceptor(grpc.ServerInterceptor):
                 uid = self.check(context, method, admin)
                 if handler.response_streaming and uid is not None:
                     self._take_stream(uid, method, context)
-                return inner(request, context)
+                token = CALLER_UID.set(uid)
+                try:
+                    return inner(request, context)
+                finally:
+                    CALLER_UID.reset(token)
 
             return checked
 

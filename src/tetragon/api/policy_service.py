@@ -15,12 +15,14 @@ slow (they load BPF programs); they run on the gRPC worker thread of the call.
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
 import grpc
 
 from tetragon.abi import generic_cfg_h as G
+from tetragon.api.access import CALLER_UID, user_groups
 from tetragon.api.gen.tetragon import sensors_pb2
 from tetragon.policy.errors import PolicyError
 
@@ -91,8 +93,12 @@ def _stats(counters: Any) -> sensors_pb2.TracingPolicyStats | None:
     )
 
 
+_MAX_DETAILS = 512
+
+
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split()) or "unknown error"
+    line = " ".join(str(text).split()) or "unknown error"
+    return line if len(line) <= _MAX_DETAILS else line[: _MAX_DETAILS - 3] + "..."
 
 
 class PolicyRpcs:
@@ -111,12 +117,17 @@ class PolicyRpcs:
             code = _CODES.get(exc.kind, grpc.StatusCode.INVALID_ARGUMENT)
             details = _one_line(str(exc))
         except Exception as exc:  # a bug in the engine must not take the server down
-            log.exception("%s failed", rpc)
+            # the innermost frames only: a RecursionError's full traceback is ~170 KB per call
+            frames = "".join(traceback.format_exception(exc, limit=-8, chain=False))
+            log.error("%s failed: %s", rpc, frames[-4000:])
             code, details = grpc.StatusCode.INTERNAL, _one_line(f"{rpc} failed: {type(exc).__name__}: {exc}")
         _abort(context, code, details)  # outside the except: abort raises
 
     def add(self, request: sensors_pb2.AddTracingPolicyRequest, context: grpc.ServicerContext) -> Any:
-        self._call(context, "AddTracingPolicy", "add", request.yaml, domain="grpc")
+        uid = CALLER_UID.get()
+        # root and unix-socket callers may name any path; others only what they could open themselves
+        caller = {"caller": (uid, user_groups(uid))} if uid else {}
+        self._call(context, "AddTracingPolicy", "add", request.yaml, domain="grpc", **caller)
         return sensors_pb2.AddTracingPolicyResponse()
 
     def delete(self, request: sensors_pb2.DeleteTracingPolicyRequest, context: grpc.ServicerContext) -> Any:

@@ -111,6 +111,18 @@ FLAGS: dict[str, Flag] = {
         "/etc/tetragon/tetragon.tp.d",
         "load every policy (*.yaml, *.yml) in this directory at start",
     ),
+    "tracing-policy-max-hooks": Flag(
+        "tracing_policy_max_hooks",
+        t.int_range(1, 10_000),
+        128,
+        "hooks (kprobes, tracepoints, uprobe targets) one policy may have; each holds ~24 fds and ~1 MB",
+    ),
+    "tracing-policies-max-hooks": Flag(
+        "tracing_policies_max_hooks",
+        t.int_range(1, 100_000),
+        256,
+        "hooks all loaded policies together may have; a policy passing it is refused before loading",
+    ),
     "metrics-server": Flag(
         "metrics_server",
         t.host_port,

@@ -7,7 +7,9 @@ first problem raises a one-line PolicyError naming the field path.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from typing import Any
 
 from tetragon.policy.errors import PolicyError
@@ -33,7 +35,16 @@ from tetragon.policy.names import (
     MAX_TAGS,
     POLICY_MODES,
 )
-from tetragon.policy.schema import ArgSelector, Hook, KProbeArg, KProbeSpec, Selector, TracingPolicy
+from tetragon.policy.schema import (
+    ArgSelector,
+    Hook,
+    KProbeArg,
+    KProbeSpec,
+    Selector,
+    TracepointSpec,
+    TracingPolicy,
+    UProbeSpec,
+)
 from tetragon.policy.syscalls import parse_syscall
 
 
@@ -100,7 +111,9 @@ class _Checker:
         if not md.name:
             raise self.fail("metadata.name", "required")
         if len(md.name) > 253 or re.search(r"[\s/]", md.name):
-            raise self.fail("metadata.name", f"invalid name '{md.name}' (no '/' or whitespace, ≤253 chars)")
+            raise self.fail(
+                "metadata.name", f"invalid name '{_short(md.name)}' (no '/' or whitespace, ≤253 chars)"
+            )
         if self.p.namespaced and not md.namespace:
             raise self.fail("metadata.namespace", "required for a TracingPolicyNamespaced")
 
@@ -149,8 +162,24 @@ class _Checker:
             self.check_list_ref(f"{path}.call", hook.call)
             if hook.return_arg_action and not hook.return_:
                 raise self.fail(f"{path}.returnArgAction", "requires return: true")
+        self.check_target(path, hook)
         for k, sel in enumerate(hook.selectors):
             self.check_selector(f"{path}.selectors[{k}]", sel, hook, section)
+
+    def check_target(self, path: str, hook: Hook) -> None:
+        """Names that reach the kernel or the filesystem: bounded, and no way out of tracefs."""
+        if isinstance(hook, KProbeSpec) and (len(hook.call) > _KSYM_NAME_LEN or "\0" in hook.call):
+            raise self.fail(f"{path}.call", f"not a kernel function name ({_short(hook.call)})")
+        if isinstance(hook, TracepointSpec):
+            for field in ("subsystem", "event"):
+                value = getattr(hook, field)
+                if not _TRACEFS_NAME.fullmatch(value):
+                    raise self.fail(f"{path}.{field}", f"not a tracepoint name ({_short(value)})")
+        if isinstance(hook, UProbeSpec):
+            for j, symbol in enumerate(hook.symbols):
+                if not symbol or len(symbol) > _KSYM_NAME_LEN or "\0" in symbol:
+                    raise self.fail(f"{path}.symbols[{j}]", f"not a symbol name ({_short(symbol)})")
+            check_path_text(f"{path}.path", hook.path)
 
     def check_arg(self, path: str, arg: KProbeArg) -> None:
         if arg.size_arg_index and arg.type not in ("char_buf", "char_iovec"):
@@ -267,3 +296,79 @@ def describe(value: Any) -> str:
         type(value).__name__, type(value).__name__
     )
     return f"{kind} {text}"
+
+
+# --- uprobe targets -----------------------------------------------------------------------------------
+_KSYM_NAME_LEN = 511
+_TRACEFS_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
+_PATH_MAX = 4095
+_NAME_MAX = 255
+_MAX_SYMLINKS = 40
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_path_text(where: str, path: str) -> None:
+    """A path the kernel can take (no ENAMETOOLONG, no NUL)."""
+    if not path:
+        raise PolicyError(f"{where}: required")
+    raw = path.encode("utf-8")
+    if len(raw) > _PATH_MAX or b"\0" in raw or any(len(part) > _NAME_MAX for part in raw.split(b"/")):
+        raise PolicyError(f"{where}: not a usable path ({_short(path)})")
+
+
+def check_paths_reachable(policy: TracingPolicy, uid: int, gids: set[int]) -> None:
+    """Every uprobe path of the policy can be reached by `uid` (a non-root API caller).
+
+    The agent runs as root, its API users need not: whether /root/secret exists must not show in the
+    reply. A path through a directory the caller may not search is refused with one message, found or
+    not; the check stops at that directory and never looks inside it.
+    """
+    for i, hook in enumerate(policy.spec.uprobes):
+        if not _searchable_path(hook.path, uid, gids):
+            raise PolicyError(
+                f"spec.uprobes[{i}].path: {_short(hook.path)} is not a file uid {uid} can reach (found or "
+                "not: a uprobe target must lie under directories its caller may search)"
+            )
+
+
+def _searchable(st: os.stat_result, uid: int, gids: set[int]) -> bool:
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid in gids:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def _searchable_path(path: str, uid: int, gids: set[int]) -> bool:
+    """False when resolving `path` (symlinks included) enters a directory `uid` may not search; True
+    when it ends or leaves the filesystem (a missing file is then reported by the compiler)."""
+    parts = path.split("/")
+    current = "/" if path.startswith("/") else os.getcwd()
+    hops = 0
+    while parts:
+        name = parts.pop(0)
+        if name in ("", "."):
+            continue
+        if name == "..":
+            current = os.path.dirname(current) or "/"
+            continue
+        try:
+            if not _searchable(os.stat(current), uid, gids):
+                return False
+            nxt = os.path.join(current, name)
+            if not stat.S_ISLNK(os.lstat(nxt).st_mode):
+                current = nxt
+                continue
+            target = os.readlink(nxt)
+        except OSError:
+            return True
+        hops += 1
+        if hops > _MAX_SYMLINKS:
+            return True
+        parts = target.split("/") + parts
+        if target.startswith("/"):
+            current = "/"
+    return True

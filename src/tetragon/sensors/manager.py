@@ -4,13 +4,25 @@ Called from gRPC threads and at start-up; the pipeline thread only calls `hook()
 fails to parse, compile or load changes nothing: its half-loaded objects are closed and the other
 policies keep running. Hook descriptions are kept after a policy is deleted (ids are never reused),
 so records already in the ring buffer still become events.
+
+Two locks: `_change` serialises the slow changes (loading and closing BPF objects, seconds for a
+large policy); `_state` guards the table of policies and is held only to read or swap entries, so
+`list()` (ListTracingPolicies, GetHealth) never waits behind a load or a delete. A sensor is taken
+out of the table under `_state` before it is closed, so readers never touch a closed object.
+Limits (hooks per policy, hooks in total, the fds they need) are checked after compiling, before
+anything is loaded.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
+import ctypes
 import dataclasses
+import gc
 import logging
+import os
+import resource
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +46,15 @@ log = logging.getLogger(__name__)
 
 MODES = ("enforce", "monitor")
 _KEPT_INFOS = 100_000
+# measured: a kprobe hook holds its programs, links and ~12 maps; the agent keeps this many fds free
+# for gRPC connections, the export file and procfs reads
+FDS_PER_HOOK = 24
+FD_RESERVE = 512
+_LARGE_TEXT = 64 << 10
+DEFAULT_MAX_HOOKS_PER_POLICY = 128
+DEFAULT_MAX_HOOKS = 256
+# what a parser, checker or compiler may raise on input nobody anticipated: still the policy's fault
+_INPUT_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, LookupError, OSError)
 
 
 @dataclass
@@ -53,11 +74,17 @@ class PolicyManager:
         shared_maps: Callable[[], dict[str, int]],
         features: dict[str, bool],
         btf_path: str | None = None,
+        *,
+        max_hooks_per_policy: int = DEFAULT_MAX_HOOKS_PER_POLICY,
+        max_hooks: int = DEFAULT_MAX_HOOKS,
     ) -> None:
         self._shared = shared_maps
         self._features = features
         self._btf = btf_path
-        self._lock = threading.RLock()
+        self.max_hooks_per_policy = max_hooks_per_policy
+        self.max_hooks = max_hooks
+        self._change = threading.RLock()
+        self._state = threading.Lock()
         self._policies: dict[tuple[str, str], _Policy] = {}
         self._next_id = 1
         # (policy_id, hook_id) -> HookInfo; read lock-free by the pipeline (dict reads are atomic)
@@ -69,46 +96,82 @@ class PolicyManager:
         self.generation = 0
 
     # --- gRPC / CLI surface --------------------------------------------------------------------
-    def add(self, yaml_text: str, *, mode: str | None = None, domain: str = "grpc") -> PolicyStatus:
+    def add(
+        self,
+        yaml_text: str,
+        *,
+        mode: str | None = None,
+        domain: str = "grpc",
+        caller: tuple[int, set[int]] | None = None,
+    ) -> PolicyStatus:
+        """Parse, check, compile and load a policy. `caller` is the (uid, gids) of a non-root API
+        caller: its uprobe paths must be reachable by that user (no file-existence oracle)."""
+        try:
+            return self._add(yaml_text, mode, domain, caller)
+        except PolicyError:
+            if len(yaml_text) > _LARGE_TEXT:  # the parse of a large refused document leaves garbage
+                gc.collect()
+                _give_memory_back()
+            raise
+
+    def _add(
+        self, yaml_text: str, mode: str | None, domain: str, caller: tuple[int, set[int]] | None
+    ) -> PolicyStatus:
         from tetragon.policy.compile import compile_policy
         from tetragon.policy.load import parse_policy
         from tetragon.policy.schema import policy_mode
+        from tetragon.policy.validate import check_paths_reachable
 
-        policy = parse_policy(yaml_text)
-        chosen = mode or policy_mode(policy)
-        if chosen not in MODES:
-            raise PolicyError(f"invalid policy mode '{chosen}' (want enforce or monitor)")
+        try:
+            policy = parse_policy(yaml_text)
+            chosen = mode or policy_mode(policy)
+            if chosen not in MODES:
+                raise PolicyError(f"invalid policy mode '{chosen}' (want enforce or monitor)")
+            self._check_hook_count(_hook_count(policy), 0)
+            if caller is not None and caller[0] != 0:
+                check_paths_reachable(policy, *caller)
+        except _INPUT_ERRORS as exc:
+            raise _input_error("policy", exc) from None
         key = (policy.name, policy.namespace)
-        with self._lock:
+        with self._change:
             if key in self._policies:
                 raise PolicyError(f"policy {policy.name!r} already exists", kind="exists")
             pid = self._next_id
             self._next_id += 1
-            plan = compile_policy(policy, pid, chosen, self._features)
+            try:
+                plan = compile_policy(policy, pid, chosen, self._features)
+            except PolicyError as exc:
+                raise _with_field(exc) from None
+            except _INPUT_ERRORS as exc:
+                raise _input_error(f"policy {policy.name}", exc, kind="unsupported") from None
+            self._check_hook_count(len(plan.hooks), self._loaded_hooks())
             for w in plan.warnings:
                 log.warning("policy %s: %s", policy.name, w)
             entry = _Policy(pid, policy, plan, chosen, domain)
             # the hooks fire as soon as they are attached: their records must find their HookInfo
             self._register_infos(entry)
             self._load(entry)
-            self._policies[key] = entry
+            with self._state:
+                self._policies[key] = entry
             log.info("policy %s loaded (%d hooks, mode %s)", policy.name, len(plan.hooks), chosen)
             return self._status(entry)
 
     def delete(self, name: str, namespace: str = "") -> None:
-        with self._lock:
-            entry = self._policies.pop((name, namespace), None)
-            if entry is None:
-                raise PolicyError(f"policy {name!r} not found", kind="not_found")
-            if entry.sensor is not None:
-                entry.sensor.close()
-                entry.sensor = None
+        with self._change:
+            with self._state:
+                entry = self._policies.pop((name, namespace), None)
+                if entry is None:
+                    raise PolicyError(f"policy {name!r} not found", kind="not_found")
+                sensor, entry.sensor = entry.sensor, None
+            if sensor is not None:
+                sensor.close()
+                _give_memory_back()
             log.info("policy %s deleted", name)
 
     def configure(
         self, name: str, namespace: str = "", *, enable: bool | None = None, mode: str | None = None
     ) -> None:
-        with self._lock:
+        with self._change:
             entry = self._policies.get((name, namespace))
             if entry is None:
                 raise PolicyError(f"policy {name!r} not found", kind="not_found")
@@ -125,13 +188,16 @@ class PolicyManager:
                     if entry.sensor is not None:
                         entry.sensor.set_mode(mode)
             if enable is True and entry.sensor is None:
+                self._check_hook_count(len(entry.plan.hooks), self._loaded_hooks())
                 self._load(entry)
             elif enable is False and entry.sensor is not None:
-                entry.sensor.close()
-                entry.sensor = None
+                with self._state:
+                    sensor, entry.sensor = entry.sensor, None
+                sensor.close()
+                _give_memory_back()
 
     def list(self) -> list[PolicyStatus]:
-        with self._lock:
+        with self._state:
             return [self._status(e) for e in sorted(self._policies.values(), key=lambda e: e.id)]
 
     # --- pipeline surface --------------------------------------------------------------------------
@@ -162,7 +228,7 @@ class PolicyManager:
         return self._actions.get((policy_id, hook_id, selector), [])
 
     def counters(self) -> dict[str, builtins.list[int]]:
-        with self._lock:
+        with self._state:
             return {e.policy.name: e.sensor.stats() for e in self._policies.values() if e.sensor is not None}
 
     def sensors(self) -> builtins.list[tuple[str, str, PolicySensor]]:
@@ -173,19 +239,22 @@ class PolicyManager:
             ]
 
     def close(self) -> None:
-        with self._lock:
-            for entry in self._policies.values():
-                if entry.sensor is not None:
-                    entry.sensor.close()
-                    entry.sensor = None
-            self._policies.clear()
+        with self._change:
+            with self._state:
+                entries = builtins.list(self._policies.values())
+                self._policies.clear()
+                sensors = [e.sensor for e in entries if e.sensor is not None]
+                for e in entries:
+                    e.sensor = None
+            for sensor in sensors:
+                sensor.close()
 
     # --- internals --------------------------------------------------------------------------------
     def _load(self, entry: _Policy) -> None:
         from tetragon.sensors.generic import PolicySensor
 
         try:
-            entry.sensor = PolicySensor(
+            sensor = PolicySensor(
                 [h for h in entry.plan.hooks],
                 entry.plan.enforcer_syscalls,
                 self._shared(),
@@ -193,10 +262,41 @@ class PolicyManager:
                 self._btf,
             )
         except BpfError as exc:
+            _give_memory_back()
             raise PolicyError(
                 f"policy {entry.policy.name}: cannot load into the kernel: {exc}", kind="unsupported"
             ) from exc
-        entry.error = ""
+        except _INPUT_ERRORS as exc:  # ENAMETOOLONG, a path libbpf cannot encode, ...
+            _give_memory_back()
+            raise _input_error(f"policy {entry.policy.name}: cannot load", exc, kind="unsupported") from None
+        with self._state:
+            entry.sensor = sensor
+            entry.error = ""
+
+    def _loaded_hooks(self) -> int:
+        with self._state:
+            return sum(len(e.plan.hooks) for e in self._policies.values() if e.sensor is not None)
+
+    def _check_hook_count(self, hooks: int, loaded: int) -> None:
+        """Refuse a policy whose hooks pass a limit, before any of them is loaded."""
+        if hooks > self.max_hooks_per_policy:
+            raise PolicyError(
+                f"spec: {hooks} hooks, more than --tracing-policy-max-hooks {self.max_hooks_per_policy}"
+            )
+        if loaded + hooks > self.max_hooks:
+            raise PolicyError(
+                f"spec: {hooks} hooks with the {loaded} loaded pass --tracing-policies-max-hooks "
+                f"{self.max_hooks}",
+                kind="unsupported",
+            )
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        free = soft - _open_fds() - FD_RESERVE
+        if soft != resource.RLIM_INFINITY and hooks * FDS_PER_HOOK > free:
+            raise PolicyError(
+                f"spec: {hooks} hooks need ~{hooks * FDS_PER_HOOK} file descriptors, {max(free, 0)} are "
+                f"free (RLIMIT_NOFILE {soft}, {FD_RESERVE} kept for the API)",
+                kind="unsupported",
+            )
 
     def _register_infos(self, entry: _Policy) -> None:
         if len(self._hooks) > _KEPT_INFOS:  # very long-lived agents: forget the oldest deleted ones
@@ -231,6 +331,45 @@ class PolicyManager:
             nmonitor=stats[G.GSTAT_MONITORED],
             counters=stats if entry.sensor is not None else None,
         )
+
+
+def _hook_count(policy: TracingPolicy) -> int:
+    """How many hooks the compiler will make: one per kprobe, tracepoint and uprobe target."""
+    spec = policy.spec
+    uprobes = sum(max(1, len(u.symbols) + len(u.offsets)) for u in spec.uprobes)
+    return len(spec.kprobes) + len(spec.tracepoints) + uprobes
+
+
+def _with_field(exc: PolicyError) -> PolicyError:
+    """The compiler's whole-policy refusals named by the field they are about (every refusal says where)."""
+    text = str(exc)
+    if text.startswith(("spec", "kind", "metadata", "apiVersion", "policy")):
+        return exc
+    where = "kind" if text.startswith("TracingPolicyNamespaced") else "spec"
+    return PolicyError(f"{where}: {text}", exc.kind)
+
+
+def _give_memory_back() -> None:
+    """Return the heap libbpf freed (~0.8 MB per hook object) to the kernel: glibc keeps freed
+    memory mapped otherwise, and the agent's RSS would stay at its largest policy's size."""
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: not glibc
+        ctypes.CDLL(None).malloc_trim(0)
+
+
+def _open_fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 0
+
+
+def _input_error(what: str, exc: BaseException, kind: str = "invalid") -> PolicyError:
+    """A one-line PolicyError for an exception a hostile policy provoked (logged in one line too)."""
+    text = " ".join(str(exc).split())
+    if len(text) > 200:
+        text = text[:197] + "..."
+    log.warning("%s refused: %s: %s", what, type(exc).__name__, text)
+    return PolicyError(f"{what}: {type(exc).__name__}: {text}", kind=kind)
 
 
 def policy_files(directory: str) -> list[Path]:
