@@ -233,7 +233,7 @@ class PolicyManager:
 
     def sensors(self) -> builtins.list[tuple[str, str, PolicySensor]]:
         """(name, namespace, sensor) of each loaded policy: metrics read its BPF programs' counters."""
-        with self._lock:
+        with self._state:
             return [
                 (e.policy.name, key[1], e.sensor) for key, e in self._policies.items() if e.sensor is not None
             ]
