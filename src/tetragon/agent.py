@@ -9,16 +9,13 @@ run in their own threads.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tetragon import __version__
-from tetragon.abi import events_h as L
 from tetragon.config import AgentConfig, AgentError, check_ancestors
 from tetragon.events.bus import EventBus
 from tetragon.hostsetup import (
@@ -28,6 +25,7 @@ from tetragon.hostsetup import (
     check_privileges,
     host_namespaces,
     tune_malloc,
+    write_run_files,
 )
 from tetragon.pipeline import Pipeline
 from tetragon.policy.errors import PolicyError
@@ -51,13 +49,6 @@ DEFAULT_BTF = "/sys/kernel/btf/vmlinux"
 # first event after a quiet spell waits before it is exported. The kernel side submits without
 # waking us (bpf/include/ringbuf.h) unless a burst fills the ring past its threshold.
 DRAIN_BACKOFF_CAP = 1.0
-# per record op, the tg_stats slot counting the records the kernel could not reserve ring space for
-_RING_LOSSES = (
-    (L.MSG_OP_EXECVE, L.STAT_EXEC_LOST),
-    (L.MSG_OP_EXIT, L.STAT_EXIT_LOST),
-    (L.MSG_OP_CLONE, L.STAT_CLONE_LOST),
-    (L.MSG_OP_GENERIC_KPROBE, L.STAT_GENERIC_LOST),
-)
 
 
 class Agent:
@@ -203,38 +194,9 @@ class Agent:
                 raise AgentError(f"--metrics-server {self.config.metrics_server}: {exc}") from exc
 
     def _metric_values(self) -> dict[str, Any]:
-        stats = self.sensor.stats() if self.sensor is not None else {}
-        reader = self.sensor.reader if self.sensor is not None else None
-        return {
-            **self.pipeline.metric_values(),
-            "ringbuf_received": reader.received if reader is not None else 0,
-            "ringbuf_lost": sum(stats.get(stat, 0) for _, stat in _RING_LOSSES),
-            # bpf_ringbuf_output() fails with EAGAIN when the ring has no room
-            "bpf_missed": {str(op): {"EAGAIN": stats.get(stat, 0)} for op, stat in _RING_LOSSES},
-            **self._policy_metric_values(),
-        }
+        from tetragon.metrics.sources import policy_values, ring_values
 
-    def _policy_metric_values(self) -> dict[str, Any]:
-        if self.policies is None:
-            return {}
-        statuses = self.policies.list()
-        states: dict[str, int] = {"enabled": 0, "disabled": 0, "load_error": 0, "error": 0}
-        memory: dict[tuple[str, str], int] = {}
-        for st in statuses:
-            state = st.state.removeprefix("TP_STATE_").lower()
-            states[state] = states.get(state, 0) + 1
-            memory[(st.name, st.namespace)] = st.kernel_memory_bytes
-        return {"tracingpolicy_loaded": states, "tracingpolicy_memory": memory}
-
-    def _write_info(self) -> None:
-        run = Path(self.config.run_dir)
-        with contextlib.suppress(OSError):
-            if not run.is_dir():  # Tetragon does not mkdir an existing directory
-                run.mkdir(parents=True, exist_ok=True)
-            (run / "tetragon-info.json").write_text(
-                json.dumps({"server_address": self.config.server_address})
-            )
-            (run / "tetragon.pid").write_text(f"{os.getpid()}\n")
+        return {**self.pipeline.metric_values(), **ring_values(self.sensor), **policy_values(self.policies)}
 
     def health(self) -> list[tuple[str, str]]:
         from tetragon.api.health import agent_statuses
@@ -269,7 +231,7 @@ class Agent:
         log.info("process cache seeded from %s with %d processes", cfg.procfs, len(infos))
         self.pipeline.emit_all(startup_events)
         # run files before policies, as Tetragon: a policy must not report the agent's own start-up
-        self._write_info()
+        write_run_files(Path(self.config.run_dir), self.config.server_address)
         self._start_policies()
         self._start_grpc()
         self.ready.set()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -90,3 +92,12 @@ def tune_malloc() -> None:
         return
     mallopt(_M_TRIM_THRESHOLD, 32 << 20)
     mallopt(_M_MMAP_THRESHOLD, 4 << 20)
+
+
+def write_run_files(run: Path, server_address: str) -> None:
+    """tetragon-info.json (where `tetra` finds the server) and tetragon.pid, before policies load."""
+    with contextlib.suppress(OSError):
+        if not run.is_dir():  # Tetragon does not mkdir an existing directory
+            run.mkdir(parents=True, exist_ok=True)
+        (run / "tetragon-info.json").write_text(json.dumps({"server_address": server_address}))
+        (run / "tetragon.pid").write_text(f"{os.getpid()}\n")
