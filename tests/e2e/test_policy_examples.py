@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import os
 import pty
+import re
 import select
 import stat
 import subprocess
@@ -652,6 +653,17 @@ def _expected_refusal(rel: str) -> list[str]:
         return [
             "spec.uprobes[0] (/procRoot/1/root/usr/bin/bash:_start)",
             "uprobe path /procRoot/1/root/usr/bin/bash does not exist",
+        ]
+    text = (examples() / rel).read_text()
+    if re.search(r"returnArgAction: [\"']?TrackSock", text):
+        return ["FAILED_PRECONDITION", "returnArgAction TrackSock (socket tracking) is not supported"]
+    if re.search(r"action: [\"']?Override", text):
+        # refused before the mechanism: what Override needs and what this agent offers instead
+        return [
+            "FAILED_PRECONDITION",
+            "spec.kprobes[0] (",
+            "action Override in enforce mode is done with fmod_ret on a security_* kernel function",
+            "load the policy in monitor mode",
         ]
     return ["FAILED_PRECONDITION", "spec.kprobes[0] (", "kprobe on kernel function", kprobe]
 
