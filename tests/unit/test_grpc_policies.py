@@ -322,15 +322,17 @@ def test_manager_without_a_method_is_unimplemented(bus: EventBus) -> None:
 
 def test_policy_engine_is_imported_on_first_policy_only() -> None:
     """The schema and compiler (pydantic, the syscall table: ~15 MB of RSS) are not loaded by an
-    agent that has no policy (PolicyManager imports them in add())."""
+    agent that has no policy (PolicyManager imports them in add()), nor the CEL library by one whose
+    filters use no cel_expression, nor the Kubernetes client."""
     import subprocess
     import sys
 
     code = (
         "import sys\n"
         "import tetragon.agent, tetragon.api.server, tetragon.cli.agent, tetragon.sensors.manager\n"
+        "import tetragon.export.filters, tetragon.api.health\n"
         "heavy = ('pydantic', 'tetragon.policy.schema', 'tetragon.policy.compile',\n"
-        "         'tetragon.policy.syscall_table')\n"
+        "         'tetragon.policy.syscall_table', 'cel', 'kubernetes')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

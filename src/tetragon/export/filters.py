@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from tetragon.export.celfilter import compile_cel
 from tetragon.export.filterspec import (
     CAPABILITIES,
     EVENT_TYPES,
@@ -241,7 +240,11 @@ def _body_predicates(f: dict[str, Any]) -> list[_BodyPredicate]:
 def _compile_one(f: dict[str, Any]) -> Predicate:
     preds = _body_predicates(f)
     event_keys = frozenset(name.lower() for name in f["event_set"]) if "event_set" in f else None
-    cel_match = compile_cel(f["cel_expression"]) if f.get("cel_expression") else None
+    cel_match = None
+    if f.get("cel_expression"):
+        from tetragon.export.celfilter import compile_cel  # the CEL library only when a filter uses it
+
+        cel_match = compile_cel(f["cel_expression"])
 
     if event_keys is not None and not preds and cel_match is None:
 
