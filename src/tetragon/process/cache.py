@@ -20,6 +20,8 @@ _LAST_ANCESTOR_PID = 2  # kthreadd; init is 1: Tetragon's ancestors end with eit
 
 # Process fields after `tid` (16), to insert tid at its declaration position.
 _AFTER_TID = ("process_credentials", "binary_properties", "user", "in_init_tree", "environment_variables")
+# Process fields after `pod` (10), to insert pod at its declaration position.
+_AFTER_POD = frozenset(("docker", "parent_exec_id", "refcnt", "cap", "ns", "tid", *_AFTER_TID))
 
 
 def with_tid(process: ProcessDict, tid: int) -> ProcessDict:
@@ -37,6 +39,19 @@ def with_tid(process: ProcessDict, tid: int) -> ProcessDict:
         out[key] = value
     if not placed:
         out["tid"] = tid
+    return out
+
+
+def with_pod(process: ProcessDict, pod: ProcessDict) -> ProcessDict:
+    """A copy of a Process dict with `pod` at its declaration position (field 10, before `docker`)."""
+    out: ProcessDict = {}
+    for key, value in process.items():
+        if key in _AFTER_POD and "pod" not in out:
+            out["pod"] = pod
+        if key != "pod":
+            out[key] = value
+    if "pod" not in out:
+        out["pod"] = pod
     return out
 
 
@@ -98,6 +113,12 @@ class ProcessEntry:
                 )
             self._key_parts = parts
         return parts
+
+    def set_pod(self, pod: ProcessDict) -> None:
+        """Gives the process its `pod` (field 10, before `docker`) once the pod is known; drops the
+        serialized forms made without it."""
+        self.head = with_pod(self.head, pod)
+        self._json_tid = self._json = self._key_parts = None
 
     def to_dict(self, refcnt: int = 0) -> ProcessDict:
         """The Process message, with `refcnt` when it is not 0. Tetragon prints none on the

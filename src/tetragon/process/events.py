@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
 from sys import intern
 from typing import Any
@@ -33,6 +34,8 @@ class ProcessOptions:
     enable_process_ns: bool = False
     enable_ancestors: bool = False
     host_ns: tuple[int, ...] = ()  # inode of each namespace of pid 1, in layout.NS_NAMES order
+    # (container id, pid, pid in the container) -> the process's `pod` when it is known (k8s.enrich)
+    pod_of: Callable[[str, int, int], dict[str, Any] | None] | None = None
 
 
 class ProcessEvents:
@@ -174,6 +177,9 @@ class ProcessEvents:
         head["auid"] = info.auid
         docker = container_id(info.cgroup_name)
         if docker:
+            pod = self.opts.pod_of(docker, info.pid, info.nspid) if self.opts.pod_of is not None else None
+            if pod is not None:
+                head["pod"] = pod
             head["docker"] = docker[:31]
         parent_id = parent.exec_id if parent is not None else ""
         if parent_id:
