@@ -162,12 +162,19 @@ class Agent:
 
         sensor = self.sensor
         assert sensor is not None
+        pod_filter = None
+        if self.config.enable_policy_filter and self.pod_source is not None:
+            from tetragon.k8s.policyfilter import PolicyFilter
+
+            pod_filter = PolicyFilter(self.pod_source.cache.pods)
+            self.pod_source.cache.on_change.append(pod_filter.refresh)
         self.policies = PolicyManager(
             sensor.shared_maps,
             probe_features(),
             btf_path=self.config.btf or None,
             max_hooks_per_policy=self.config.tracing_policy_max_hooks,
             max_hooks=self.config.tracing_policies_max_hooks,
+            pod_filter=pod_filter,
         )
         self.pipeline.policies = self.policies
         cfg = self.config

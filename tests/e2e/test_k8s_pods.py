@@ -12,6 +12,7 @@ tests/unit/test_k8s_enrich.py.
 
 from __future__ import annotations
 
+import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -75,20 +76,20 @@ def agent(
         f"unix://{containerd}",
         "--event-cache-retry-delay",
         "1",
+        "--enable-policy-filter",
         "--metrics-server",
         f"127.0.0.1:{metrics_port}",
     )
 
 
-@pytest.fixture(scope="module")
-def container(cri: CriClient, sandbox: tuple[str, api_pb2.PodSandboxConfig], agent: AgentProcess) -> str:
-    """The pod's one container, started after the agent: its first exec precedes the next relist."""
+def start_container(cri: CriClient, sandbox: tuple[str, api_pb2.PodSandboxConfig], name: str) -> str:
+    """A container of the pod running LOOP, through CRI as the kubelet starts one."""
     sandbox_id, sandbox_config = sandbox
     config = api_pb2.ContainerConfig(
-        metadata=api_pb2.ContainerMetadata(name="nginx"),
+        metadata=api_pb2.ContainerMetadata(name=name),
         image=api_pb2.ImageSpec(image=IMAGE),
         command=["/bin/sh", "-c", LOOP],
-        labels={"io.kubernetes.container.name": "nginx"},
+        labels={"io.kubernetes.container.name": name},
     )
     request = api_pb2.CreateContainerRequest(
         pod_sandbox_id=sandbox_id, config=config, sandbox_config=sandbox_config
@@ -96,6 +97,12 @@ def container(cri: CriClient, sandbox: tuple[str, api_pb2.PodSandboxConfig], age
     created = cri.stub.CreateContainer(request, timeout=60)
     cri.stub.StartContainer(api_pb2.StartContainerRequest(container_id=created.container_id), timeout=60)
     return str(created.container_id)
+
+
+@pytest.fixture(scope="module")
+def container(cri: CriClient, sandbox: tuple[str, api_pb2.PodSandboxConfig], agent: AgentProcess) -> str:
+    """The pod's first container, started after the agent: its first exec precedes the next relist."""
+    return start_container(cri, sandbox, "nginx")
 
 
 def _exec_in(docker: str, binary: str, arguments: str) -> Callable[[Event], bool]:
@@ -194,3 +201,81 @@ def test_event_cache_metrics_count_the_held_events(
         time.sleep(0.2)
     assert inserts >= 1  # at least the container's first exec waited for its pod
     assert "tetragon_event_cache_entries " in text
+
+
+EXECVE_POLICY = """\
+apiVersion: cilium.io/v1alpha1
+kind: {kind}
+metadata:
+  name: {name}{namespace}
+spec:
+  {selector}
+  tracepoints:
+  - subsystem: syscalls
+    event: sys_enter_execve
+"""
+
+
+def _scoped_policy(tmp: Path, name: str, selector: str, kind: str = "TracingPolicy", ns: str = "") -> Path:
+    path = tmp / f"{name}.yaml"
+    namespace = f"\n  namespace: {ns}" if ns else ""
+    path.write_text(EXECVE_POLICY.format(kind=kind, name=name, namespace=namespace, selector=selector))
+    return path
+
+
+def _tracepoints_of(agent: AgentProcess, policy: str) -> list[Event]:
+    return [
+        body(ev)
+        for ev in agent.read_events()
+        if kind(ev) == "process_tracepoint" and body(ev).get("policy_name") == policy
+    ]
+
+
+def test_pod_scoped_policies_filter_in_the_kernel_by_cgroup(
+    agent: AgentProcess,
+    cri: CriClient,
+    sandbox: tuple[str, api_pb2.PodSandboxConfig],
+    container: str,
+    tmp_path: Path,
+) -> None:
+    """podSelector / containerSelector / TracingPolicyNamespaced: events from the selected containers
+    only, none from the host or from a container the policy does not select; a container started
+    after the policies is covered once the agent has seen it."""
+    policies = {
+        "pod-web": _scoped_policy(tmp_path, "pod-web", "podSelector:\n    matchLabels:\n      app: web"),
+        "only-nginx": _scoped_policy(
+            tmp_path,
+            "only-nginx",
+            "containerSelector:\n    matchExpressions:\n    - key: name\n      operator: In\n"
+            "      values: [nginx]",
+        ),
+        "ns-default": _scoped_policy(tmp_path, "ns-default", "", "TracingPolicyNamespaced", "default"),
+    }
+    for path in policies.values():
+        agent.tetra("tracingpolicy", "add", str(path))
+    try:
+        sidecar = start_container(cri, sandbox, "sidecar")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            subprocess.run(["/bin/true"], check=True)  # host execs: never in a scoped policy
+            seen = {p: {e["process"].get("docker") for e in _tracepoints_of(agent, p)} for p in policies}
+            if {container[:31], sidecar[:31]} <= seen["pod-web"] and container[:31] in seen["only-nginx"]:
+                break
+            time.sleep(0.5)
+        time.sleep(2)  # more execs in both containers and on the host
+        subprocess.run(["/bin/true"], check=True)
+        seen = {p: {e["process"].get("docker") for e in _tracepoints_of(agent, p)} for p in policies}
+        assert seen["pod-web"] == {container[:31], sidecar[:31]}
+        assert seen["only-nginx"] == {container[:31]}
+        assert seen["ns-default"] == set()  # the pod is in `shop`
+        web = _tracepoints_of(agent, "pod-web")
+        assert all(e["process"]["pod"]["name"] == POD_NAME for e in web)
+        status = {p: agent.tetra("tracingpolicy", "list", "-o", "json").stdout for p in policies}
+        assert (
+            '"namespace": "default"' in status["ns-default"]
+            or '"namespace":"default"' in status["ns-default"]
+        )
+    finally:
+        for name in policies:
+            agent.tetra("tracingpolicy", "delete", name, check=False)
+            agent.tetra("tracingpolicy", "delete", name, "-n", "default", check=False)
