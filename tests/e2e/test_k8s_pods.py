@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import VENV_BIN
 from tests.containerd_cri import IMAGE, POD_UID, needs_containerd, private_containerd, run_pod
 from tests.e2e.agentproc import AgentProcess, Event, body, free_port, kind, running_agent
 from tetragon.k8s.cri import CriClient
@@ -279,3 +280,23 @@ def test_pod_scoped_policies_filter_in_the_kernel_by_cgroup(
         for name in policies:
             agent.tetra("tracingpolicy", "delete", name, check=False)
             agent.tetra("tracingpolicy", "delete", name, "-n", "default", check=False)
+
+
+def test_tetra_getevents_filters_by_namespace_pod_and_container(agent: AgentProcess, container: str) -> None:
+    """`tetra getevents` over the export file: the Kubernetes filters and compact `namespace/pod`."""
+    assert agent.export is not None
+    agent.wait_for(_exec_in(container[:31], "/bin/sleep", "1"), timeout=30)
+    data = agent.export.read_bytes()
+
+    def getevents(*flags: str) -> list[str]:
+        cmd = [str(VENV_BIN / "tetra"), "getevents", "-o", "compact", "-e", "PROCESS_EXEC", *flags]
+        out = subprocess.run(cmd, input=data, capture_output=True, timeout=60, check=True)
+        return out.stdout.decode().splitlines()
+
+    lines = getevents("--namespace", "shop", "--pod", "^web-", "--container-id", f"^{container[:12]}")
+    assert f"🚀 process shop/{POD_NAME} /bin/sleep 1" in lines
+    assert all(line.startswith(f"🚀 process shop/{POD_NAME} ") for line in lines)
+    assert getevents("--namespace", "default", "--container-id", container[:12]) == []
+    assert getevents("--pod", "^db-") == []
+    host = getevents("--host")  # namespace "": processes outside pods only
+    assert host and not any(f"shop/{POD_NAME}" in line for line in host)

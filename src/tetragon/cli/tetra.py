@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--pid", "--pids", action=_ListAction, default=[], metavar="PID")
     ge.add_argument("-n", "--namespace", "--namespaces", action=_ListAction, default=[], metavar="NS")
     ge.add_argument("--pod", "--pods", action=_ListAction, default=[], metavar="REGEX")
+    ge.add_argument("--container-id", "--containers", action=_ListAction, default=[], metavar="REGEX")
     ge.add_argument("--host", action="store_true", help="also match host (non-pod) processes")
     ge.add_argument("--policy-names", action=_ListAction, default=[], metavar="NAMES")
     ge.add_argument(
