@@ -181,3 +181,25 @@ def test_enable_cri_without_a_runtime_socket_is_refused(
     assert enrich.cri_endpoint("") == f"unix://{tmp_path}/none.sock"
     given = AgentConfig(enable_cri=True, cri_endpoint=f"unix://{tmp_path}/c.sock")
     assert enrich.pod_source(given, "node1", ProcessCache()) is not None
+
+
+def test_an_exec_probe_is_marked_maybe_exec_probe() -> None:
+    """Tetragon's getProbes/maybeExecProbe: the liveness and readiness exec commands of the container."""
+    item = json.loads((DATA / "pods-list.json").read_text())["items"][0]
+    nginx = next(c for c in item["spec"]["containers"] if c["name"] == "nginx")
+    nginx["livenessProbe"] = {"exec": {"command": ["cat", "/tmp/healthy"]}, "periodSeconds": 5}
+    nginx["readinessProbe"] = {"exec": {"command": ["/bin/sh", "-c", "test -f /ready"]}}
+    enricher, _ = _enricher()
+    enricher.pods.upsert(pod_from_json(item))
+    events = _processes(enricher)
+
+    def container_of(binary: str, argv: list[str], pid: int) -> dict[str, Any]:
+        info = _exec(pid, WEB_NGINX)
+        info.binary, info.argv = binary, argv
+        return dict(events.on_exec(info)["process_exec"]["process"]["pod"]["container"])
+
+    liveness = container_of("/bin/cat", ["cat", "/tmp/healthy"], 500)
+    assert liveness["maybe_exec_probe"] is True and list(liveness)[-1] == "maybe_exec_probe"
+    assert container_of("/bin/sh", ["sh", "-c", "test -f /ready"], 501)["maybe_exec_probe"] is True
+    assert "maybe_exec_probe" not in container_of("/bin/cat", ["cat", "/etc/passwd"], 502)
+    assert "maybe_exec_probe" not in container_of("/usr/bin/sh", ["sh", "-c", "test -f /ready"], 503)

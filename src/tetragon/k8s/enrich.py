@@ -64,7 +64,9 @@ class PodEnricher:
         self._max_nspids = max(1, max_entries) * 2
 
     # --- called by process.events for every exec in a container ----------------------------------
-    def pod_of(self, container_id: str, pid: int, nspid: int) -> dict[str, Any] | None:
+    def pod_of(
+        self, container_id: str, pid: int, nspid: int, binary: str = "", arguments: str = ""
+    ) -> dict[str, Any] | None:
         pod = self.pods.by_container(container_id)
         if pod is None:
             self._nspid[pid] = nspid
@@ -74,7 +76,7 @@ class PodEnricher:
             if self.poke is not None:
                 self.poke()
             return None
-        return pod.pod_json(container_id, nspid)
+        return pod.pod_json(container_id, nspid, binary, arguments)
 
     # --- the pipeline's side -----------------------------------------------------------------------
     def hold(self, event: Event) -> bool:
@@ -129,7 +131,8 @@ class PodEnricher:
         if pod is None:
             return process
         pid = process.get("pid", 0)
-        pod_json = pod.pod_json(docker, self._nspid.get(pid))
+        binary, arguments = process.get("binary", ""), process.get("arguments", "")
+        pod_json = pod.pod_json(docker, self._nspid.get(pid), binary, arguments)
         entry = self.processes.get(process.get("exec_id", ""))
         if entry is not None and "pod" not in entry.head:
             entry.set_pod(pod_json)

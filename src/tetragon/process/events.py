@@ -34,8 +34,9 @@ class ProcessOptions:
     enable_process_ns: bool = False
     enable_ancestors: bool = False
     host_ns: tuple[int, ...] = ()  # inode of each namespace of pid 1, in layout.NS_NAMES order
-    # (container id, pid, pid in the container) -> the process's `pod` when it is known (k8s.enrich)
-    pod_of: Callable[[str, int, int], dict[str, Any] | None] | None = None
+    # (container id, pid, pid in the container, binary, arguments) -> the process's `pod` when it is
+    # known (k8s.enrich)
+    pod_of: Callable[[str, int, int, str, str], dict[str, Any] | None] | None = None
 
 
 class ProcessEvents:
@@ -177,7 +178,11 @@ class ProcessEvents:
         head["auid"] = info.auid
         docker = container_id(info.cgroup_name)
         if docker:
-            pod = self.opts.pod_of(docker, info.pid, info.nspid) if self.opts.pod_of is not None else None
+            pod = (
+                self.opts.pod_of(docker, info.pid, info.nspid, binary, arguments)
+                if self.opts.pod_of is not None
+                else None
+            )
             if pod is not None:
                 head["pod"] = pod
             head["docker"] = docker[:31]
