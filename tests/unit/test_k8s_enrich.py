@@ -67,24 +67,9 @@ def test_exec_in_a_pod_from_the_api_carries_it(apiserver: FakeApiServer, tmp_pat
         events = _processes(source.enricher)
         process = events.on_exec(_exec(4242, WEB_NGINX))["process_exec"]["process"]
         assert process["docker"] == WEB_NGINX[:31]
-        assert process["pod"] == {
-            "namespace": "shop",
-            "name": "web-7d4b9c8f6-x2x9k",
-            "uid": WEB_UID,
-            "container": {
-                "id": f"containerd://{WEB_NGINX}",
-                "name": "nginx",
-                "image": {
-                    "id": "docker.io/library/nginx@sha256:" + "ab" * 32,
-                    "name": "docker.io/library/nginx:1.27",
-                },
-                "start_time": "2026-12-07T09:15:04Z",
-                "pid": 7,
-            },
-            "pod_labels": {"app": "web", "pod-template-hash": "7d4b9c8f6"},
-            "workload": "web",
-            "workload_kind": "Deployment",
-        }
+        # exactly the pod test_k8s_pods checks field by field, with the pid inside the container
+        assert process["pod"] == _web().pod_json(WEB_NGINX[:31], pid=7)
+        assert process["pod"]["uid"] == WEB_UID and process["pod"]["container"]["pid"] == 7
         assert list(process)[list(process).index("pod") + 1] == "docker"
         # a pod the watch brings later (ADDED pending, then MODIFIED with its container started)
         eventually(lambda: source.cache.by_container(DEBUG) is not None, "the watched pod")
