@@ -35,7 +35,7 @@ API_SYNC_WAIT = 5.0  # seconds the start-up waits for the first pod list before 
 
 
 class PodEnricher:
-    """Pods from `source` into `pods`; events of processes whose pod is not known yet held."""
+    """Gives processes their pod from `pods`; holds exec/exit events whose pod is not known yet."""
 
     def __init__(
         self,
