@@ -202,6 +202,13 @@ def test_event_cache_metrics_count_the_held_events(
         time.sleep(0.2)
     assert inserts >= 1  # at least the container's first exec waited for its pod
     assert "tetragon_event_cache_entries " in text
+    # the events of the pod's processes are counted under its namespace, workload and name
+    pod_lines = [
+        line
+        for line in text.splitlines()
+        if line.startswith("tetragon_events_total{") and f'pod="{POD_NAME}"' in line
+    ]
+    assert any('namespace="shop"' in line and 'workload="web"' in line for line in pod_lines), pod_lines
 
 
 EXECVE_POLICY = """\
