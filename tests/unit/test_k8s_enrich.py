@@ -188,3 +188,24 @@ def test_an_exec_probe_is_marked_maybe_exec_probe() -> None:
     assert container_of("/bin/sh", ["sh", "-c", "test -f /ready"], 501)["maybe_exec_probe"] is True
     assert "maybe_exec_probe" not in container_of("/bin/cat", ["cat", "/etc/passwd"], 502)
     assert "maybe_exec_probe" not in container_of("/usr/bin/sh", ["sh", "-c", "test -f /ready"], 503)
+
+
+def test_pod_takes_its_place_in_the_process_message() -> None:
+    """Process field 10: after auid, before docker (11), parent_exec_id (12) and what follows."""
+    from tetragon.process.cache import with_pod
+
+    pod = {"name": "p"}
+    full = {"exec_id": "e", "auid": 1, "docker": "d", "parent_exec_id": "x", "refcnt": 1, "tid": 3}
+    assert list(with_pod(full, pod)) == [
+        "exec_id",
+        "auid",
+        "pod",
+        "docker",
+        "parent_exec_id",
+        "refcnt",
+        "tid",
+    ]
+    assert list(with_pod({"exec_id": "e", "auid": 1, "tid": 3}, pod)) == ["exec_id", "auid", "pod", "tid"]
+    assert list(with_pod({"exec_id": "e"}, pod)) == ["exec_id", "pod"]
+    replaced = with_pod({"exec_id": "e", "pod": {"name": "old"}, "docker": "d"}, pod)
+    assert replaced == {"exec_id": "e", "pod": pod, "docker": "d"}
