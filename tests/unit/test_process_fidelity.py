@@ -186,3 +186,30 @@ def test_procfs_startup_events(tmp_path: Path) -> None:
     # kernel threads are cached: their events name them
     kworker = ev.cache.get_by_pid(3)
     assert kworker is not None and kworker.parent_exec_id == ev.cache.get_by_pid(2).exec_id  # type: ignore[union-attr]
+
+
+def test_event_time_versus_start_time(tmp_path: Path) -> None:
+    """Tetragon's top-level `time` is the event's own ktime: for a process_exec the same kernel time as
+    start_time (its exec program sets msg_common.ktime = process.ktime), for a process_exit the exit's.
+    It reads that ktime as CLOCK_MONOTONIC, so on a machine that was suspended (boot time ahead of
+    monotonic by the time asleep) the /proc scan's events, whose ktime is the boot-based starttime,
+    have a `time` after their start_time by exactly that."""
+    asleep = 3_600_000_000_000  # one hour suspended
+    ev = _events()
+    ev.clock.offset = 1_700_000_000_000_000_000
+    ev.clock.monotonic_offset = ev.clock.offset + asleep
+    _fake_proc(tmp_path, 1, 0, "init", cwd="/")
+    kernel, init = ev.seed_procfs(procfs.scan(str(tmp_path)))
+    starttime = ev.cache.get_by_pid(1).ktime  # type: ignore[union-attr]
+    assert kernel["process_exec"]["process"]["start_time"] == "2023-11-14T22:13:20.000000001Z"
+    assert kernel["time"] == "2023-11-14T23:13:20.000000001Z"
+    assert init["process_exec"]["process"]["start_time"] == ev.clock.rfc3339(starttime)
+    assert init["time"] == ev.clock.rfc3339(starttime + asleep)
+    # kernel-seen events: one boot-based ktime, the same wall time for time and start_time
+    ev.on_clone(CloneRecord(ktime=5_000, pid=20, tid=20, ppid=1, nspid=20))
+    out = ev.on_exec(_info(20, 1, 900_000_000, ["/bin/true"]))
+    assert out["time"] == out["process_exec"]["process"]["start_time"] == "2023-11-14T22:13:20.900Z"
+    exit_event = ev.on_exit(ExitRecord(ktime=1_250_000_000, pid=20, tid=20, exit_code=0))
+    assert exit_event is not None
+    assert exit_event["time"] == exit_event["process_exit"]["time"] == "2023-11-14T22:13:21.250Z"
+    assert exit_event["process_exit"]["process"]["start_time"] == out["time"]
