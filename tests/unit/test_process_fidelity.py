@@ -213,3 +213,26 @@ def test_event_time_versus_start_time(tmp_path: Path) -> None:
     assert exit_event is not None
     assert exit_event["time"] == exit_event["process_exit"]["time"] == "2023-11-14T22:13:21.250Z"
     assert exit_event["process_exit"]["process"]["start_time"] == out["time"]
+
+
+def test_refcnt_ops_count_each_reference_change() -> None:
+    """The process-cache dump's refcnt_ops, as Tetragon keys them: process++ at the entry's making,
+    process-- at its exit (or a new exec of its pid), parent++/parent-- per child."""
+    ev = _events()
+    ev.on_exec(_info(10, 1, 100, ["/bin/bash"]))
+    for child, ktime in ((11, 200), (12, 300)):
+        ev.on_clone(CloneRecord(ktime=ktime, pid=child, tid=child, ppid=10, nspid=child))
+        ev.on_exec(_info(child, 10, ktime + 10, ["/bin/true"]))
+    ev.on_exit(ExitRecord(ktime=400, pid=11, tid=11, exit_code=0))
+    bash = ev.cache.get_by_pid(10)
+    assert bash is not None
+    assert bash.refcnt_ops() == {"process++": 1, "parent++": 2, "parent--": 1}
+    assert bash.refcnt == 1 + 2 - 1
+    env = ev.cache.get_by_pid(12)
+    assert env is not None
+    ev.on_exec(_info(12, 10, 500, ["/bin/echo"]))  # an exec without a fork replaces the image
+    # the old image releases itself and its reference on bash; the new one's parent is the old one
+    assert env.refcnt_ops() == {"process++": 1, "process--": 1, "parent++": 1}
+    assert bash.refcnt_ops() == {"process++": 1, "parent++": 2, "parent--": 2}
+    exited = ev.cache.get(exec_id(NODE, 210, 11))
+    assert exited is not None and exited.refcnt_ops() == {"process++": 1, "process--": 1}

@@ -3,8 +3,9 @@
 
 One `ProcessInternal` per cached process: the `Process` as events carry it, the GC `color` Tetragon
 prints (`inUse` while referenced, `deletePending` once the refcount is zero and the entry waits for
-the next collection), the refcount, and `refcnt_ops`. This cache counts references without keeping a
-per-operation history, so `refcnt_ops` is empty.
+the next collection), the refcount, and `refcnt_ops`: the reference changes by operation
+(`process++` when the entry is made, `process--` when the process exits or execs again, `parent++` /
+`parent--` for each child's reference), counted by the cache as they happen.
 
 `exclude_execve_map_processes` leaves out the processes the kernel's execve map still holds, which
 are the ones that have not exited (the BPF exit hook deletes the map entry): what remains is what
@@ -34,6 +35,8 @@ class CachedProcess(Protocol):
 
     def to_dict(self) -> dict[str, object]: ...
 
+    def refcnt_ops(self) -> dict[str, int]: ...
+
 
 class ProcessSource(Protocol):
     def entries(self) -> Iterable[CachedProcess]: ...
@@ -46,6 +49,7 @@ def process_internal(entry: CachedProcess) -> sensors_pb2.ProcessInternal:
         process=process,
         color=COLOR_IN_USE if refcnt > 0 else COLOR_DELETE_PENDING,
         refcnt=wrappers_pb2.UInt32Value(value=refcnt),
+        refcnt_ops=entry.refcnt_ops(),
     )
 
 
