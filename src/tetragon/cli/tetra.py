@@ -10,6 +10,8 @@
     tetra debug dump processcache [--skip-zero-refcnt] [--exclude-execve-map-processes]
                                                      the agent's process cache (alias: tetra dump)
     tetra debug progs [--pid PID]                    the agent's BPF programs: runs and run time (root)
+    tetra debug maps [--pid PID]                     the agent's BPF maps: entries, kernel memory (root)
+    tetra debug dump execve [--pid PID]              the kernel's process map, JSON lines (root)
 
 Errors are one line on stderr and a non-zero exit code; Ctrl-C exits quietly.
 """
