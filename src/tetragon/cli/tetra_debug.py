@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import orjson
 
@@ -21,6 +21,7 @@ from tetragon.cli.tetra_client import CliError, call_once, write_line
 
 __all__ = ["add_debug", "cmd_debug"]
 
+_T = TypeVar("_T")
 AddGlobals = Callable[[argparse.ArgumentParser, bool], None]
 
 
@@ -71,16 +72,21 @@ def _agent_pid(args: argparse.Namespace) -> int:
         raise CliError(f"no agent pid in {args.run_dir}/tetragon.pid (use --pid): {exc}") from None
 
 
+def _from_agent(args: argparse.Namespace, read: Callable[[int], _T], what: str) -> _T:
+    """`read(agent pid)`, its OSError a one-line error naming `what` was read."""
+    pid = _agent_pid(args)
+    try:
+        return read(pid)
+    except OSError as exc:
+        raise CliError(f"cannot read {what} of pid {pid}: {exc.strerror or exc}") from None
+
+
 def cmd_progs(args: argparse.Namespace, stdout: TextIO) -> int:
     """One line per program, most run time first; run time counts only while BPF statistics are on
     (the agent's --enable-bpf-stats, or sysctl kernel.bpf_stats_enabled=1)."""
     from tetragon.metrics.bpfstats import programs_of_process
 
-    pid = _agent_pid(args)
-    try:
-        programs = programs_of_process(pid)
-    except OSError as exc:
-        raise CliError(f"cannot read the BPF programs of pid {pid}: {exc.strerror}") from None
+    programs = _from_agent(args, programs_of_process, "the BPF programs")
     write_line(stdout, f"{'ID':>7} {'RUNS':>12} {'TIME(ns)':>15} {'AVG(ns)':>9}  NAME")
     for p in sorted(programs, key=lambda p: (-p.run_time_ns, p.id)):
         avg = p.run_time_ns // p.run_cnt if p.run_cnt else 0
@@ -92,11 +98,7 @@ def cmd_maps(args: argparse.Namespace, stdout: TextIO) -> int:
     """One line per map, most kernel memory first, then the total."""
     from tetragon.metrics.bpfmaps import maps_of_process
 
-    pid = _agent_pid(args)
-    try:
-        maps = maps_of_process(pid)
-    except OSError as exc:
-        raise CliError(f"cannot read the BPF maps of pid {pid}: {exc.strerror}") from None
+    maps = _from_agent(args, maps_of_process, "the BPF maps")
     write_line(stdout, f"{'ID':>7} {'TYPE':<16} {'ENTRIES':>9} {'MAX':>9} {'MEMLOCK':>11}  NAME")
     for m in sorted(maps, key=lambda m: (-m.memlock, m.id)):
         write_line(
@@ -109,12 +111,7 @@ def cmd_maps(args: argparse.Namespace, stdout: TextIO) -> int:
 def cmd_dump_execve(args: argparse.Namespace, stdout: TextIO) -> int:
     from tetragon.metrics.bpfmaps import execve_map_entries
 
-    pid = _agent_pid(args)
-    try:
-        entries = execve_map_entries(pid)
-    except OSError as exc:
-        raise CliError(f"cannot read the process map of pid {pid}: {exc.strerror or exc}") from None
-    for e in entries:
+    for e in _from_agent(args, execve_map_entries, "the process map"):
         write_line(stdout, orjson.dumps(dataclasses.asdict(e)).decode())
     return 0
 
