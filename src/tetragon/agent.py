@@ -133,6 +133,7 @@ class Agent:
             policy_handler=self.policies,
             options=self.config.server_options,
             process_cache=self.cache,
+            config=self.config,
         )
         try:
             self.grpc.start()

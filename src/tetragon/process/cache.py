@@ -73,6 +73,13 @@ class ProcessEntry:
     refcnt: int = 1
     exited: bool = False
     zero_since: float = 0.0
+    # Reference changes by operation, for the process-cache dump's refcnt_ops (Tetragon's names:
+    # "process++" is the reference every entry starts with, "process--" its release at exit,
+    # "parent++"/"parent--" those its children take and release). Three small ints, not a dict per
+    # process: tens of thousands of entries live here, and each change is one increment.
+    parent_refs_taken: int = 0
+    parent_refs_released: int = 0
+    own_ref_released: int = 0
     # Serialized forms for the export fast path (the fields above never change after creation but
     # refcnt): (refcnt, tid, JSON of with_tid(to_dict(refcnt), tid)) and the JSON of to_dict().
     _json_tid: tuple[int, int, bytes] | None = field(default=None, repr=False, compare=False)
@@ -136,6 +143,18 @@ class ProcessEntry:
         d["in_init_tree"] = self.in_init_tree
         return d
 
+    def refcnt_ops(self) -> dict[str, int]:
+        """Reference changes by operation, under Tetragon's keys (those never made are left out)."""
+        ops = {"process++": 1}
+        for key, count in (
+            ("process--", self.own_ref_released),
+            ("parent++", self.parent_refs_taken),
+            ("parent--", self.parent_refs_released),
+        ):
+            if count:
+                ops[key] = count
+        return ops
+
 
 class ProcessCache:
     def __init__(self, capacity: int = 65536, gc_interval: float = 30.0) -> None:
@@ -179,9 +198,11 @@ class ProcessCache:
         self._by_pid[entry.pid] = entry
         parent = self._by_exec.get(entry.parent_exec_id)
         if parent is not None:
+            parent.parent_refs_taken += 1
             self._ref(parent, 1)
         if replaces is not None and not replaces.exited:
             replaces.exited = True
+            replaces.own_ref_released += 1
             self._ref(replaces, -1)
             self._release_parent(replaces)
             if replaces.refcnt <= 0:
@@ -197,6 +218,7 @@ class ProcessCache:
             self.misses_remove += 1
             return None
         entry.exited = True
+        entry.own_ref_released += 1
         self._ref(entry, -1)
         self._release_parent(entry)
         return entry
@@ -245,6 +267,7 @@ class ProcessCache:
     def _release_parent(self, entry: ProcessEntry) -> None:
         parent = self._by_exec.get(entry.parent_exec_id)
         if parent is not None:
+            parent.parent_refs_released += 1
             self._ref(parent, -1)
 
     def _remove(self, entry: ProcessEntry) -> None:

@@ -231,13 +231,15 @@ class ProcessEvents:
         kernel = self.entry_from_exec(kernel_info(), None)
         kernel.parent_exec_id = kernel.head["parent_exec_id"] = kernel.exec_id  # its own parent
         self.cache.add(kernel)
-        events = [self._exec_event(kernel, kernel, kernel.head["start_time"])]
+        # the event's time: its ktime read as monotonic (Clock); start_time: read as boot time
+        as_monotonic = self.clock.rfc3339_as_monotonic
+        events = [self._exec_event(kernel, kernel, as_monotonic(kernel.ktime))]
         for info in infos:
             parent = self.cache.by_pid(info.ppid) if info.ppid else kernel
             entry = self.entry_from_exec(info, parent)
             self.cache.add(entry)
             if not info.kthread:
-                events.append(self._exec_event(entry, parent, entry.head["start_time"]))
+                events.append(self._exec_event(entry, parent, as_monotonic(info.ktime)))
         return events
 
     def _exec_event(self, entry: ProcessEntry, parent: ProcessEntry | None, when: str) -> Event:
@@ -270,6 +272,9 @@ class ProcessEvents:
             self.missing_process_info += 1
         entry = self.entry_from_exec(info, parent)
         cache.add(entry, replaces=prev if prev is not None and not prev.exited else None)
+        # The event's time is the exec's ktime, the same kernel time as start_time: Tetragon's exec
+        # program sets msg_common.ktime = process.ktime (bpf_execve_event.c), so its two strings
+        # differ only by the jitter of converting one ktime twice (sub-µs to a few µs)
         return self._exec_event(entry, parent, entry.head["start_time"])
 
     def on_clone(self, rec: CloneRecord) -> None:
