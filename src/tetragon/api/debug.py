@@ -3,7 +3,8 @@
 One `ProcessInternal` per cached process: the `Process` as events carry it, the GC `color` Tetragon
 prints (`inUse` while referenced, `deletePending` once the refcount is zero and the entry waits for
 the next collection), the refcount, and `refcnt_ops`. This cache counts references without keeping a
-per-operation history, so `refcnt_ops` is empty.
+per-operation history, so `refcnt_ops` holds only our own key: `policy_event: 1` once a policy event
+named the process (for `tetra processtree`; the proto and the map's type stay Tetragon's).
 
 `exclude_execve_map_processes` leaves out the processes the kernel's execve map still holds, which
 are the ones that have not exited (the BPF exit hook deletes the map entry): what remains is what
@@ -19,15 +20,17 @@ from google.protobuf import json_format, wrappers_pb2
 
 from tetragon.api.gen.tetragon import sensors_pb2, tetragon_pb2
 
-__all__ = ["CachedProcess", "dump_process_cache"]
+__all__ = ["POLICY_EVENT_OP", "CachedProcess", "dump_process_cache"]
 
 COLOR_IN_USE = "inUse"
 COLOR_DELETE_PENDING = "deletePending"
+POLICY_EVENT_OP = "policy_event"
 
 
 class CachedProcess(Protocol):
     refcnt: int
     exited: bool
+    policy_event: bool
 
     def to_dict(self) -> dict[str, object]: ...
 
@@ -43,6 +46,7 @@ def process_internal(entry: CachedProcess) -> sensors_pb2.ProcessInternal:
         process=process,
         color=COLOR_IN_USE if refcnt > 0 else COLOR_DELETE_PENDING,
         refcnt=wrappers_pb2.UInt32Value(value=refcnt),
+        refcnt_ops={POLICY_EVENT_OP: 1} if entry.policy_event else None,
     )
 
 

@@ -57,6 +57,7 @@ class ProcessEntry:
     cloned: bool = False  # made by a fork that has not exec'd (yet)
     refcnt: int = 1
     exited: bool = False
+    policy_event: bool = False  # a policy event named it (GetDebug's dump; `tetra processtree` marks it)
     zero_since: float = 0.0
     # Serialized forms for the export fast path (the fields above never change after creation but
     # refcnt): (refcnt, tid, JSON of with_tid(to_dict(refcnt), tid)) and the JSON of to_dict().
