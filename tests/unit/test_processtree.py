@@ -101,9 +101,21 @@ def test_html_page_is_self_contained_and_its_data_cannot_close_the_script() -> N
     assert not re.search(r"\b(?:src|href)=|https?://|@import|url\(", page)  # nothing fetched
     data = re.search(r'<script type="application/json" id="tree-data">(.*?)</script>', page, re.S)
     assert data is not None
-    [root] = orjson.loads(data.group(1))
+    root, child = orjson.loads(data.group(1))
     assert root["arguments"] == "</script><script>alert(1)</script>" and root["policy_event"] is True
-    assert [c["pid"] for c in root["children"]] == [20]
+    assert (root["parent"], child["pid"], child["parent"]) == (-1, 20, 0)
+
+
+def test_a_chain_deeper_than_the_stack_limits() -> None:
+    depth = 1500  # deeper than Python's recursion limit and orjson's nesting limit
+    chain = [_entry(i + 1, i, f"2026-12-07T10:00:00.{i:06d}Z", policy=i == depth - 1) for i in range(depth)]
+    roots = build_forest(_nodes(*chain))
+    lines = list(text_lines(roots))
+    assert len(lines) == depth and lines[-1].startswith(" " * 4 * (depth - 2) + "└── /bin/p1500")
+    assert len(list(text_lines(select(roots, 0, True)))) == depth
+    page = render_html(roots, "x")
+    rows = orjson.loads(page.split('id="tree-data">', 1)[1].split("</script>", 1)[0])
+    assert [r["parent"] for r in rows] == list(range(-1, depth - 1))
 
 
 def test_cli_options() -> None:

@@ -56,9 +56,13 @@ class ProcessNode:
         )
 
     def walk(self) -> Iterator[ProcessNode]:
-        yield self
-        for child in self.children:
-            yield from child.walk()
+        """This node and its descendants, parents before children, siblings in order (no
+        recursion: a process chain can be deeper than Python's stack)."""
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node.children))
 
 
 def _order(node: ProcessNode) -> tuple[str, int, str]:
@@ -90,16 +94,19 @@ def select(roots: list[ProcessNode], pid: int, policy_only: bool) -> list[Proces
             raise CliError(f"no process with pid {pid} in the agent's process cache")
         roots = [max(found, key=lambda n: (not n.exited, n.start_time))]
     if policy_only:
-        roots = [n for n in (_prune(root) for root in roots) if n is not None]
+        roots = [root for root in roots if _prune(root)]
     return roots
 
 
-def _prune(node: ProcessNode) -> ProcessNode | None:
-    children = [c for c in (_prune(child) for child in node.children) if c is not None]
-    if not children and not node.policy_event:
-        return None
-    node.children = children
-    return node
+def _prune(root: ProcessNode) -> bool:
+    """Keep under `root` only what leads to a policy event; whether anything is left."""
+    order = list(root.walk())
+    kept: set[int] = set()
+    for node in reversed(order):  # children before their parent
+        node.children = [c for c in node.children if id(c) in kept]
+        if node.children or node.policy_event:
+            kept.add(id(node))
+    return id(root) in kept
 
 
 def label(node: ProcessNode, width: int | None = ARGUMENTS_SHOWN) -> str:

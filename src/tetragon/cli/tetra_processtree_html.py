@@ -46,25 +46,25 @@ li.hidden { display: none; }
 _SCRIPT = """
 (function () {
   "use strict";
-  var roots = JSON.parse(document.getElementById("tree-data").textContent);
-  var total = 0, flagged = 0;
+  // rows come parents first, each naming its parent's index (-1: a root)
+  var rows = JSON.parse(document.getElementById("tree-data").textContent);
+  var top = document.getElementById("tree");
+  var items = [], lists = [], kids = rows.map(function () { return 0; }), flagged = 0;
+  rows.forEach(function (n) { if (n.parent >= 0) kids[n.parent] += 1; });
   function span(cls, text) {
     var s = document.createElement("span");
     s.className = cls;
     s.textContent = text;
     return s;
   }
-  function build(node) {
-    total += 1;
+  rows.forEach(function (node, i) {
     if (node.policy_event) flagged += 1;
     var li = document.createElement("li");
     li.className = "proc" + (node.policy_event ? " policy-event" : "") + (node.exited ? " exited" : "");
     li.dataset.pid = String(node.pid);
     li.dataset.execId = node.exec_id;
-    li.dataset.text =
-      [node.binary, node.arguments, node.pid, node.exec_id].join(" ").toLowerCase();
-    var row = document.createElement(node.children.length ? "summary" : "div");
-    if (!node.children.length) row.className = "row";
+    var row = document.createElement(kids[i] ? "summary" : "div");
+    if (!kids[i]) row.className = "row";
     row.appendChild(span("cmd", node.binary));
     if (node.arguments) row.appendChild(span("args", " " + node.arguments));
     row.appendChild(span("pid", "pid " + node.pid));
@@ -72,42 +72,37 @@ _SCRIPT = """
     row.appendChild(span("badge policy", "policy event"));
     row.appendChild(span("badge exited", "exited"));
     row.title = "started " + node.start_time + ", refcnt " + node.refcnt;
-    if (node.children.length) {
+    if (kids[i]) {
       var details = document.createElement("details");
       details.open = true;
       details.appendChild(row);
-      var ul = document.createElement("ul");
-      node.children.forEach(function (c) { ul.appendChild(build(c)); });
-      details.appendChild(ul);
+      lists[i] = details.appendChild(document.createElement("ul"));
       li.appendChild(details);
     } else {
       li.appendChild(row);
     }
-    return li;
-  }
-  var top = document.getElementById("tree");
-  roots.forEach(function (r) { top.appendChild(build(r)); });
+    items.push(li);
+    (node.parent < 0 ? top : lists[node.parent]).appendChild(li);
+  });
+  var texts = rows.map(function (n) {
+    return [n.binary, n.arguments, n.pid, n.exec_id].join(" ").toLowerCase();
+  });
   document.getElementById("summary").textContent =
-    total + " processes, " + flagged + " with policy events";
+    rows.length + " processes, " + flagged + " with policy events";
   var box = document.getElementById("filter"), only = document.getElementById("only-policy");
-  // a process stays visible when it, or one of its descendants, matches
-  function apply(li, text, policyOnly) {
-    var keep = false;
-    var kids = li.querySelectorAll(":scope > details > ul > li");
-    for (var i = 0; i < kids.length; i++) keep = apply(kids[i], text, policyOnly) || keep;
-    var self = (!text || li.dataset.text.indexOf(text) >= 0) &&
-      (!policyOnly || li.classList.contains("policy-event"));
-    keep = keep || self;
-    li.classList.toggle("hidden", !keep);
-    return keep;
-  }
+  // a process stays visible when it, or one of its descendants, matches: children are visited
+  // before their parent by walking the rows backwards
   function refresh() {
-    var text = box.value.trim().toLowerCase();
-    var lis = top.querySelectorAll(":scope > li");
+    var text = box.value.trim().toLowerCase(), keep = rows.map(function () { return false; });
     var shown = 0;
-    for (var i = 0; i < lis.length; i++) apply(lis[i], text, only.checked);
-    shown = top.querySelectorAll("li.proc:not(.hidden)").length;
-    document.getElementById("shown").textContent = shown === total ? "" : "· " + shown + " shown";
+    for (var i = rows.length - 1; i >= 0; i--) {
+      var self = (!text || texts[i].indexOf(text) >= 0) && (!only.checked || rows[i].policy_event);
+      keep[i] = keep[i] || self;
+      if (keep[i] && rows[i].parent >= 0) keep[rows[i].parent] = true;
+      items[i].classList.toggle("hidden", !keep[i]);
+      if (keep[i]) shown += 1;
+    }
+    document.getElementById("shown").textContent = shown === rows.length ? "" : "· " + shown + " shown";
   }
   function fold(open) {
     top.querySelectorAll("details").forEach(function (d) { d.open = open; });
@@ -124,23 +119,33 @@ _SCRIPT = """
 """
 
 
-def _as_json(node: ProcessNode) -> dict[str, object]:
-    return {
-        "exec_id": node.exec_id,
-        "pid": node.pid,
-        "binary": node.binary,
-        "arguments": node.arguments,
-        "start_time": node.start_time,
-        "refcnt": node.refcnt,
-        "exited": node.exited,
-        "policy_event": node.policy_event,
-        "children": [_as_json(child) for child in node.children],
-    }
+def _rows(roots: list[ProcessNode]) -> list[dict[str, object]]:
+    """The forest flattened, parents first, each row naming its parent's index (-1 for a root):
+    nested JSON would stop at the serializer's depth limit on a deep chain."""
+    rows: list[dict[str, object]] = []
+    stack = [(root, -1) for root in reversed(roots)]
+    while stack:
+        node, parent = stack.pop()
+        stack.extend((child, len(rows)) for child in reversed(node.children))
+        rows.append(
+            {
+                "exec_id": node.exec_id,
+                "pid": node.pid,
+                "binary": node.binary,
+                "arguments": node.arguments,
+                "start_time": node.start_time,
+                "refcnt": node.refcnt,
+                "exited": node.exited,
+                "policy_event": node.policy_event,
+                "parent": parent,
+            }
+        )
+    return rows
 
 
 def render_html(roots: list[ProcessNode], source: str) -> str:
     # `<` escaped so no string in the data can close the script element
-    data = orjson.dumps([_as_json(root) for root in roots]).decode().replace("<", "\\u003c")
+    data = orjson.dumps(_rows(roots)).decode().replace("<", "\\u003c")
     title = f"Process tree of {source}"
     return f"""<!DOCTYPE html>
 <html lang="en">
