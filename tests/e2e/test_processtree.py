@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tests.e2e.agentproc import AgentProcess, body, is_exec_of, kind, running_agent
@@ -115,6 +116,18 @@ def test_terminal_tree_of_the_chain(agent: AgentProcess, chain: Chain) -> None:
     lead = whole[at][: whole[at].index("/bin/sh")]
     indent = lead[:-4] + ("│   " if lead.endswith("├── ") else "    ")
     assert whole[at + 1 : at + 3] == [f"{indent}├── {sleep_line}", f"{indent}└── {sleeper_line}"]
+
+
+def test_the_dump_marks_the_process_with_policy_events(agent: AgentProcess, chain: Chain) -> None:
+    """What the tree reads: `refcnt_ops` of Tetragon's ProcessInternal, as `tetra debug dump` prints it."""
+    sh, sleep, sleeper = chain.pids
+    dump = [orjson.loads(line) for line in agent.tetra("debug", "dump", "processcache").stdout.splitlines()]
+    by_exec = {p["process"]["exec_id"]: p for p in dump}
+    assert by_exec[chain.exec_ids[sleeper]]["refcnt_ops"] == {"policy_event": 1}
+    assert (
+        "refcnt_ops" not in by_exec[chain.exec_ids[sleep]] and "refcnt_ops" not in by_exec[chain.exec_ids[sh]]
+    )
+    assert [p["process"]["pid"] for p in dump if "refcnt_ops" in p] == [sleeper]
 
 
 # --- the HTML page in a real browser ------------------------------------------------------------
