@@ -13,6 +13,9 @@ every tracer started fresh for each run:
   bpftrace  Debian's bpftrace printing the same events to a file: sched_process_exec/exit; an
             openat tracepoint filtered on the directory prefix in the kernel
 
+Events expected per run: exec storm 2N for the agent and bpftrace (exec and exit), N for auditd (its
+execve rule has no exit record); openat loop N for each.
+
 Reported per tool and workload: median wall and its ratio to the no-tracer median (paired ratios in
 the JSON), events delivered against expected, events lost (the agent's ring-buffer count, auditd's
 kernel `lost` counter, bpftrace's "Lost N events"), tracer CPU per delivered event (the agent, the
