@@ -5,21 +5,30 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 # BPF build tools; containerd and busybox-static for the CRI test (tests/unit/test_k8s_cri.py)
 APT_PKGS := clang-19 llvm-19 libbpf-dev libbpf1 bpftool libelf-dev gcc make libcap2-bin containerd busybox-static
+# Only for `make test`: chromium renders `tetra processtree --html` (tests/e2e/test_processtree.py)
+TEST_APT_PKGS := chromium
 EXPORT ?= /var/log/tetragon/tetragon.log
 ARGS ?=
 
-.PHONY: setup deps venv package bpf run test unit lint bench clean
+.PHONY: setup deps test-deps venv package bpf run test unit lint bench clean
 
 setup: deps venv
 
 # The Debian packages above; apt runs only when one of them is missing.
-deps:
-	@missing=$$(for p in $(APT_PKGS); do \
+define apt_install
+	@missing=$$(for p in $(1); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing" $$missing; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
+endef
+
+deps:
+	$(call apt_install,$(APT_PKGS))
+
+test-deps:
+	$(call apt_install,$(TEST_APT_PKGS))
 
 venv: deps
 	@$(MAKE) --no-print-directory package
@@ -40,7 +49,7 @@ bpf:
 run: setup
 	$(VENV)/bin/tetragon --export-filename $(EXPORT) $(ARGS)
 
-test: setup
+test: setup test-deps
 	$(VENV)/bin/python -m pytest -ra tests $(ARGS)
 
 # No root, no apt: builds .venv only when there is none; tests needing root or gcc skip (fail under CI=true).

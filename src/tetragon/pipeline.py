@@ -207,6 +207,8 @@ class Pipeline:
         if thread is None or thread[0] != pid or thread[1] != tid:
             entry = self.events.current(pid)
             parent = self.cache.get(entry.parent_exec_id) if entry is not None else None
+            if entry is not None:
+                entry.policy_event = True  # here, not per event: once per thread and batch
             thread = self._thread = (pid, tid, entry, parent)
         else:
             entry, parent = thread[2], thread[3]

@@ -5,7 +5,9 @@ One `ProcessInternal` per cached process: the `Process` as events carry it, the 
 prints (`inUse` while referenced, `deletePending` once the refcount is zero and the entry waits for
 the next collection), the refcount, and `refcnt_ops`: the reference changes by operation
 (`process++` when the entry is made, `process--` when the process exits or execs again, `parent++` /
-`parent--` for each child's reference), counted by the cache as they happen.
+`parent--` for each child's reference), counted by the cache as they happen, and our own key
+`policy_event: 1` once a policy event named the process (for `tetra processtree`; the proto and the map's
+type stay Tetragon's).
 
 `exclude_execve_map_processes` leaves out the processes the kernel's execve map still holds, which
 are the ones that have not exited (the BPF exit hook deletes the map entry): what remains is what
@@ -23,15 +25,17 @@ from google.protobuf import json_format, wrappers_pb2
 
 from tetragon.api.gen.tetragon import sensors_pb2, tetragon_pb2
 
-__all__ = ["CachedProcess", "dump_process_cache", "get_debug", "set_debug"]
+__all__ = ["POLICY_EVENT_OP", "CachedProcess", "dump_process_cache", "get_debug", "set_debug"]
 
 COLOR_IN_USE = "inUse"
 COLOR_DELETE_PENDING = "deletePending"
+POLICY_EVENT_OP = "policy_event"
 
 
 class CachedProcess(Protocol):
     refcnt: int
     exited: bool
+    policy_event: bool
 
     def to_dict(self) -> dict[str, object]: ...
 
@@ -49,7 +53,7 @@ def process_internal(entry: CachedProcess) -> sensors_pb2.ProcessInternal:
         process=process,
         color=COLOR_IN_USE if refcnt > 0 else COLOR_DELETE_PENDING,
         refcnt=wrappers_pb2.UInt32Value(value=refcnt),
-        refcnt_ops=entry.refcnt_ops(),
+        refcnt_ops=entry.refcnt_ops() | ({POLICY_EVENT_OP: 1} if entry.policy_event else {}),
     )
 
 

@@ -12,6 +12,7 @@
     tetra debug progs [--pid PID]                    the agent's BPF programs: runs and run time (root)
     tetra debug maps [--pid PID]                     the agent's BPF maps: entries, kernel memory (root)
     tetra debug dump execve [--pid PID]              the kernel's process map, JSON lines (root)
+    tetra processtree [--pid PID] [--html FILE]      the process tree from the cache, policy events marked
 
 Errors are one line on stderr and a non-zero exit code; Ctrl-C exits quietly.
 """
@@ -35,6 +36,7 @@ from tetragon.cli.tetra_client import CliError, call_once, write_line
 from tetragon.cli.tetra_debug import add_debug, cmd_debug
 from tetragon.cli.tetra_getevents import cmd_getevents
 from tetragon.cli.tetra_info import add_info, cmd_domains, cmd_info
+from tetragon.cli.tetra_processtree import add_processtree, cmd_processtree
 from tetragon.cli.tetra_tracingpolicy import GENERATE_KINDS, cmd_tracingpolicy
 
 INFO_FILE = Path("/var/run/tetragon/tetragon-info.json")
@@ -142,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tracingpolicy(commands)
     add_debug(commands, _add_globals)
     add_info(commands, _add_globals)
+    add_processtree(commands, _add_globals)
     return parser
 
 
@@ -244,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_info(args, sys.stdout)
         if args.command in ("debug", "dump"):
             return cmd_debug(args, sys.stdout)
+        if args.command == "processtree":
+            return cmd_processtree(args, sys.stdout)
         return cmd_probe(args, sys.stdout)
     except CliError as exc:
         print(f"Error: {exc}", file=sys.stderr)

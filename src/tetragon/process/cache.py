@@ -72,6 +72,7 @@ class ProcessEntry:
     cloned: bool = False  # made by a fork that has not exec'd (yet)
     refcnt: int = 1
     exited: bool = False
+    policy_event: bool = False  # a policy event named it (GetDebug's dump; `tetra processtree` marks it)
     zero_since: float = 0.0
     # Reference changes by operation, for the process-cache dump's refcnt_ops (Tetragon's names:
     # "process++" is the reference every entry starts with, "process--" its release at exit,
