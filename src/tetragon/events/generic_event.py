@@ -1,4 +1,5 @@
-"""The one builder of generic events: process_kprobe, process_tracepoint and process_uprobe dicts.
+"""The one builder of generic events: process_kprobe, process_tracepoint, process_uprobe and
+process_usdt dicts.
 
 make_event_builder(hook) decides once per hook what depends only on the hook (names, message,
 tags, which fields the event type has and in what order) and returns the function the pipeline
@@ -32,10 +33,11 @@ ACTION_NAMES = {
     L.ACTION_UNTRACKSOCK: "KPROBE_ACTION_UNTRACKSOCK",
     L.ACTION_NOTIFYENFORCER: "KPROBE_ACTION_NOTIFYENFORCER",
     L.ACTION_CLEANUPENFORCER: "KPROBE_ACTION_CLEANUPENFORCERNOTIFICATION",
+    L.ACTION_SET: "KPROBE_ACTION_SET",
 }
 
 # the generic event types, in the order make_event_builder tells them apart
-GENERIC_EVENT_KINDS = ("process_kprobe", "process_tracepoint", "process_uprobe")
+GENERIC_EVENT_KINDS = ("process_kprobe", "process_tracepoint", "process_uprobe", "process_usdt")
 
 # builder(args, action_id, return_action_id, flags, ret, process, parent, ancestors, node_name, time):
 # process / parent / ancestors are dicts, or orjson.Fragment for an event that is only serialized;
@@ -61,6 +63,9 @@ def _constants(hook: HookInfo) -> tuple[Event, Event]:
     if hook.event == "process_tracepoint":
         return _present(("subsys", hook.subsys), ("event", hook.tp_event)), _present(message, tags)
     policy_name = ("policy_name", hook.policy_name)
+    if hook.event == "process_usdt":
+        probe = (("provider", hook.provider), ("name", hook.probe_name))
+        return _present(("path", hook.path), *probe, policy_name, message), _present(tags)
     return _present(("path", hook.path), ("symbol", hook.symbol), policy_name, message), _present(tags)
 
 
@@ -74,7 +79,8 @@ def make_event_builder(hook: HookInfo) -> EventBuilder:
             raise ValueError(f"hook event {event!r} is not a generic event type")
 
         return unknown
-    kprobe, tracepoint, uprobe = (event == kind for kind in GENERIC_EVENT_KINDS)
+    kprobe, tracepoint, uprobe, usdt = (event == kind for kind in GENERIC_EVENT_KINDS)
+    uprobe = uprobe or usdt  # a usdt event is shaped as a uprobe's, without `offset`
     leading, closing = _constants(hook)
     policy_name = hook.policy_name
     return_arg = hook.return_arg if kprobe else None

@@ -51,6 +51,7 @@ class GenericObject:
         has_ratelimit: bool,
         inmap: list[tuple[int, int]],
         btf_targets: dict[str, str] | None = None,
+        rodata: dict[str, bytes] | None = None,
     ) -> None:
         self.obj = BpfObject(OBJ, btf_path=btf_path)
         try:
@@ -66,6 +67,8 @@ class GenericObject:
             self.obj.map("gen_inmap").set_max_entries(max(1, len(inmap)))
             self.obj.map("gen_heap").set_max_entries(num_possible_cpus())
             self.obj.set_global(".rodata", "cfg", bytes(cfg))
+            for name, data in (rodata or {}).items():
+                self.obj.set_global(".rodata", name, data)
             self.obj.load()
             inm = self.obj.map("gen_inmap")
             for map_id, value in inmap:
@@ -162,6 +165,7 @@ class PolicySensor:
             has_rl,
             plan.inmap,
             {a.program: a.target[0] for a in plan.attach if a.kind == "fmod_ret"},
+            plan.rodata,
         )
         self.objects.append(obj)
         if not self.policy_maps:
@@ -181,7 +185,10 @@ class PolicySensor:
             elif att.kind == "fmod_ret":
                 obj.obj.attach(att.program)  # its target function was set before load
             else:
-                obj.obj.attach_uprobe(att.program, att.target[0], att.target[1], int(att.target[2]))
+                ref_ctr = int(att.target[3]) if len(att.target) > 3 else 0  # a USDT probe's semaphore
+                obj.obj.attach_uprobe(
+                    att.program, att.target[0], att.target[1], int(att.target[2]), ref_ctr=ref_ctr
+                )
 
     def set_mode(self, mode: str) -> None:
         if not self.objects:
