@@ -11,6 +11,7 @@
  *   gen_uprobe  uprobe (pt_regs); also a USDT probe point (MECH_USDT: arguments per generic/usdt.h)
  *   gen_kprobe, gen_kprobe_multi  kernel function entry (pt_regs): a kprobe, or a kprobe.multi link
  *   gen_kretprobe, gen_kretprobe_multi  its return: completes the entry stashed by the entry program
+ *   gen_loader  kprobe on perf_event_mmap_output: spec.loader's process_loader records (generic/loader.h)
  *   gen_fmodret  fmod_ret on a kernel function (u64 args[]): a kprobe hook with Override, which it does
  *   gen_enforcer  raw_syscalls/sys_exit: delivers NotifyEnforcer signals at the listed syscalls
  *
@@ -46,6 +47,7 @@ const volatile struct gen_hook_cfg cfg = {};
 #include "generic/maps.h"
 #include "generic/stash.h"
 #include "generic/usdt.h"
+#include "generic/loader.h"
 #include "generic/raw.h"
 #include "generic/enforcer.h"
 #include "generic/readers.h"
@@ -312,6 +314,15 @@ SEC("kretprobe.multi")
 int gen_kretprobe_multi(struct pt_regs *ctx)
 {
 	return gen_return_of(ctx, 1);
+}
+
+/* spec.loader: an executable mapping reported to this CPU's dummy perf event, with a build id */
+SEC("kprobe/perf_event_mmap_output")
+int gen_loader(struct pt_regs *ctx)
+{
+	if (!loader_wanted(ctx))
+		return 0;
+	return gen_entry_at(ctx, 1, 0);
 }
 
 /*

@@ -34,6 +34,7 @@
 #define MECH_UPROBE 3     /* pt_regs: arg.off is the C argument position */
 #define MECH_KPROBE 4     /* pt_regs: same as uprobe (kprobe, kprobe.multi) */
 #define MECH_USDT 5       /* pt_regs of a USDT probe point: arg.off is the USDT argument (generic/usdt.h) */
+#define MECH_LOADER 6     /* perf_event_mmap_output's pt_regs: arg.off is a slot of generic/loader.h */
 
 /* how an argument is read (arg.reader) */
 #define RD_INT 1       /* the raw value */

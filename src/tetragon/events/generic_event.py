@@ -69,10 +69,44 @@ def _constants(hook: HookInfo) -> tuple[Event, Event]:
     return _present(("path", hook.path), ("symbol", hook.symbol), policy_name, message), _present(tags)
 
 
+def _loader_builder() -> EventBuilder:
+    """process_loader (spec.loader): the record's two arguments are the mapped file's path and build
+    id. Tetragon sends the event without a `time` (its GetEventsResponse has none) and with the
+    process as cached (no per-thread fields)."""
+
+    def build(
+        args: list[Event],
+        action_id: int,
+        return_action_id: int,
+        flags: int,
+        ret: int,
+        process: Any,
+        parent: Any,
+        ancestors: list[Any] | None,
+        node_name: str,
+        time: str,
+    ) -> Event:
+        body: Event = {}
+        if process is not None:
+            body["process"] = process
+        for arg, key, variant in zip(args, ("path", "buildid"), ("string_arg", "bytes_arg"), strict=False):
+            if arg.get(variant):
+                body[key] = arg[variant]
+        if parent is not None:
+            body["parent"] = parent
+        if ancestors:
+            body["ancestors"] = ancestors
+        return {"process_loader": body, "node_name": node_name}
+
+    return build
+
+
 def make_event_builder(hook: HookInfo) -> EventBuilder:
     """The builder of `hook`'s events (see the module docstring); a hook whose event is not a
     generic event type gets a builder that raises ValueError."""
     event = hook.event
+    if event == "process_loader":
+        return _loader_builder()
     if event not in GENERIC_EVENT_KINDS:
 
         def unknown(*_: Any) -> Event:

@@ -16,6 +16,7 @@ from pathlib import Path
 from tetragon.abi import generic_cfg_h as G
 from tetragon.bpf.libbpf import BpfError, BpfObject, num_possible_cpus
 from tetragon.policy.compile.plan import HookPlan
+from tetragon.sensors.loader import start_mmap_reporting
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class GenericObject:
         rodata: dict[str, bytes] | None = None,
     ) -> None:
         self.obj = BpfObject(OBJ, btf_path=btf_path)
+        self.perf_fds: list[int] = []  # spec.loader's dummy perf events (sensors/loader.py)
         try:
             self.obj.only_programs(programs)
             for program, function in (btf_targets or {}).items():
@@ -114,6 +116,9 @@ class GenericObject:
 
     def close(self) -> None:
         self.obj.close()
+        for fd in self.perf_fds:
+            os.close(fd)
+        self.perf_fds = []
 
 
 class PolicySensor:
@@ -182,6 +187,9 @@ class PolicySensor:
                 obj.obj.attach_kprobe(att.program, att.target[0], att.program in RETURN_PROGRAMS, cookie)
             elif att.kind == "kprobe_multi":
                 obj.obj.attach_kprobe_multi(att.program, list(att.target), att.program in RETURN_PROGRAMS)
+            elif att.kind == "loader":
+                obj.perf_fds = start_mmap_reporting(obj.obj)
+                obj.obj.attach_kprobe(att.program, att.target[0])
             elif att.kind == "fmod_ret":
                 obj.obj.attach(att.program)  # its target function was set before load
             else:
