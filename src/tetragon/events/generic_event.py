@@ -71,21 +71,12 @@ def _constants(hook: HookInfo) -> tuple[Event, Event]:
 
 def _loader_builder() -> EventBuilder:
     """process_loader (spec.loader): the record's two arguments are the mapped file's path and build
-    id. Tetragon sends the event without a `time` (its GetEventsResponse has none) and with the
-    process as cached (no per-thread fields)."""
+    id. Tetragon sends the event without a `time` (its GetEventsResponse has none). Its `process` is
+    the thread group leader's; here `process.tid` is the mapping thread's, as on the other events."""
 
-    def build(
-        args: list[Event],
-        action_id: int,
-        return_action_id: int,
-        flags: int,
-        ret: int,
-        process: Any,
-        parent: Any,
-        ancestors: list[Any] | None,
-        node_name: str,
-        time: str,
-    ) -> Event:
+    def build(args: list[Event], *rest: Any) -> Event:
+        # (action, return action, flags, ret) do not apply, nor time
+        process, parent, ancestors, node_name = rest[4:8]
         body: Event = {}
         if process is not None:
             body["process"] = process
