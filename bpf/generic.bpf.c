@@ -8,9 +8,10 @@
  *   gen_tp      tracepoint (tracefs field offsets): tracepoints, syscalls/sys_enter_*, raw_syscalls
  *   gen_tp_ret  tracepoint at syscall exit: completes an entry stashed by gen_tp (return: true)
  *   gen_rawtp   raw tracepoint (u64 args[])
- *   gen_uprobe  uprobe (pt_regs)
+ *   gen_uprobe  uprobe (pt_regs); also a USDT probe point (MECH_USDT: arguments per generic/usdt.h)
  *   gen_kprobe, gen_kprobe_multi  kernel function entry (pt_regs): a kprobe, or a kprobe.multi link
  *   gen_kretprobe, gen_kretprobe_multi  its return: completes the entry stashed by the entry program
+ *   gen_loader  kprobe on perf_event_mmap_output: spec.loader's process_loader records (generic/loader.h)
  *   gen_fmodret  fmod_ret on a kernel function (u64 args[]): a kprobe hook with Override, which it does
  *   gen_enforcer  raw_syscalls/sys_exit: delivers NotifyEnforcer signals at the listed syscalls
  *
@@ -47,6 +48,8 @@ const volatile struct gen_hook_cfg cfg = {};
 #include "generic/maps.h"
 #include "generic/podfilter.h"
 #include "generic/stash.h"
+#include "generic/usdt.h"
+#include "generic/loader.h"
 #include "generic/raw.h"
 #include "generic/enforcer.h"
 #include "generic/readers.h"
@@ -133,6 +136,8 @@ static __always_inline int gen_entry_at(void *ctx, int kfunc, __u32 func_id)
 					m->action = cfg.sel[s].actions[0].id;
 				/* enforcement happens now, before the call completes, even for return hooks */
 				post = do_actions(cfg.sel[s].actions, cfg.sel[s].nactions, s, h, m);
+				if (cfg.mech == MECH_USDT)
+					usdt_set(ctx, s, m);
 				break;
 			}
 		}
@@ -316,6 +321,15 @@ SEC("kretprobe.multi")
 int gen_kretprobe_multi(struct pt_regs *ctx)
 {
 	return gen_return_of(ctx, 1);
+}
+
+/* spec.loader: an executable mapping reported to this CPU's dummy perf event, with a build id */
+SEC("kprobe/perf_event_mmap_output")
+int gen_loader(struct pt_regs *ctx)
+{
+	if (!loader_wanted(ctx))
+		return 0;
+	return gen_entry_at(ctx, 1, 0);
 }
 
 /*

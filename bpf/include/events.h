@@ -232,5 +232,6 @@ struct gen_cred {
 #define ACTION_UNTRACKSOCK 11
 #define ACTION_NOTIFYENFORCER 12
 #define ACTION_CLEANUPENFORCER 13
+#define ACTION_SET 14 /* USDT hooks: write argValue to argument argIndex (generic/usdt.h) */
 
 #endif

@@ -33,6 +33,8 @@
 #define MECH_RAW_TP 2     /* ctx is u64 args[]: arg.off is the slot */
 #define MECH_UPROBE 3     /* pt_regs: arg.off is the C argument position */
 #define MECH_KPROBE 4     /* pt_regs: same as uprobe (kprobe, kprobe.multi) */
+#define MECH_USDT 5       /* pt_regs of a USDT probe point: arg.off is the USDT argument (generic/usdt.h) */
+#define MECH_LOADER 6     /* perf_event_mmap_output's pt_regs: arg.off is a slot of generic/loader.h */
 
 /* how an argument is read (arg.reader) */
 #define RD_INT 1       /* the raw value */
@@ -169,8 +171,8 @@ struct gen_action {
 	__u8 id;    /* ACTION_* */
 	__u8 scope; /* RL_* */
 	__u8 pad[2];
-	__s32 arg_error;
-	__u32 arg_sig;
+	__s32 arg_error; /* Set: argValue */
+	__u32 arg_sig;   /* Set: argIndex */
 	__u32 pad2;
 	__u64 rate_limit_ns; /* Post rateLimit; 0 = none */
 };

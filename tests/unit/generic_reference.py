@@ -92,8 +92,8 @@ def build_generic_event(
     node_name: str,
     time: str,
 ) -> Event:
-    """A process_kprobe / process_tracepoint / process_uprobe event (per hook.event) from a record,
-    made by the agent's event builder."""
+    """A process_kprobe / process_tracepoint / process_uprobe / process_usdt event (per hook.event)
+    from a record, made by the agent's event builder."""
     return make_event_builder(hook)(
         build_args(rec, hook),
         rec.action,
@@ -178,10 +178,24 @@ def generic_event(
             body["args"] = args
         if tags:
             body["tags"] = tags
+    elif hook.event == "process_usdt":
+        for key, value in (
+            ("path", hook.path),
+            ("provider", hook.provider),
+            ("name", hook.probe_name),
+            ("policy_name", hook.policy_name),
+            ("message", hook.message),
+            ("args", args),
+            ("tags", tags),
+        ):
+            if value:
+                body[key] = value
     else:
         raise ValueError(f"hook event {hook.event!r} is not a generic event type")
     if ancestors:
         body["ancestors"] = ancestors
+    if hook.event == "process_usdt" and action:
+        body["action"] = action
     if hook.event == "process_uprobe":
         if hook.offset:
             body["offset"] = str(hook.offset)

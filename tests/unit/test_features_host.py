@@ -74,6 +74,16 @@ def _ftrace_usable() -> bool:
     return config is None or config.get("CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS") == "y"
 
 
+def _lockdown() -> str | None:
+    """The selected kernel lockdown mode ("none", "integrity", "confidentiality"), None without one."""
+    try:
+        text = (Path("/sys/kernel/security/lockdown")).read_text()
+    except OSError:
+        return None
+    start, end = text.find("["), text.find("]")
+    return text[start + 1 : end] if 0 <= start < end else None
+
+
 def _expected() -> dict[str, bool | None]:
     """What the kernel's other interfaces say each probe must find; None where they say nothing."""
     config = _kernel_config()
@@ -96,6 +106,8 @@ def _expected() -> dict[str, bool | None]:
         else kprobe and config.get("CONFIG_BPF_KPROBE_OVERRIDE") == "y",
         # fmod_ret is allowed on every security_* function, error injection or not
         "fmodret": trampolines and version >= (5, 7),
+        # lockdown (integrity or confidentiality) removes bpf_probe_write_user from every program type
+        "probe_write_user": _lockdown() in (None, "none"),
     }
 
 
@@ -115,6 +127,7 @@ def test_keys_are_the_documented_features_in_order(measured: dict[str, bool]) ->
             "signal",
             "override_return",
             "fmodret",
+            "probe_write_user",
         )
     )
 

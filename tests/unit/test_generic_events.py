@@ -460,7 +460,7 @@ def test_kprobe_return_types() -> None:
 
 def test_all_actions() -> None:
     hook = HookInfo(policy_name="p", event="process_kprobe", function_name="f")
-    assert len(ACTION_NAMES) == 14
+    assert len(ACTION_NAMES) == 15  # Set (USDT) included
     for kernel_id, name in ACTION_NAMES.items():
         ev = build_generic_event(
             decode_generic(record([], action=kernel_id)), hook, PROC, None, None, NODE, TIME
@@ -468,6 +468,7 @@ def test_all_actions() -> None:
         assert ev["process_kprobe"]["action"] == name
         roundtrip(ev)
     assert ACTION_NAMES[L.ACTION_CLEANUPENFORCER] == "KPROBE_ACTION_CLEANUPENFORCERNOTIFICATION"
+    assert ACTION_NAMES[L.ACTION_SET] == "KPROBE_ACTION_SET"
 
 
 @pytest.fixture

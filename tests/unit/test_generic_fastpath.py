@@ -65,6 +65,16 @@ HOOKS: dict[tuple[int, int], HookInfo] = {
         offset=0x40,
         args=(ArgInfo("string", label="prompt"),),
     ),
+    (9, 2): HookInfo(
+        "usdts",
+        "process_usdt",
+        path="/usr/bin/python3.11",
+        provider="python",
+        probe_name="function__entry",
+        message="py call",
+        tags=("usdt",),
+        args=(ArgInfo("string", label="file"), ArgInfo("int")),
+    ),  # fmt: skip
 }
 
 

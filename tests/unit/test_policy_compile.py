@@ -247,7 +247,6 @@ def test_override_is_refused_in_enforce_mode_and_reported_in_monitor_mode() -> N
             {**NO_KPROBES, "fentry": True},
             "fentry instead is not implemented yet",
         ),
-        ("  loader: true\n  tracepoints: []\n", {**NO_KPROBES, "kprobe": True}, "not implemented yet"),
         ("  lsmhooks:\n  - hook: file_open\n", NO_KPROBES, "BPF LSM is not active"),
         ("  loader: true\n  tracepoints: []\n", NO_KPROBES, "CONFIG_KPROBES"),
         (

@@ -88,6 +88,9 @@ def test_uprobe_path_under_a_private_directory_gives_one_message_found_or_not(tm
         messages.append(str(info.value).replace(path, "PATH"))
     assert len(set(messages)) == 1, messages
     assert messages[0].startswith("spec.uprobes[0].path: PATH is not a file uid 65534 can reach")
+    usdt = HEAD + f"  usdts:\n  - {{path: {private}/exists, provider: p, name: n}}"
+    with pytest.raises(PolicyError, match=r"^spec\.usdts\[0\]\.path: .* is not a file uid 65534 can reach"):
+        check_paths_reachable(parse_policy(usdt), 65534, set())
     check_paths_reachable(
         parse_policy(HEAD + "  uprobes:\n  - path: /usr/bin/true\n    symbols: [main]"), 65534, set()
     )

@@ -106,6 +106,10 @@ static __always_inline __u64 raw_at(void *ctx, __u32 off, __u32 size, __u32 is_s
 		return tp_value(ctx, off, size, is_signed);
 	if (cfg.mech == MECH_RAW_TP)
 		bpf_probe_read_kernel(&v, 8, (__u64 *)ctx + (off & 15));
+	else if (cfg.mech == MECH_USDT)
+		v = usdt_value((struct pt_regs *)ctx, off); /* generic/usdt.h */
+	else if (cfg.mech == MECH_LOADER)
+		v = loader_value((struct pt_regs *)ctx, off); /* generic/loader.h */
 	else
 		v = reg_value((struct pt_regs *)ctx, off);
 	/* a register or raw_tp slot holds an int argument in its low bits; the upper ones are not defined */

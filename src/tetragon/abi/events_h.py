@@ -130,6 +130,7 @@ ACTION_TRACKSOCK = 10
 ACTION_UNTRACKSOCK = 11
 ACTION_NOTIFYENFORCER = 12
 ACTION_CLEANUPENFORCER = 13
+ACTION_SET = 14
 
 # struct msg_generic: common, pid, tid, policy_id, hook_id, action, return_action,
 # selector, nargs, flags, pad, func_id, ret

@@ -25,7 +25,7 @@ GEN_MAX_ACTIONS = 4
 GEN_MATCH_RET = 255
 GEN_ANCESTOR_DEPTH = 16
 
-MECH_TRACEPOINT, MECH_RAW_TP, MECH_UPROBE, MECH_KPROBE = 1, 2, 3, 4
+MECH_TRACEPOINT, MECH_RAW_TP, MECH_UPROBE, MECH_KPROBE, MECH_USDT, MECH_LOADER = 1, 2, 3, 4, 5, 6
 
 # gen_hook_cfg.syscall (generic.bpf.c compares the literals): not a syscall hook, one syscall's
 # tracepoints, or raw_syscalls filtered by the syscall numbers in gen_inmap (map id 0)

@@ -31,6 +31,7 @@ FEATURES: tuple[str, ...] = (
     "signal",
     "override_return",
     "fmodret",
+    "probe_write_user",
 )
 
 PROBE_OBJECT = Path(__file__).resolve().parent.parent / "_bpfobj" / "probe.bpf.o"
@@ -59,6 +60,8 @@ _MESSAGES: dict[str, str] = {
     "CONFIG_FUNCTION_ERROR_INJECTION); Override on security_* functions can use fmod_ret instead",
     "fmodret": "this kernel refuses fmod_ret programs (BPF trampolines, kernel >= 5.7, "
     "CONFIG_DEBUG_INFO_BTF, CONFIG_FUNCTION_TRACER), which Override on security_* functions needs",
+    "probe_write_user": "this kernel refuses bpf_probe_write_user (kernel lockdown: "
+    "/sys/kernel/security/lockdown is integrity or confidentiality)",
 }
 
 _cache: dict[str, bool] | None = None

@@ -175,9 +175,17 @@ class BpfObject:
             lambda prog: lib().bpf_program__attach_raw_tracepoint(prog, tracepoint.encode()),
         )
 
-    def attach_uprobe(self, name: str, binary: str, symbol: str = "", offset: int = 0, pid: int = -1) -> Link:
-        """Uprobe on `binary` at `symbol` (+ `offset`), or at file `offset` when no symbol is given."""
-        opts = UprobeOpts(sz=ctypes.sizeof(UprobeOpts), func_name=symbol.encode() if symbol else None)
+    def attach_uprobe(
+        self, name: str, binary: str, symbol: str = "", offset: int = 0, pid: int = -1, ref_ctr: int = 0
+    ) -> Link:
+        """Uprobe on `binary` at `symbol` (+ `offset`), or at file `offset` when no symbol is given;
+        `ref_ctr`: file offset of a counter the kernel increments while the uprobe is attached (a USDT
+        semaphore)."""
+        opts = UprobeOpts(
+            sz=ctypes.sizeof(UprobeOpts),
+            func_name=symbol.encode() if symbol else None,
+            ref_ctr_offset=ref_ctr,
+        )
         where = f"{binary}:{symbol or hex(offset)}"
         return self._attach_with(
             name,

@@ -1,4 +1,5 @@
-"""The one builder of generic events: process_kprobe, process_tracepoint and process_uprobe dicts.
+"""The one builder of generic events: process_kprobe, process_tracepoint, process_uprobe and
+process_usdt dicts.
 
 make_event_builder(hook) decides once per hook what depends only on the hook (names, message,
 tags, which fields the event type has and in what order) and returns the function the pipeline
@@ -32,10 +33,11 @@ ACTION_NAMES = {
     L.ACTION_UNTRACKSOCK: "KPROBE_ACTION_UNTRACKSOCK",
     L.ACTION_NOTIFYENFORCER: "KPROBE_ACTION_NOTIFYENFORCER",
     L.ACTION_CLEANUPENFORCER: "KPROBE_ACTION_CLEANUPENFORCERNOTIFICATION",
+    L.ACTION_SET: "KPROBE_ACTION_SET",
 }
 
 # the generic event types, in the order make_event_builder tells them apart
-GENERIC_EVENT_KINDS = ("process_kprobe", "process_tracepoint", "process_uprobe")
+GENERIC_EVENT_KINDS = ("process_kprobe", "process_tracepoint", "process_uprobe", "process_usdt")
 
 # builder(args, action_id, return_action_id, flags, ret, process, parent, ancestors, node_name, time):
 # process / parent / ancestors are dicts, or orjson.Fragment for an event that is only serialized;
@@ -61,20 +63,49 @@ def _constants(hook: HookInfo) -> tuple[Event, Event]:
     if hook.event == "process_tracepoint":
         return _present(("subsys", hook.subsys), ("event", hook.tp_event)), _present(message, tags)
     policy_name = ("policy_name", hook.policy_name)
+    if hook.event == "process_usdt":
+        probe = (("provider", hook.provider), ("name", hook.probe_name))
+        return _present(("path", hook.path), *probe, policy_name, message), _present(tags)
     return _present(("path", hook.path), ("symbol", hook.symbol), policy_name, message), _present(tags)
+
+
+def _loader_builder() -> EventBuilder:
+    """process_loader (spec.loader): the record's two arguments are the mapped file's path and build
+    id. Tetragon sends the event without a `time` (its GetEventsResponse has none). Its `process` is
+    the thread group leader's; here `process.tid` is the mapping thread's, as on the other events."""
+
+    def build(args: list[Event], *rest: Any) -> Event:
+        # (action, return action, flags, ret) do not apply, nor time
+        process, parent, ancestors, node_name = rest[4:8]
+        body: Event = {}
+        if process is not None:
+            body["process"] = process
+        for arg, key, variant in zip(args, ("path", "buildid"), ("string_arg", "bytes_arg"), strict=False):
+            if arg.get(variant):
+                body[key] = arg[variant]
+        if parent is not None:
+            body["parent"] = parent
+        if ancestors:
+            body["ancestors"] = ancestors
+        return {"process_loader": body, "node_name": node_name}
+
+    return build
 
 
 def make_event_builder(hook: HookInfo) -> EventBuilder:
     """The builder of `hook`'s events (see the module docstring); a hook whose event is not a
     generic event type gets a builder that raises ValueError."""
     event = hook.event
+    if event == "process_loader":
+        return _loader_builder()
     if event not in GENERIC_EVENT_KINDS:
 
         def unknown(*_: Any) -> Event:
             raise ValueError(f"hook event {event!r} is not a generic event type")
 
         return unknown
-    kprobe, tracepoint, uprobe = (event == kind for kind in GENERIC_EVENT_KINDS)
+    kprobe, tracepoint, uprobe, usdt = (event == kind for kind in GENERIC_EVENT_KINDS)
+    uprobe = uprobe or usdt  # a usdt event is shaped as a uprobe's, without `offset`
     leading, closing = _constants(hook)
     policy_name = hook.policy_name
     return_arg = hook.return_arg if kprobe else None

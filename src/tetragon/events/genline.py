@@ -160,6 +160,8 @@ class HookLines:
 
     def _template(self, key: tuple[int, int, int, bool, bool, bool]) -> Fill | None:
         action, return_action, returned, has_process, has_parent, has_args = key
+        if self.plan.event == "process_loader":
+            return None  # its arguments are fields of their own (path, buildid): the dict path builds it
         ret_info = self._ret_info
         event = self.plan.event_builder(
             [_F(_MARK + b"A")] if has_args else [],  # type: ignore[list-item]

@@ -27,6 +27,10 @@ def hook_label(hook: HookInfo) -> str:
         return f"kprobe:{hook.function_name}"
     if hook.event == "process_tracepoint":
         return f"tracepoint:{hook.subsys}:{hook.tp_event}"
+    if hook.event == "process_loader":
+        return "loader"
+    if hook.event == "process_usdt":
+        return f"usdt:{hook.provider}/{hook.probe_name}"
     return f"uprobe:{hook.path}:{hook.symbol}"
 
 

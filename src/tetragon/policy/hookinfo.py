@@ -21,13 +21,15 @@ class ArgInfo:
 @dataclass(frozen=True)
 class HookInfo:
     policy_name: str
-    event: str  # "process_kprobe" | "process_tracepoint" | "process_uprobe"
+    event: str  # "process_kprobe" | "process_tracepoint" | "process_uprobe" | "process_usdt"
     function_name: str = ""  # process_kprobe: as Tetragon reports it, e.g. "__x64_sys_openat"
     subsys: str = ""  # process_tracepoint
     tp_event: str = ""  # process_tracepoint
-    path: str = ""  # process_uprobe
+    path: str = ""  # process_uprobe, process_usdt
     symbol: str = ""  # process_uprobe
     offset: int = 0  # process_uprobe, when the hook was given by offset
+    provider: str = ""  # process_usdt
+    probe_name: str = ""  # process_usdt: the probe's `name`
     message: str = ""
     tags: tuple[str, ...] = ()
     args: tuple[ArgInfo, ...] = ()

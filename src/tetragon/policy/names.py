@@ -139,8 +139,7 @@ OPERATOR_ALIASES: dict[str, str] = {
     "neq": "NotEqual",
     "NotSportPriv": "NotSPortPriv",
 }
-# `Set` (USDT argument rewrite, Tetragon >1.4) is accepted by the schema so a policy using it is
-# refused with a clear message; the kernel side has no id for it since USDT hooks are not served.
+# `Set` (USDT argument rewrite, Tetragon >1.4): only in usdts (validate.py), served by generic/usdt.h.
 ACTIONS: tuple[str, ...] = (
     "Post",
     "FollowFD",

@@ -320,17 +320,19 @@ def check_path_text(where: str, path: str) -> None:
 
 
 def check_paths_reachable(policy: TracingPolicy, uid: int, gids: set[int]) -> None:
-    """Every uprobe path of the policy can be reached by `uid` (a non-root API caller).
+    """Every uprobe and usdt path of the policy can be reached by `uid` (a non-root API caller).
 
     The agent runs as root, its API users need not: whether /root/secret exists must not show in the
     reply. A path through a directory the caller may not search is refused with one message, found or
     not; the check stops at that directory and never looks inside it.
     """
-    for i, hook in enumerate(policy.spec.uprobes):
-        if not _searchable_path(hook.path, uid, gids):
+    hooks = [("uprobes", i, h.path) for i, h in enumerate(policy.spec.uprobes)]
+    hooks += [("usdts", i, h.path) for i, h in enumerate(policy.spec.usdts)]
+    for section, i, path in hooks:
+        if not _searchable_path(path, uid, gids):
             raise PolicyError(
-                f"spec.uprobes[{i}].path: {_short(hook.path)} is not a file uid {uid} can reach (found or "
-                "not: a uprobe target must lie under directories its caller may search)"
+                f"spec.{section}[{i}].path: {_short(path)} is not a file uid {uid} can reach (found or "
+                f"not: a {section[:-1]} target must lie under directories its caller may search)"
             )
 
 

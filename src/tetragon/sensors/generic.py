@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from tetragon.abi import generic_cfg_h as G
 from tetragon.bpf.libbpf import BpfError, BpfObject, num_possible_cpus
 from tetragon.policy.compile.plan import HookPlan
+from tetragon.sensors.loader import start_mmap_reporting
 
 if TYPE_CHECKING:
     from tetragon.k8s.policyfilter import PolicyScopeHandle as PodScopeHandle
@@ -56,8 +57,10 @@ class GenericObject:
         inmap: list[tuple[int, int]],
         btf_targets: dict[str, str] | None = None,
         pod_filter: bool = False,
+        rodata: dict[str, bytes] | None = None,
     ) -> None:
         self.obj = BpfObject(OBJ, btf_path=btf_path)
+        self.perf_fds: list[int] = []  # spec.loader's dummy perf events (sensors/loader.py)
         try:
             self.obj.only_programs(programs)
             for program, function in (btf_targets or {}).items():
@@ -73,6 +76,8 @@ class GenericObject:
             self.obj.set_global(".rodata", "cfg", bytes(cfg))
             if pod_filter:  # a pod-scoped policy: only the cgroups of policy_cgroups (k8s/policyfilter.py)
                 self.obj.set_global(".rodata", "pod_filter", struct.pack("<I", 1))
+            for name, data in (rodata or {}).items():
+                self.obj.set_global(".rodata", name, data)
             self.obj.load()
             inm = self.obj.map("gen_inmap")
             for map_id, value in inmap:
@@ -118,6 +123,9 @@ class GenericObject:
 
     def close(self) -> None:
         self.obj.close()
+        for fd in self.perf_fds:
+            os.close(fd)
+        self.perf_fds = []
 
 
 class PolicySensor:
@@ -172,6 +180,7 @@ class PolicySensor:
             plan.inmap,
             {a.program: a.target[0] for a in plan.attach if a.kind == "fmod_ret"},
             self.pod_scope is not None,
+            plan.rodata,
         )
         self.objects.append(obj)
         if not self.policy_maps:
@@ -190,10 +199,16 @@ class PolicySensor:
                 obj.obj.attach_kprobe(att.program, att.target[0], att.program in RETURN_PROGRAMS, cookie)
             elif att.kind == "kprobe_multi":
                 obj.obj.attach_kprobe_multi(att.program, list(att.target), att.program in RETURN_PROGRAMS)
+            elif att.kind == "loader":
+                obj.perf_fds = start_mmap_reporting(obj.obj)
+                obj.obj.attach_kprobe(att.program, att.target[0])
             elif att.kind == "fmod_ret":
                 obj.obj.attach(att.program)  # its target function was set before load
             else:
-                obj.obj.attach_uprobe(att.program, att.target[0], att.target[1], int(att.target[2]))
+                ref_ctr = int(att.target[3]) if len(att.target) > 3 else 0  # a USDT probe's semaphore
+                obj.obj.attach_uprobe(
+                    att.program, att.target[0], att.target[1], int(att.target[2]), ref_ctr=ref_ctr
+                )
 
     def set_mode(self, mode: str) -> None:
         if not self.objects:

@@ -1,10 +1,10 @@
 """TracingPolicy -> PolicyPlan: one kernel configuration (struct gen_hook_cfg) per hook, plus how to
 attach it. A pure function of the validated policy, the kernel's features and its tracefs formats.
 
-Hooks are numbered here, once, in spec order (kprobes, tracepoints, then each uprobe target):
-the number is what the hook's kernel records carry and what the sensors look the hook up by. A
-hook this kernel or this agent cannot serve raises PolicyError(kind="unsupported") naming the hook
-and what is missing.
+Hooks are numbered here, once, in spec order (kprobes, tracepoints, each uprobe target, usdts, then
+the loader): the number is what the hook's kernel records carry and what the sensors look the hook up
+by. A hook this kernel or this agent cannot serve raises PolicyError(kind="unsupported") naming the
+hook and what is missing.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from tetragon.bpf.features import missing_feature_message
 from tetragon.policy.compile.actions import SIGNALLING
 from tetragon.policy.compile.args import TRACEFS
 from tetragon.policy.compile.hooks import PolicySite, compile_kprobe, compile_tracepoint, compile_uprobe
+from tetragon.policy.compile.loader import compile_loader
 from tetragon.policy.compile.matchargs import parse_int, syscall_value
 from tetragon.policy.compile.plan import Attach, HookPlan, PolicyPlan, unsupported
+from tetragon.policy.compile.usdt import compile_usdts
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.names import LIST_PREFIX
 from tetragon.policy.schema import TracingPolicy, resolve_list
@@ -39,18 +41,6 @@ def _refuse_unserved_sections(policy: TracingPolicy, features: dict[str, bool]) 
         raise _not_yet(f"spec.lsmhooks[0] (hook {sp.lsmhooks[0].hook})", "lsm", features, "LSM hooks")
     if sp.fentries:
         raise _not_yet(f"spec.fentries[0] (call {sp.fentries[0].call})", "fentry", features, "fentry hooks")
-    if sp.usdts:
-        raise unsupported(
-            f"spec.usdts[0] ({sp.usdts[0].provider}/{sp.usdts[0].name}): USDT probes are not supported by "
-            f"this agent"
-        )
-    if sp.loader:
-        raise unsupported(
-            "spec.loader: process_loader events (a kprobe on perf_event_mmap_output) are not implemented yet"
-            if features.get("kprobe")
-            else f"spec.loader: process_loader events need kprobes on perf_event_mmap_output: "
-            f"{missing_feature_message('kprobe')}"
-        )
 
 
 def compile_policy(
@@ -73,6 +63,9 @@ def compile_policy(
         for sym, off in targets:
             where = f"spec.uprobes[{i}] ({up.path}:{sym or hex(off)})"
             hooks.append(compile_uprobe(site, len(hooks), up, where, sym, off))
+    hooks.extend(compile_usdts(site, len(hooks)))
+    if sp.loader:
+        hooks.append(compile_loader(site, len(hooks)))
     enforcer: list[int] = []
     if sp.enforcers:
         for call in sp.enforcers[0].calls:
@@ -86,5 +79,7 @@ def compile_policy(
                 if h.cfg.sel[k].actions[a].id in SIGNALLING and not features.get("signal", True):
                     raise unsupported(f"hook {h.hook_id}: {missing_feature_message('signal')}")
     if not hooks:
-        raise PolicyError("the policy has no hook this agent can load (kprobes, tracepoints or uprobes)")
+        raise PolicyError(
+            "the policy has no hook this agent can load (kprobes, tracepoints, uprobes, usdts or loader)"
+        )
     return PolicyPlan(hooks, mode, enforcer, site.warnings)

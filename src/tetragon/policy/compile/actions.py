@@ -18,7 +18,7 @@ from tetragon.policy.errors import PolicyError
 from tetragon.policy.names import USER_SPACE_ACTIONS
 from tetragon.policy.schema import ActionSelector, Selector
 
-# Action name -> events.h ACTION_*. `Set` has no entry: it belongs to USDT hooks, which are refused.
+# Action name -> events.h ACTION_* (`Set` only in usdts: validate.py refuses it elsewhere).
 ACTION_IDS: dict[str, int] = {
     "Post": E.ACTION_POST,
     "FollowFD": E.ACTION_FOLLOWFD,
@@ -34,6 +34,7 @@ ACTION_IDS: dict[str, int] = {
     "UntrackSock": E.ACTION_UNTRACKSOCK,
     "NotifyEnforcer": E.ACTION_NOTIFYENFORCER,
     "CleanupEnforcerNotification": E.ACTION_CLEANUPENFORCER,
+    "Set": E.ACTION_SET,
 }
 ENFORCING = {"Sigkill", "Signal", "NotifyEnforcer", "Override"}
 SIGNALLING = {E.ACTION_SIGKILL, E.ACTION_SIGNAL, E.ACTION_NOTIFYENFORCER}  # need bpf_send_signal
@@ -88,6 +89,8 @@ def fill_actions(
         out[k].id = ACTION_IDS[name]
         out[k].arg_error = a.arg_error
         out[k].arg_sig = signal.SIGKILL if name == "Sigkill" else a.arg_sig
+        if name == "Set":  # struct gen_action carries Set's argIndex / argValue in arg_sig / arg_error
+            out[k].arg_sig, out[k].arg_error = a.arg_index, ctypes.c_int32(a.arg_value).value
         out[k].rate_limit_ns = a.rate_limit_ns
         out[k].scope = RATE_LIMIT_SCOPES.get(a.rate_limit_scope or "thread", G.RL_THREAD)
     return len(acts)

@@ -47,11 +47,12 @@ from tetragon.policy.schema import (
     TracepointSpec,
     TracingPolicy,
     UProbeSpec,
+    UsdtSpec,
     find_list,
     option,
 )
 
-AnyHook = KProbeSpec | TracepointSpec | UProbeSpec
+AnyHook = KProbeSpec | TracepointSpec | UProbeSpec | UsdtSpec
 UPROBE_ARGS = 6  # uprobe and kprobe arguments: the first six registers of the C calling convention
 
 
@@ -164,7 +165,7 @@ def _plan(
     )
 
 
-def _function_arg_pos(hook: KProbeSpec | UProbeSpec, where: str) -> Callable[[ArgSelector], int]:
+def _function_arg_pos(hook: KProbeSpec | UProbeSpec | UsdtSpec, where: str) -> Callable[[ArgSelector], int]:
     """matchArgs `index` names a function argument: its position among the hook's args."""
 
     def pos(ma: ArgSelector) -> int:

@@ -12,12 +12,12 @@ from tetragon.policy.schema import ActionSelector
 
 @dataclass
 class Attach:
-    kind: str  # "tracepoint" | "raw_tp" | "uprobe" | "kprobe" | "kprobe_multi" | "fmod_ret"
+    kind: str  # "tracepoint" | "raw_tp" | "uprobe" | "kprobe" | "kprobe_multi" | "fmod_ret" | "loader"
     # gen_tp | gen_tp_ret | gen_rawtp | gen_uprobe | gen_enforcer | gen_kprobe | gen_kretprobe
-    # | gen_kprobe_multi | gen_kretprobe_multi | gen_fmodret
+    # | gen_kprobe_multi | gen_kretprobe_multi | gen_fmodret | gen_loader
     program: str
-    # (category, event) | (name,) | (path, symbol, offset) | (function, cookie) | (function, ...)
-    # | (function,) for fmod_ret
+    # (category, event) | (name,) | (path, symbol, offset[, ref_ctr_offset]) | (function, cookie)
+    # | (function, ...) | (function,) for fmod_ret and loader
     target: tuple[str, ...]
 
 
@@ -34,6 +34,8 @@ class HookPlan:
     syscall_list: bool = False
     # selector index -> its GetUrl / DnsLookup actions, run by the agent when a record names that selector
     user_actions: dict[int, list[ActionSelector]] = field(default_factory=dict)
+    # more read-only data of the hook's object by variable name (USDT: usdt_args)
+    rodata: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass
