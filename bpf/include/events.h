@@ -145,6 +145,12 @@ struct msg_exit {
 #define GEN_KIND_SOCK 5     /* payload: struct gen_sock */
 #define GEN_KIND_SOCKADDR 6 /* payload: struct gen_sockaddr */
 #define GEN_KIND_CRED 7     /* payload: struct gen_cred */
+/* kernel objects of kernel-function arguments (readers_kern.h) */
+#define GEN_KIND_MODULE 20     /* payload: struct gen_module (module, load_info) */
+#define GEN_KIND_USERNS 21     /* payload: struct gen_userns */
+#define GEN_KIND_BPF_ATTR 22   /* payload: struct gen_bpf_attr */
+#define GEN_KIND_BPF_MAP 23    /* payload: struct gen_bpf_map */
+#define GEN_KIND_PERF_EVENT 24 /* payload: struct gen_perf_event */
 
 /* gen_arg.flags */
 #define GEN_AF_TRUNC (1 << 0) /* string / path longer than the payload */
@@ -213,6 +219,40 @@ struct gen_cred {
 	__u32 pad;
 	__u64 cap_permitted, cap_effective, cap_inheritable;
 	__u32 userns_level, userns_uid, userns_gid, userns_inum;
+};
+
+/* kernel objects of kernel-function arguments (readers_kern.h) */
+struct gen_module {
+	char name[56];  /* MODULE_NAME_LEN */
+	__u64 taints;   /* TAINT_* bit numbers set */
+	__u32 sig_ok;   /* load_info: the signature checked out */
+	__u32 pad;
+};
+
+struct gen_userns {
+	__s32 level;
+	__u32 uid, gid; /* owner, group */
+	__u32 inum;
+};
+
+struct gen_bpf_attr {
+	__u32 prog_type;
+	__u32 insn_cnt;
+	char name[16]; /* BPF_OBJ_NAME_LEN */
+};
+
+struct gen_bpf_map {
+	__u32 map_type, key_size, value_size, max_entries;
+	char name[16];
+};
+
+#define GEN_KSYM_LEN 128
+struct gen_perf_event {
+	__u32 type;
+	__u32 pad;
+	__u64 config;
+	__u64 probe_offset;
+	char kprobe_func[GEN_KSYM_LEN];
 };
 
 /* Action ids in msg_generic.action / return_action (Tetragon's kernel action ids) */

@@ -56,6 +56,16 @@
 #define RD_STR 19      /* kernel function `string`: NUL-terminated at a user or kernel pointer */
 #define RD_KFILENAME 20 /* kernel struct filename *: its name */
 #define RD_BUF 21      /* kernel function `char_buf`: at a user or kernel pointer, size as RD_UBUF */
+/* kernel objects of kernel-function arguments (generic/readers_kern.h); RD_DENTRY is one of them */
+#define RD_KERN_FIRST 40
+#define RD_MODULE 40     /* struct module * */
+#define RD_LOAD_INFO 41  /* struct load_info *: the module being loaded */
+#define RD_USER_NS 42    /* struct user_namespace * */
+#define RD_KIOCB 43      /* struct kiocb *: its file */
+#define RD_IOV_ITER 44   /* struct iov_iter *: the user buffer it walks (first segment) */
+#define RD_BPF_ATTR 45   /* union bpf_attr * of BPF_PROG_LOAD */
+#define RD_BPF_MAP 46    /* struct bpf_map * */
+#define RD_PERF_EVENT 47 /* struct perf_event * */
 
 /* comparison operators (Tetragon's kernel numbering where it has one) */
 #define OP_GT 1

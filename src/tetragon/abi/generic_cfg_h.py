@@ -52,6 +52,16 @@ RD_CUR_CRED = 18
 RD_STR = 19  # kernel function `string`: at a user or kernel pointer
 RD_KFILENAME = 20  # kernel struct filename *: its name
 RD_BUF = 21  # kernel function `char_buf`: at a user or kernel pointer, size as RD_UBUF
+# kernel objects of kernel-function arguments (generic/readers_kern.h); RD_DENTRY is one of them
+RD_KERN_FIRST = 40
+RD_MODULE = 40
+RD_LOAD_INFO = 41
+RD_USER_NS = 42
+RD_KIOCB = 43
+RD_IOV_ITER = 44
+RD_BPF_ATTR = 45
+RD_BPF_MAP = 46
+RD_PERF_EVENT = 47
 
 # comparison operators: the header's OP_* (Tetragon's kernel numbering)
 OP_GT = 1
