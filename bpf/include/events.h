@@ -134,6 +134,8 @@ struct msg_exit {
 #define GEN_F_MONITOR (1 << 1)  /* policy in monitor mode: the selector's enforcement was not done */
 #define GEN_F_ENFORCED (1 << 2) /* a Sigkill / Signal / NotifyEnforcer was carried out */
 #define GEN_F_COMPAT (1 << 3)   /* the task made a 32-bit (ia32) syscall */
+#define GEN_F_KSTACK (1 << 4)   /* Post kernelStackTrace: a GEN_KIND_KSTACK blob follows the arguments */
+#define GEN_F_USTACK (1 << 5)   /* Post userStackTrace: a GEN_KIND_USTACK blob follows (after the kernel's) */
 
 #define GEN_SELECTOR_NONE 255 /* msg_generic.selector of a hook without selectors */
 
@@ -151,6 +153,10 @@ struct msg_exit {
 #define GEN_KIND_BPF_ATTR 22   /* payload: struct gen_bpf_attr */
 #define GEN_KIND_BPF_MAP 23    /* payload: struct gen_bpf_map */
 #define GEN_KIND_PERF_EVENT 24 /* payload: struct gen_perf_event */
+/* stack traces, after the `nargs` argument blobs (not counted in nargs) */
+#define GEN_KIND_KSTACK 30 /* payload: __u64 kernel return addresses, innermost first */
+#define GEN_KIND_USTACK 31 /* payload: __u64 user return addresses, innermost first */
+#define GEN_STACK_DEPTH 127 /* frames kept (the kernel's default perf_event_max_stack) */
 
 /* gen_arg.flags */
 #define GEN_AF_TRUNC (1 << 0) /* string / path longer than the payload */

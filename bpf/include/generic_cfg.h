@@ -175,10 +175,14 @@ struct gen_match_caps {
 	__u64 mask;
 };
 
+#define STACK_KERNEL 1 /* Post kernelStackTrace */
+#define STACK_USER 2   /* Post userStackTrace */
+
 struct gen_action {
 	__u8 id;    /* ACTION_* */
 	__u8 scope; /* RL_* */
-	__u8 pad[2];
+	__u8 stack; /* Post: STACK_* */
+	__u8 pad;
 	__s32 arg_error;
 	__u32 arg_sig;
 	__u32 pad2;

@@ -1,6 +1,7 @@
 """Runs inside the qemu guest (tests/vm/run_vm.py): the kernel-object argument types of kernel functions
 (dentry, user_namespace, kiocb + iov_iter, bpf_attr, bpf_map, perf_event; the module hooks attach),
-through the real agent with one policy of several hooks (one agent start for the file).
+and Post's kernelStackTrace/userStackTrace on a kernel function, through the real agent with one policy of
+several hooks (one agent start for the file).
 
 The hooks are those of Tetragon's examples (security_inode_follow_link, tty.yaml, bpf.yaml with its
 `ignore: callNotFound`, monitor-kernel-modules); each event asserted here comes from a workload this
@@ -44,6 +45,7 @@ spec:
     args: [{{index: 0, type: dentry}}]
     selectors:
     - matchArgs: [{{index: 0, operator: Postfix, values: ["/{LINK.name}"]}}]
+      matchActions: [{{action: Post, kernelStackTrace: true, userStackTrace: true}}]
   - call: cap_capable
     syscall: false
     args: [{{index: 1, type: user_namespace}}, {{index: 2, type: capability}}]
@@ -144,18 +146,30 @@ def test_every_hook_is_attached_and_the_missing_map_hook_ignored(agent: AgentPro
     assert "is not a traceable kernel function here: ignored" in agent.stderr()
 
 
-def test_dentry_is_its_path_and_permission(agent: AgentProcess) -> None:
-    child = subprocess.Popen([sys.executable, "-c", f"open({str(LINK)!r}).close()"])
-    assert child.wait() == 0
-    ev = agent.wait_for(_kprobe_of(child.pid, "security_inode_follow_link"), timeout=60)
+def test_dentry_is_its_path_and_permission_with_both_stacks(agent: AgentProcess) -> None:
+    with open(LINK):  # this process: its mappings are still there when the agent symbolizes its stack
+        pass
+    ev = agent.wait_for(_kprobe_of(os.getpid(), "security_inode_follow_link"), timeout=60)
+    b = body(ev)
     # a dentry knows no mount: its path runs up to its file system's root (here /tmp is on /)
     mount = LINK.parent
     while not os.path.ismount(mount):
         mount = mount.parent
-    assert body(ev)["args"] == [
+    assert b["args"] == [
         {"path_arg": {"path": "/" + str(LINK.relative_to(mount)), "permission": "lrwxrwxrwx"}}
     ]
-    assert body(ev)["policy_name"] == "vm-kprobe-types"
+    assert b["policy_name"] == "vm-kprobe-types"
+    keys = list(b)
+    assert keys.index("action") < keys.index("kernel_stack_trace") < keys.index("policy_name")
+    assert keys[-1] == "user_stack_trace"
+    kernel = b["kernel_stack_trace"]
+    assert all(set(f) <= {"offset", "symbol"} and f["symbol"] for f in kernel), kernel
+    assert "do_filp_open" in [f["symbol"] for f in kernel], kernel  # the open that followed the link
+    libc = next(
+        line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if "/libc.so" in line
+    )
+    first = b["user_stack_trace"][0]  # the syscall instruction in libc's open
+    assert first["module"] == libc and "open" in first["symbol"], b["user_stack_trace"]
 
 
 def test_user_namespace_and_capability_of_cap_capable(agent: AgentProcess) -> None:

@@ -131,6 +131,8 @@ OP_BY_NAME: dict[str, int] = {
 
 CMP_INT, CMP_UINT, CMP_STR, CMP_SOCK, CMP_SOCKADDR = 1, 2, 3, 4, 5
 PF_FOLLOW, PF_NSPID = 1, 2
+STACK_KERNEL = 1  # Post kernelStackTrace
+STACK_USER = 2  # Post userStackTrace
 RL_THREAD, RL_PROCESS, RL_GLOBAL = 0, 1, 2
 POLICY_MODE_ENFORCE, POLICY_MODE_MONITOR = 0, 1
 
@@ -210,7 +212,8 @@ class Action(ctypes.Structure):
     _fields_ = [
         ("id", _u8),
         ("scope", _u8),
-        ("pad", _u8 * 2),
+        ("stack", _u8),
+        ("pad", _u8),
         ("arg_error", _s32),
         ("arg_sig", _u32),
         ("pad2", _u32),
