@@ -56,6 +56,7 @@ const volatile struct gen_hook_cfg cfg = {};
 #include "generic/selectors.h"
 #include "generic/actions.h"
 #include "generic/record.h"
+#include "generic/stacks.h"
 
 /* kfunc: a kernel function's entry (its readers of user-or-kernel memory); func_id: the record's
  * function (syscall lists set it here; kernel-function lists pass their attach cookie) */
@@ -180,6 +181,7 @@ static __always_inline int gen_entry_at(void *ctx, int kfunc, __u32 func_id)
 		m->func_id = (__u32)tp_value(ctx, 8, 8, 1) | (task_is_compat(cur_task()) ? 1U << 31 : 0);
 	if (cfg.syscall && task_is_compat(cur_task()))
 		m->flags |= GEN_F_COMPAT;
+	put_stacks(ctx, h, m, &off);
 	m->common.size = off;
 
 	if (cfg.has_return) {

@@ -136,6 +136,8 @@ struct msg_exit {
 #define GEN_F_MONITOR (1 << 1)  /* policy in monitor mode: the selector's enforcement was not done */
 #define GEN_F_ENFORCED (1 << 2) /* a Sigkill / Signal / NotifyEnforcer was carried out */
 #define GEN_F_COMPAT (1 << 3)   /* the task made a 32-bit (ia32) syscall */
+#define GEN_F_KSTACK (1 << 5)   /* Post kernelStackTrace: a GEN_KIND_KSTACK blob follows the arguments */
+#define GEN_F_USTACK (1 << 6)   /* Post userStackTrace: a GEN_KIND_USTACK blob follows (after the kernel's) */
 
 #define GEN_SELECTOR_NONE 255 /* msg_generic.selector of a hook without selectors */
 
@@ -147,6 +149,16 @@ struct msg_exit {
 #define GEN_KIND_SOCK 5     /* payload: struct gen_sock */
 #define GEN_KIND_SOCKADDR 6 /* payload: struct gen_sockaddr */
 #define GEN_KIND_CRED 7     /* payload: struct gen_cred */
+/* kernel objects of kernel-function arguments (readers_kern.h) */
+#define GEN_KIND_MODULE 20     /* payload: struct gen_module (module, load_info) */
+#define GEN_KIND_USERNS 21     /* payload: struct gen_userns */
+#define GEN_KIND_BPF_ATTR 22   /* payload: struct gen_bpf_attr */
+#define GEN_KIND_BPF_MAP 23    /* payload: struct gen_bpf_map */
+#define GEN_KIND_PERF_EVENT 24 /* payload: struct gen_perf_event */
+/* stack traces, after the `nargs` argument blobs (not counted in nargs) */
+#define GEN_KIND_KSTACK 30 /* payload: __u64 kernel return addresses, innermost first */
+#define GEN_KIND_USTACK 31 /* payload: __u64 user return addresses, innermost first */
+#define GEN_STACK_DEPTH 127 /* frames kept (the kernel's default perf_event_max_stack) */
 
 /* gen_arg.flags */
 #define GEN_AF_TRUNC (1 << 0) /* string / path longer than the payload */
@@ -215,6 +227,40 @@ struct gen_cred {
 	__u32 pad;
 	__u64 cap_permitted, cap_effective, cap_inheritable;
 	__u32 userns_level, userns_uid, userns_gid, userns_inum;
+};
+
+/* kernel objects of kernel-function arguments (readers_kern.h) */
+struct gen_module {
+	char name[56];  /* MODULE_NAME_LEN */
+	__u64 taints;   /* TAINT_* bit numbers set */
+	__u32 sig_ok;   /* load_info: the signature checked out */
+	__u32 pad;
+};
+
+struct gen_userns {
+	__s32 level;
+	__u32 uid, gid; /* owner, group */
+	__u32 inum;
+};
+
+struct gen_bpf_attr {
+	__u32 prog_type;
+	__u32 insn_cnt;
+	char name[16]; /* BPF_OBJ_NAME_LEN */
+};
+
+struct gen_bpf_map {
+	__u32 map_type, key_size, value_size, max_entries;
+	char name[16];
+};
+
+#define GEN_KSYM_LEN 128
+struct gen_perf_event {
+	__u32 type;
+	__u32 pad;
+	__u64 config;
+	__u64 probe_offset;
+	char kprobe_func[GEN_KSYM_LEN];
 };
 
 /* Action ids in msg_generic.action / return_action (Tetragon's kernel action ids) */

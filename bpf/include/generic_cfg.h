@@ -58,6 +58,16 @@
 #define RD_STR 19      /* kernel function `string`: NUL-terminated at a user or kernel pointer */
 #define RD_KFILENAME 20 /* kernel struct filename *: its name */
 #define RD_BUF 21      /* kernel function `char_buf`: at a user or kernel pointer, size as RD_UBUF */
+/* kernel objects of kernel-function arguments (generic/readers_kern.h): 60 and up; RD_DENTRY is one of them */
+#define RD_KERN_FIRST 60
+#define RD_MODULE 60     /* struct module * */
+#define RD_LOAD_INFO 61  /* struct load_info *: the module being loaded */
+#define RD_USER_NS 62    /* struct user_namespace * */
+#define RD_KIOCB 63      /* struct kiocb *: its file */
+#define RD_IOV_ITER 64   /* struct iov_iter *: the user buffer it walks (first segment) */
+#define RD_BPF_ATTR 65   /* union bpf_attr * of BPF_PROG_LOAD */
+#define RD_BPF_MAP 66    /* struct bpf_map * */
+#define RD_PERF_EVENT 67 /* struct perf_event * */
 
 /* comparison operators (Tetragon's kernel numbering where it has one) */
 #define OP_GT 1
@@ -167,10 +177,14 @@ struct gen_match_caps {
 	__u64 mask;
 };
 
+#define STACK_KERNEL 1 /* Post kernelStackTrace */
+#define STACK_USER 2   /* Post userStackTrace */
+
 struct gen_action {
 	__u8 id;    /* ACTION_* */
 	__u8 scope; /* RL_* */
-	__u8 pad[2];
+	__u8 stack; /* Post: STACK_* */
+	__u8 pad;
 	__s32 arg_error; /* Set: argValue */
 	__u32 arg_sig;   /* Set: argIndex */
 	__u32 pad2;

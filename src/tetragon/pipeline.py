@@ -34,6 +34,7 @@ from tetragon.events.decode import (
 )
 from tetragon.events.genline import HookLines
 from tetragon.events.render_plan import RenderPlan
+from tetragon.events.stack_traces import STACK_FLAGS, with_stack_traces
 from tetragon.jsontypes import Event
 from tetragon.policy.hookinfo import HookInfo
 from tetragon.process.cache import ProcessEntry, with_tid
@@ -186,7 +187,7 @@ class Pipeline:
         head = decode_generic_header(buf)
         # the header's fields as locals, unpacked in GenericHeader's order: attribute reads of a
         # NamedTuple cost ~30 ns each on this path
-        _, _, _, ktime, pid, tid, policy_id, hook_id, _, _, selector, _, _, func_id, _ = head
+        _, _, _, ktime, pid, tid, policy_id, hook_id, _, _, selector, _, flags, func_id, _ = head
         policies = self.policies
         if policies is None:
             raise ValueError("policy record without a policy manager")
@@ -224,7 +225,7 @@ class Pipeline:
             self._generic_event(plan, buf, head, entry, parent, ancestors, True)
         else:
             line = None
-            if ancestors is None:
+            if ancestors is None and not flags & STACK_FLAGS:  # stack traces take the dict path
                 lines = plan.lines
                 if lines is None:
                     lines = plan.lines = HookLines(plan, self.node)
@@ -295,6 +296,8 @@ class Pipeline:
             self.node,
             format_timestamp(wall),
         )
+        if flags & STACK_FLAGS:
+            event = with_stack_traces(event, buf, nargs, size, head.pid)
         if as_dict:
             if exporter is not None:
                 exporter.write(event)

@@ -64,6 +64,11 @@ def _c_layout(struct_name: str, fields: tuple[str, ...], tmp_path: Path) -> list
         ("gen_sock", layout.GEN_SOCK, layout.GEN_SOCK_FIELDS),
         ("gen_sockaddr", layout.GEN_SOCKADDR, layout.GEN_SOCKADDR_FIELDS),
         ("gen_cred", layout.GEN_CRED, layout.GEN_CRED_FIELDS),
+        ("gen_module", layout.GEN_MODULE, layout.GEN_MODULE_FIELDS),
+        ("gen_userns", layout.GEN_USERNS, layout.GEN_USERNS_FIELDS),
+        ("gen_bpf_attr", layout.GEN_BPF_ATTR, layout.GEN_BPF_ATTR_FIELDS),
+        ("gen_bpf_map", layout.GEN_BPF_MAP, layout.GEN_BPF_MAP_FIELDS),
+        ("gen_perf_event", layout.GEN_PERF_EVENT, layout.GEN_PERF_EVENT_FIELDS),
     ],
 )
 def test_struct_matches_header(

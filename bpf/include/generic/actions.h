@@ -80,6 +80,7 @@ static __noinline int do_actions(const volatile struct gen_action *acts, __u32 n
 				post = 0;
 				gstat(GSTAT_RATELIMITED);
 			}
+			m->flags |= (a->stack & STACK_KERNEL ? GEN_F_KSTACK : 0) | (a->stack & STACK_USER ? GEN_F_USTACK : 0);
 		} else if (id == ACTION_SIGKILL || id == ACTION_SIGNAL || id == ACTION_NOTIFYENFORCER ||
 			   id == ACTION_OVERRIDE) {
 			if (monitor_mode()) {

@@ -433,6 +433,8 @@ static __noinline int read_kernel_arg(void *ctx, struct gen_heap *h, __u32 i, __
 	return arg_done(h, i, o, poff, GEN_KIND_STR, aflags, len, off);
 }
 
+#include "readers_kern.h"
+
 /* Argument i into the record at *off (integers inline, the rest through read_arg, or read_kernel_arg
  * for a kernel function's (kfunc) arguments that read_arg does not know). */
 static __always_inline void emit_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *off, struct msg_generic *m,
@@ -462,6 +464,11 @@ static __always_inline void emit_arg(void *ctx, struct gen_heap *h, __u32 i, __u
 		__u32 r = cfg.args[i].reader;
 		if (r == RD_STR || r == RD_BUF || r == RD_KFILENAME) {
 			if (read_kernel_arg(ctx, h, i, off) > 0)
+				m->nargs++;
+			return;
+		}
+		if (r == RD_DENTRY || r >= RD_KERN_FIRST) {
+			if (read_kern_obj_arg(ctx, h, i, off) > 0)
 				m->nargs++;
 			return;
 		}

@@ -102,6 +102,8 @@ GEN_F_RETURN = 1 << 0
 GEN_F_MONITOR = 1 << 1
 GEN_F_ENFORCED = 1 << 2
 GEN_F_COMPAT = 1 << 3
+GEN_F_KSTACK = 1 << 5
+GEN_F_USTACK = 1 << 6
 
 GEN_SELECTOR_NONE = 255  # msg_generic.selector of a hook without selectors
 
@@ -112,6 +114,14 @@ GEN_KIND_PATH = 4
 GEN_KIND_SOCK = 5
 GEN_KIND_SOCKADDR = 6
 GEN_KIND_CRED = 7
+GEN_KIND_MODULE = 20
+GEN_KIND_USERNS = 21
+GEN_KIND_BPF_ATTR = 22
+GEN_KIND_BPF_MAP = 23
+GEN_KIND_PERF_EVENT = 24
+GEN_KIND_KSTACK = 30
+GEN_KIND_USTACK = 31
+GEN_STACK_DEPTH = 127
 
 GEN_AF_TRUNC = 1 << 0
 GEN_AF_ERR = 1 << 1
@@ -172,4 +182,40 @@ GEN_CRED_FIELDS = (
     ("uid", "gid", "euid", "egid", "suid", "sgid", "fsuid", "fsgid", "securebits")
     + ("cap_permitted", "cap_effective", "cap_inheritable")
     + ("userns_level", "userns_uid", "userns_gid", "userns_inum")
+)
+
+# kernel objects of kernel-function arguments (bpf/include/generic/readers_kern.h)
+# struct gen_module: name[56], taints, sig_ok, pad
+GEN_MODULE = struct.Struct("<56sQI4x")
+GEN_MODULE_FIELDS = ("name", "taints", "sig_ok")
+
+# struct gen_userns: level, uid, gid, inum
+GEN_USERNS = struct.Struct("<i3I")
+GEN_USERNS_FIELDS = ("level", "uid", "gid", "inum")
+
+# struct gen_bpf_attr: prog_type, insn_cnt, name[16]
+GEN_BPF_ATTR = struct.Struct("<2I16s")
+GEN_BPF_ATTR_FIELDS = ("prog_type", "insn_cnt", "name")
+
+# struct gen_bpf_map: map_type, key_size, value_size, max_entries, name[16]
+GEN_BPF_MAP = struct.Struct("<4I16s")
+GEN_BPF_MAP_FIELDS = ("map_type", "key_size", "value_size", "max_entries", "name")
+
+GEN_KSYM_LEN = 128
+# struct gen_perf_event: type, pad, config, probe_offset, kprobe_func[128]
+GEN_PERF_EVENT = struct.Struct("<I4x2Q128s")
+GEN_PERF_EVENT_FIELDS = ("type", "config", "probe_offset", "kprobe_func")
+
+# every blob kind the kernel writes
+GEN_KINDS = frozenset(
+    (
+        GEN_KIND_INT,
+        GEN_KIND_STR,
+        GEN_KIND_BYTES,
+        GEN_KIND_PATH,
+        GEN_KIND_SOCK,
+        GEN_KIND_SOCKADDR,
+        GEN_KIND_CRED,
+    )
+    + (GEN_KIND_MODULE, GEN_KIND_USERNS, GEN_KIND_BPF_ATTR, GEN_KIND_BPF_MAP, GEN_KIND_PERF_EVENT)
 )

@@ -52,6 +52,16 @@ RD_CUR_CRED = 18
 RD_STR = 19  # kernel function `string`: at a user or kernel pointer
 RD_KFILENAME = 20  # kernel struct filename *: its name
 RD_BUF = 21  # kernel function `char_buf`: at a user or kernel pointer, size as RD_UBUF
+# kernel objects of kernel-function arguments (generic/readers_kern.h); RD_DENTRY is one of them
+RD_KERN_FIRST = 60
+RD_MODULE = 60
+RD_LOAD_INFO = 61
+RD_USER_NS = 62
+RD_KIOCB = 63
+RD_IOV_ITER = 64
+RD_BPF_ATTR = 65
+RD_BPF_MAP = 66
+RD_PERF_EVENT = 67
 
 # comparison operators: the header's OP_* (Tetragon's kernel numbering)
 OP_GT = 1
@@ -121,6 +131,8 @@ OP_BY_NAME: dict[str, int] = {
 
 CMP_INT, CMP_UINT, CMP_STR, CMP_SOCK, CMP_SOCKADDR = 1, 2, 3, 4, 5
 PF_FOLLOW, PF_NSPID = 1, 2
+STACK_KERNEL = 1  # Post kernelStackTrace
+STACK_USER = 2  # Post userStackTrace
 RL_THREAD, RL_PROCESS, RL_GLOBAL = 0, 1, 2
 POLICY_MODE_ENFORCE, POLICY_MODE_MONITOR = 0, 1
 
@@ -200,7 +212,8 @@ class Action(ctypes.Structure):
     _fields_ = [
         ("id", _u8),
         ("scope", _u8),
-        ("pad", _u8 * 2),
+        ("stack", _u8),
+        ("pad", _u8),
         ("arg_error", _s32),
         ("arg_sig", _u32),
         ("pad2", _u32),

@@ -14,6 +14,7 @@ from pathlib import Path
 from tetragon.bpf.features import missing_feature_message
 from tetragon.policy.compile.actions import SIGNALLING
 from tetragon.policy.compile.args import TRACEFS
+from tetragon.policy.compile.args_kern import kernel_function_missing
 from tetragon.policy.compile.hooks import PolicySite, compile_kprobe, compile_tracepoint, compile_uprobe
 from tetragon.policy.compile.loader import compile_loader
 from tetragon.policy.compile.matchargs import parse_int, syscall_value
@@ -52,6 +53,11 @@ def compile_policy(
     site = PolicySite(policy, policy_id, mode, features, tracefs)
     hooks: list[HookPlan] = []
     for i, kp in enumerate(sp.kprobes):
+        if kp.ignore and kp.ignore.call_not_found and kernel_function_missing(kp.call, features, tracefs):
+            site.warnings.append(
+                f"spec.kprobes[{i}]: {kp.call} is not a traceable kernel function here: ignored"
+            )
+            continue
         hooks.append(compile_kprobe(site, len(hooks), kp, f"spec.kprobes[{i}] ({kp.call})"))
     for i, tp in enumerate(sp.tracepoints):
         where = f"spec.tracepoints[{i}] ({tp.subsystem}/{tp.event})"

@@ -14,6 +14,7 @@ from tetragon.abi import events_h as E
 from tetragon.abi import generic_cfg_h as G
 from tetragon.policy.compile.matchargs import MatchCtx
 from tetragon.policy.compile.plan import unsupported
+from tetragon.policy.compile.stacks import stack_bits
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.names import USER_SPACE_ACTIONS
 from tetragon.policy.schema import ActionSelector, Selector
@@ -63,10 +64,6 @@ def fill_actions(
                 f"{ctx.where}: action {name} needs socket tracking through kprobes, which this agent does "
                 f"not have"
             )
-        if a.kernel_stack_trace or a.user_stack_trace:
-            raise unsupported(
-                f"{ctx.where}: stack traces (kernelStackTrace/userStackTrace) are not supported"
-            )
         if a.ima_hash:
             raise unsupported(f"{ctx.where}: imaHash needs BPF LSM hooks")
         if name in ("FollowFD", "UnfollowFD", "CopyFD"):
@@ -92,5 +89,6 @@ def fill_actions(
         if name == "Set":  # struct gen_action carries Set's argIndex / argValue in arg_sig / arg_error
             out[k].arg_sig, out[k].arg_error = a.arg_index, ctypes.c_int32(a.arg_value).value
         out[k].rate_limit_ns = a.rate_limit_ns
+        out[k].stack = stack_bits(a) if name == "Post" else 0
         out[k].scope = RATE_LIMIT_SCOPES.get(a.rate_limit_scope or "thread", G.RL_THREAD)
     return len(acts)

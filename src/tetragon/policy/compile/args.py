@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tetragon.abi import generic_cfg_h as G
+from tetragon.policy.compile.args_kern import KERN_OBJ_READERS, KERN_PATH_TYPES, fill_kern_obj_arg
 from tetragon.policy.compile.plan import unsupported
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.schema import KProbeArg
@@ -57,6 +58,7 @@ STRING_TYPES = {
     "linux_binprm",
     "char_buf",
     "char_iovec",
+    *KERN_PATH_TYPES,
 }
 DIRFD_FIELDS = ("dfd", "olddfd", "newdfd", "dirfd", "fd")
 
@@ -213,6 +215,9 @@ def fill_arg(out: G.ArgCfg, arg: KProbeArg, t: str, src: ArgSrc, where: str) -> 
         if not src.user_memory:
             raise unsupported(f"{where}: sockaddr arguments are read from user memory (syscalls) only")
         out.reader = G.RD_USOCKADDR
+        return
+    if t in KERN_OBJ_READERS:
+        fill_kern_obj_arg(out, arg, t, src.mech, BUF_MAX_DATA if arg.max_data else BUF_DEFAULT, where)
         return
     kernel_ptr = {"file": G.RD_FILE, "path": G.RD_PATH, "linux_binprm": G.RD_BINPRM, "cred": G.RD_CRED}
     if t in kernel_ptr:

@@ -37,6 +37,7 @@ from tetragon.policy.compile.args import (
 from tetragon.policy.compile.matchargs import MatchCtx, syscall_value
 from tetragon.policy.compile.plan import Attach, HookPlan, unsupported
 from tetragon.policy.compile.selectors import derive_masks, fill_selector
+from tetragon.policy.compile.stacks import check_stack_traces
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.hookinfo import ArgInfo, HookInfo
 from tetragon.policy.names import LIST_PREFIX
@@ -107,6 +108,7 @@ def _plan(
             else "this hook is no kprobe"
         )
         raise override_refusal(where, why)
+    check_stack_traces(hook, info.get("event", ""), where)
     cfg = G.HookCfg()
     cfg.policy_id, cfg.hook_id, cfg.mech, cfg.op = site.policy_id, hook_id, mech.src.mech, mech.op
     if len(hook.args) > E.GEN_ARGS_MAX:
