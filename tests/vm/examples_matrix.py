@@ -42,6 +42,7 @@ TW_C = r"""
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/capability.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -78,6 +79,13 @@ int main(int argc, char **argv)
         a = syscall(SYS_setuid, getuid());
     } else if (!strcmp(cmd, "write")) {
         a = write(1, "hello tetragon\n", 15);
+    } else if (!strcmp(cmd, "capdrop")) { /* CAP_SYS_ADMIN out of the effective set, then open */
+        struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+        struct __user_cap_data_struct d[2];
+        syscall(SYS_capget, &h, d);
+        d[0].effective &= ~(1U << CAP_SYS_ADMIN);
+        b = syscall(SYS_capset, &h, d);
+        a = open(argv[2], O_RDONLY);
     } else if (!strcmp(cmd, "userns")) { /* as nobody, without capabilities: a new user namespace */
         setgroups(0, NULL);
         a = setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534);
@@ -155,9 +163,7 @@ ROWS: dict[str, Row | dict[str, Row]] = {
     "tracingpolicy/dns-only-specified-servers.yaml": _need("(ip_output).args[0]: argument type skb"),
     # CAP_SYS_ADMIN or CAP_NET_RAW gained or lost since exec, inside a user namespace
     "tracingpolicy/fd_install_cap_changes.yaml": Loads(
-        ("/usr/bin/unshare", "-Ur", "/usr/bin/setpriv", "--inh-caps=-all", "{tw}", "open", "{tmp}/f"),
-        None,
-        why="capability changes are compared with the caps at exec, and setpriv execs after dropping",
+        ("/usr/bin/unshare", "-Ur", "{tw}", "capdrop", "{tmp}/f"), _fd_install("{tmp}/f")
     ),
     "tracingpolicy/fd_install_caps.yaml": Loads(
         ("/usr/bin/unshare", "-Ur", "{tw}", "open", "{tmp}/f"), _fd_install("{tmp}/f")
@@ -274,7 +280,6 @@ ROWS: dict[str, Row | dict[str, Row]] = {
             "function_name": "create_user_ns",
             "action": SIGKILL,
             "process.binary": "{tw}",
-            "process.uid": 65534,
         },
         returncode=-9,
     ),
