@@ -17,6 +17,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import yaml
 
 from tests.e2e.agentproc import AgentProcess, running_agent
 from tests.e2e.policyutil import policy, policy_status, wait_kprobe
@@ -25,25 +26,21 @@ BPF_MAP_TYPE_HASH, BPF_F_NO_PREALLOC = 1, 1
 STASH_VALUE, STASH_ENTRIES = 4248, 256
 MEMORY_BOUND = 2 << 20
 
-POLICY = """
-apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: stash-openat
-spec:
-  kprobes:
-  - call: sys_openat
-    syscall: true
-    return: true
-    args:
-    - {index: 0, type: int}
-    - {index: 1, type: string}
-    - {index: 2, type: int}
-    returnArg: {index: 0, type: int}
-    selectors:
-    - matchArgs:
-      - {index: 1, operator: Equal, values: ["PATH"]}
-"""
+# the shape of openat_write.yaml's hook: int, string, int with return: true
+HOOK = {
+    "call": "sys_openat",
+    "syscall": True,
+    "return": True,
+    "args": [{"index": 0, "type": "int"}, {"index": 1, "type": "string"}, {"index": 2, "type": "int"}],
+    "returnArg": {"index": 0, "type": "int"},
+}
+
+
+def policy_text(path: Path) -> str:
+    selector = {"matchArgs": [{"index": 1, "operator": "Equal", "values": [str(path)]}]}
+    spec = {"kprobes": [{**HOOK, "selectors": [selector]}]}
+    doc = {"apiVersion": "cilium.io/v1alpha1", "kind": "TracingPolicy", "metadata": {"name": "stash-openat"}}
+    return str(yaml.safe_dump({**doc, "spec": spec}, sort_keys=False))
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +73,7 @@ def test_stash_sized_by_the_hook_records(agent: AgentProcess, tmp_path: Path) ->
     target.parent.mkdir()
     target.write_text("x")
     before = {m["map_id"] for m in agent_maps(agent.proc.pid)}
-    with policy(agent, tmp_path, POLICY.replace("PATH", str(target))) as name:
+    with policy(agent, tmp_path, policy_text(target)) as name:
         new = [m for m in agent_maps(agent.proc.pid) if m["map_id"] not in before]
         stashes = [m for m in new if map_name(m["map_id"]) == "gen_stash"]
         assert len(stashes) == 1, new

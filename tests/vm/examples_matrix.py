@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.e2e.test_policy_examples import HELPER_C
+
 
 @dataclass(frozen=True)
 class Loads:
@@ -37,32 +39,23 @@ class Refused:
 
 Row = Loads | Refused
 
-# The workload helper: one small known set of syscalls per command; results on stderr.
-TW_C = r"""
-#define _GNU_SOURCE
-#include <fcntl.h>
+# The workload helper: tests/e2e/test_policy_examples.py's (dup, openat, clock_settime, pivot_root,
+# setuid, write, raw) and the commands below; one small known set of syscalls per command, results
+# on stderr.
+TW_EXTRA_C = r"""
+#undef main
 #include <grp.h>
 #include <linux/capability.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdio.h>
-#include <string.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
 int main(int argc, char **argv)
 {
     const char *cmd = argc > 1 ? argv[1] : "";
     long a = 0, b = 0;
-    if (!strcmp(cmd, "dup")) {
-        a = dup(2);
-        b = dup2(2, 100);
-    } else if (!strcmp(cmd, "openat")) {
-        a = openat(AT_FDCWD, "/etc/passwd", O_WRONLY | O_APPEND); /* nothing is written */
-    } else if (!strcmp(cmd, "open")) {
+    if (!strcmp(cmd, "open")) {
         a = open(argv[2], O_RDONLY);
     } else if (!strcmp(cmd, "write0")) { /* a write of 0 bytes: the permission check, no data */
         a = open(argv[2], O_WRONLY | O_APPEND);
@@ -70,15 +63,6 @@ int main(int argc, char **argv)
     } else if (!strcmp(cmd, "mmap")) {
         a = open(argv[2], O_RDONLY);
         b = (long)mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, a, 0) == -1 ? -1 : 0;
-    } else if (!strcmp(cmd, "clock_settime")) {
-        struct timespec ts = {0, 0};
-        a = syscall(SYS_clock_settime, CLOCK_MONOTONIC, &ts); /* EINVAL: cannot be set */
-    } else if (!strcmp(cmd, "pivot_root")) {
-        a = syscall(SYS_pivot_root, argv[2], argv[3]); /* ENOENT: the paths do not exist */
-    } else if (!strcmp(cmd, "setuid")) {
-        a = syscall(SYS_setuid, getuid());
-    } else if (!strcmp(cmd, "write")) {
-        a = write(1, "hello tetragon\n", 15);
     } else if (!strcmp(cmd, "capdrop")) { /* CAP_SYS_ADMIN out of the effective set, then open */
         struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
         struct __user_cap_data_struct d[2];
@@ -103,15 +87,14 @@ int main(int argc, char **argv)
         if (WIFSIGNALED(st))
             kill(getpid(), WTERMSIG(st));
         return WEXITSTATUS(st);
-    } else if (!strcmp(cmd, "raw")) {
-        syscall(SYS_sched_yield);
-        syscall(SYS_getppid);
-        syscall(SYS_exit_group, 7);
+    } else {
+        return examples_main(argc, argv);
     }
     dprintf(2, "%ld %ld\n", a, b);
     return 0;
 }
 """
+TW_C = "#define main examples_main\n" + HELPER_C + TW_EXTRA_C
 
 POST, SIGKILL = "KPROBE_ACTION_POST", "KPROBE_ACTION_SIGKILL"
 NOBODY = ("/usr/bin/setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=-all")
