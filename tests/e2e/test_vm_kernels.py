@@ -21,21 +21,26 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI, ROOT
+from tests.conftest import CONFORMANCE_OFF, IN_CI, ROOT, TETRAGON_EXAMPLES
 from tests.vm import run_vm
 from tests.vm.guest_kernel import KERNEL_MATRIX, KernelPin, missing_package_message
 
 RUNNER = ROOT / "tests/vm/run_vm.py"
-# every in-guest test file, plus the host's feature-probe test, which must also hold in each guest
-GUEST_TESTS = ("tests/vm", "tests/unit/test_features_host.py")
+# Tetragon's 71 examples (the conformance tier) boot a guest of their own: alone they take 7-10 minutes
+# of in-guest time under load, which would not fit one boot's limit with the other files
+MATRIX = "tests/vm/test_examples_matrix.py"
+# every other in-guest test file, plus the host's feature-probe test, which must also hold in each guest
+GUEST_TESTS = ("tests/vm", f"--ignore={MATRIX}", "tests/unit/test_features_host.py")
 EXIT_UNAVAILABLE = 125
 GUEST_TIMEOUT = 600  # an agent start per in-guest test file under TCG (docs/kernel-vm.md, Runtime)
+MATRIX_TIMEOUT = 900  # one agent start, 71 policies added and deleted one by one
 
 
 def _count_guest_tests() -> int:
     return sum(
         len(re.findall(r"^def test_", path.read_text(), re.MULTILINE))
         for path in (ROOT / "tests/vm").glob("test_*.py")
+        if path != ROOT / MATRIX
     )
 
 
@@ -46,19 +51,19 @@ def _require_root() -> None:
         pytest.skip("the VM tests need root")
 
 
-@pytest.mark.parametrize("pin", KERNEL_MATRIX, ids=[pin.release for pin in KERNEL_MATRIX])
-def test_guest_kernel_runs_the_vm_tests(
-    pin: KernelPin, record_property: Callable[[str, object], None]
-) -> None:
+def _run_in_guest(
+    pin: KernelPin, tests: tuple[str, ...], timeout: int, record_property: Callable[[str, object], None]
+) -> tuple[str, str]:
+    """Boots the pinned kernel once and runs pytest on `tests` there; (failure header, output)."""
     _require_root()
-    command = [".venv/bin/python", "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *GUEST_TESTS]
-    runner = [sys.executable, str(RUNNER), "--kernel", pin.name, "--timeout", str(GUEST_TIMEOUT)]
+    command = [".venv/bin/python", "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *tests]
+    runner = [sys.executable, str(RUNNER), "--kernel", pin.name, "--timeout", str(timeout)]
     proc = subprocess.run(
         [*runner, "--", *command],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=2 * GUEST_TIMEOUT + 180,  # one retry after a boot panic, plus preparing the kernel
+        timeout=2 * timeout + 180,  # one retry after a boot panic, plus preparing the kernel
     )
     output = proc.stdout + proc.stderr
     if proc.returncode == EXIT_UNAVAILABLE and not IN_CI:
@@ -70,11 +75,36 @@ def test_guest_kernel_runs_the_vm_tests(
     assert proc.returncode == 0, head + output[-8000:]
     assert uname == pin.release, head + output[-4000:]
     # the guest really ran them: not deselected, not skipped away
-    summary = re.search(r"^(\d+) passed", output, re.MULTILINE)
-    assert summary, head + output[-4000:]
-    assert int(summary.group(1)) >= _count_guest_tests(), head + output[-4000:]
     assert not re.search(r"^\d+ passed.*\bskipped\b", output, re.MULTILINE), head + output[-4000:]
     assert "TETRAGON_VM_EXIT=0" in output
+    return head, output
+
+
+def _passed(head: str, output: str) -> int:
+    summary = re.search(r"^(\d+) passed", output, re.MULTILINE)
+    assert summary, head + output[-4000:]
+    return int(summary.group(1))
+
+
+@pytest.mark.parametrize("pin", KERNEL_MATRIX, ids=[pin.release for pin in KERNEL_MATRIX])
+def test_guest_kernel_runs_the_vm_tests(
+    pin: KernelPin, record_property: Callable[[str, object], None]
+) -> None:
+    head, output = _run_in_guest(pin, GUEST_TESTS, GUEST_TIMEOUT, record_property)
+    assert _passed(head, output) >= _count_guest_tests(), head + output[-4000:]
+
+
+@pytest.mark.conformance
+@pytest.mark.parametrize("pin", KERNEL_MATRIX, ids=[pin.release for pin in KERNEL_MATRIX])
+def test_guest_kernel_runs_the_examples_matrix(
+    pin: KernelPin, record_property: Callable[[str, object], None]
+) -> None:
+    """Every one of Tetragon's example policies in the guest, as tests/vm/examples_matrix.py says."""
+    if TETRAGON_EXAMPLES is None:
+        pytest.skip(CONFORMANCE_OFF)
+    head, output = _run_in_guest(pin, (MATRIX,), MATRIX_TIMEOUT, record_property)
+    examples = len(list((TETRAGON_EXAMPLES / "policies").rglob("*.y*ml")))
+    assert _passed(head, output) == examples + 1, head + output[-4000:]  # + the table's own check
 
 
 def test_a_vanished_kernel_pin_names_the_package_and_how_to_bump_it() -> None:

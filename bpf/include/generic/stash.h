@@ -12,6 +12,13 @@
 
 /* the entry record (at most STASH_MAX bytes) and the returnCopy pointers, key pid_tgid */
 #define STASH_MAX 16384
+/*
+ * The agent sizes the map per hook (src/tetragon/sensors/stash_size.py): the value holds the largest
+ * entry record this hook's arguments can make (stash_data_max bytes of data[], set in .rodata, so
+ * a constant to the verifier), and max_entries is capped by a memory budget. Kernels before 6.4 charge
+ * a non-preallocated hash its ceiling, max_entries x value, whatever it holds.
+ */
+const volatile __u32 stash_data_max = STASH_MAX;
 struct gen_stash {
 	__u32 size;
 	__u8 sel;
@@ -23,21 +30,25 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096); /* the agent sets 1 for hooks without return */
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, __u64);
-	__type(value, struct gen_stash);
+	/* sizes without BTF types: the agent shrinks value_size to the hook's record */
+	__uint(key_size, sizeof(__u64));
+	__uint(value_size, sizeof(struct gen_stash));
 } gen_stash SEC(".maps");
 
 /* gen_tp: the record in h->buf (off bytes, matched selector sel) waits in gen_stash for the exit */
 static __always_inline void stash_put(struct gen_heap *h, __u64 *pid_tgid, __u32 off, __u32 sel)
 {
 	struct gen_stash *st = (struct gen_stash *)&h->buf[STASH_SCRATCH];
-	if (off > STASH_MAX) {
+	if (off > stash_data_max) {
 		gstat(GSTAT_LOST);
 		return;
 	}
 	/* build the stash in place: the record is copied into the map value */
 	struct gen_stash *slot;
-	bpf_map_update_elem(&gen_stash, pid_tgid, st, BPF_ANY);
+	if (bpf_map_update_elem(&gen_stash, pid_tgid, st, BPF_ANY)) {
+		gstat(GSTAT_LOST); /* more threads inside the hook than the map's entries */
+		return;
+	}
 	slot = bpf_map_lookup_elem(&gen_stash, pid_tgid);
 	if (!slot)
 		return;
@@ -47,6 +58,8 @@ static __always_inline void stash_put(struct gen_heap *h, __u64 *pid_tgid, __u32
 		slot->uptr[i] = i < cfg.nargs ? h->val[i] : 0;
 	__u32 n = off;
 	BOUND(n, 0x3fff);
+	if (n > stash_data_max) /* always false: for the verifier, data[] has stash_data_max bytes */
+		return;
 	bpf_probe_read_kernel(slot->data, n, h->buf);
 }
 
@@ -66,6 +79,8 @@ static __always_inline struct gen_heap *stash_take(__u64 *pid_tgid, __u32 *size,
 	__u32 n = st->size;
 	*sel = st->sel;
 	BOUND(n, 0x3fff);
+	if (n > stash_data_max)
+		n = stash_data_max;
 	bpf_probe_read_kernel(h->buf, n, st->data);
 	for (int i = 0; i < GEN_ARGS_MAX; i++)
 		h->val[i] = st->uptr[i];

@@ -103,6 +103,7 @@ def _declare(lb: ctypes.CDLL) -> None:
         "bpf_link__destroy": ([_c_ptr], ctypes.c_int),
         "bpf_map__fd": ([_c_ptr], ctypes.c_int),
         "bpf_map__set_max_entries": ([_c_ptr, ctypes.c_uint32], ctypes.c_int),
+        "bpf_map__set_value_size": ([_c_ptr, ctypes.c_uint32], ctypes.c_int),
         "bpf_map__max_entries": ([_c_ptr], ctypes.c_uint32),
         "bpf_map__value_size": ([_c_ptr], ctypes.c_uint32),
         "bpf_map__key_size": ([_c_ptr], ctypes.c_uint32),

@@ -45,6 +45,11 @@ class Map:
         if err:
             raise BpfError(f"set max_entries of {self.name} to {n}", -err)
 
+    def set_value_size(self, n: int) -> None:
+        err = lib().bpf_map__set_value_size(self._ptr, n)
+        if err:
+            raise BpfError(f"set value_size of {self.name} to {n}", -err)
+
     def initial_value(self) -> ctypes.Array[ctypes.c_char] | None:
         """The writable initial data of a global-data map (.rodata/.bss/.data) before load."""
         size = ctypes.c_size_t(0)

@@ -18,6 +18,7 @@ from tetragon.abi import generic_cfg_h as G
 from tetragon.bpf.libbpf import BpfError, BpfObject, num_possible_cpus
 from tetragon.policy.compile.plan import HookPlan
 from tetragon.sensors.loader import start_mmap_reporting
+from tetragon.sensors.stash_size import stash_sizing
 
 if TYPE_CHECKING:
     from tetragon.k8s.policyfilter import PolicyScopeHandle as PodScopeHandle
@@ -67,8 +68,14 @@ class GenericObject:
                 self.obj.set_attach_target(program, function)
             for name, fd in shared.items():
                 self.obj.map(name).reuse_fd(fd)
-            if not has_return:
-                self.obj.map("gen_stash").set_max_entries(1)
+            stash = self.obj.map("gen_stash")
+            if has_return:
+                data_max, value_size, entries = stash_sizing(cfg)
+                stash.set_value_size(value_size)
+                stash.set_max_entries(entries)
+                self.obj.set_global(".rodata", "stash_data_max", data_max.to_bytes(4, "little"))
+            else:
+                stash.set_max_entries(1)
             if not has_ratelimit:
                 self.obj.map("gen_ratelimit").set_max_entries(1)
             self.obj.map("gen_inmap").set_max_entries(max(1, len(inmap)))

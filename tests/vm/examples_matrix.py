@@ -1,0 +1,342 @@
+"""What each of Tetragon's 71 example policies does in the guest, per kernel: the one table that
+tests/vm/test_examples_matrix.py runs.
+
+A row is either `Loads`: `tetra tracingpolicy add` succeeds, the workload runs, and an exported event of
+the workload (its process or a child of it) has every field in `event` (dotted paths into the event
+body, list items by position); or `Refused`: the add fails with one line holding every fragment.
+`event=None` means no workload on this machine can match the example's selectors (`why` says why):
+the policy must load, and the workload must produce no event. A row that differs per kernel is a dict
+{kernel series: row}.
+
+Placeholders in argv and expected values: {tmp} (the test's directory), {tw} (the workload helper
+compiled from TW_C), {pid} (the workload's pid); `setup` commands run once before the workload.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.e2e.test_policy_examples import HELPER_C
+
+
+@dataclass(frozen=True)
+class Loads:
+    argv: tuple[str, ...]
+    event: dict[str, Any] | None
+    kind: str = "process_kprobe"
+    setup: tuple[tuple[str, ...], ...] = ()
+    returncode: int = 0
+    why: str = ""
+    firehose: bool = False
+    flags: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Refused:
+    fragments: tuple[str, ...]
+
+
+Row = Loads | Refused
+
+# The workload helper: tests/e2e/test_policy_examples.py's (dup, openat, clock_settime, pivot_root,
+# setuid, write, raw) and the commands below; one small known set of syscalls per command, results
+# on stderr.
+TW_EXTRA_C = r"""
+#undef main
+#include <grp.h>
+#include <linux/capability.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+int main(int argc, char **argv)
+{
+    const char *cmd = argc > 1 ? argv[1] : "";
+    long a = 0, b = 0;
+    if (!strcmp(cmd, "open")) {
+        a = open(argv[2], O_RDONLY);
+    } else if (!strcmp(cmd, "write0")) { /* a write of 0 bytes: the permission check, no data */
+        a = open(argv[2], O_WRONLY | O_APPEND);
+        b = write(a, "", 0);
+    } else if (!strcmp(cmd, "mmap")) {
+        a = open(argv[2], O_RDONLY);
+        b = (long)mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, a, 0) == -1 ? -1 : 0;
+    } else if (!strcmp(cmd, "capdrop")) { /* CAP_SYS_ADMIN out of the effective set, then open */
+        struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+        struct __user_cap_data_struct d[2];
+        syscall(SYS_capget, &h, d);
+        d[0].effective &= ~(1U << CAP_SYS_ADMIN);
+        b = syscall(SYS_capset, &h, d);
+        a = open(argv[2], O_RDONLY);
+    } else if (!strcmp(cmd, "userns")) { /* as nobody, without capabilities: a new user namespace */
+        setgroups(0, NULL);
+        a = setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534);
+        b = unshare(CLONE_NEWUSER);
+    } else if (!strcmp(cmd, "pidns")) { /* the first process of a new pid namespace execs argv[2..] */
+        int st = 0;
+        if (unshare(CLONE_NEWPID))
+            return 2;
+        pid_t c = fork();
+        if (c == 0) {
+            execv(argv[2], argv + 2);
+            return 127;
+        }
+        waitpid(c, &st, 0);
+        if (WIFSIGNALED(st))
+            kill(getpid(), WTERMSIG(st));
+        return WEXITSTATUS(st);
+    } else {
+        return examples_main(argc, argv);
+    }
+    dprintf(2, "%ld %ld\n", a, b);
+    return 0;
+}
+"""
+TW_C = "#define main examples_main\n" + HELPER_C + TW_EXTRA_C
+
+POST, SIGKILL = "KPROBE_ACTION_POST", "KPROBE_ACTION_SIGKILL"
+NOBODY = ("/usr/bin/setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=-all")
+CONNECT = ("/usr/bin/curl", "-s", "--connect-timeout", "3")
+# a documentation address (TEST-NET-1) made local on lo: neither loopback nor private
+TEST_NET = "192.0.2.1"
+
+
+def _need(*fragments: str) -> Refused:
+    return Refused(fragments)
+
+
+def _fd_install(path: str, action: str = POST) -> dict[str, Any]:
+    return {"function_name": "fd_install", "args.1.file_arg.path": path, "action": action}
+
+
+_OVERRIDE_ON_SYSCALL = _need("action Override in enforce mode", "served by its tracepoint", "monitor mode")
+_LSM = _need("LSM hooks are not implemented yet")
+
+ROWS: dict[str, Row | dict[str, Row]] = {
+    "other/file-block-kubectl-exec-access.yaml": _need("expected a single YAML document, got 2"),
+    # a limit of this agent, not Tetragon's (which takes any number of Prefix values)
+    "quickstart/file_monitoring.yaml": _need("at most 8 values for Prefix on a string argument"),
+    "quickstart/file_monitoring_enforce.yaml": _need(
+        "metadata.namespace: required for a TracingPolicyNamespaced"
+    ),
+    "quickstart/network_egress_cluster.yaml": _need("'${PODCIDR}' is not an IP address or CIDR"),
+    "quickstart/network_egress_cluster_enforce.yaml": _need("metadata.namespace: required"),
+    "tracingpolicy/bpf.yaml": _need("(bpf_check).args[0]: argument type bpf_attr is not supported"),
+    "tracingpolicy/cves/cve-2023-2640-overlayfs-ubuntu.yaml": _need(
+        "(security_inode_copy_up_xattr): action Override", "cannot be combined with return: true"
+    ),
+    "tracingpolicy/cves/cve-2024-3094-xz-ssh.yaml": Loads(
+        ("/usr/sbin/sshd", "mmap", "{tmp}/liblzma.so.5.6.0"),
+        {
+            "function_name": "security_mmap_file",
+            "args.0.file_arg.path": "{tmp}/liblzma.so.5.6.0",
+            "args.1.uint_arg": 1,
+            "return.int_arg": 0,
+        },
+        setup=(("/usr/bin/cp", "{tw}", "/usr/sbin/sshd"), ("/usr/bin/cp", "{tw}", "{tmp}/liblzma.so.5.6.0")),
+    ),
+    "tracingpolicy/datagram-with-selectors.yaml": _need("argument type skb is not supported"),
+    "tracingpolicy/datagram-with-sock-tracking.yaml": _need("returnArgAction TrackSock (socket tracking)"),
+    "tracingpolicy/datagram.yaml": _need("argument type skb is not supported"),
+    "tracingpolicy/datagram_518.yaml": _need("returnArgAction TrackSock (socket tracking)"),
+    "tracingpolicy/dev_hard_start_xmit.yaml": _need("argument type net_device is not supported"),
+    "tracingpolicy/dev_queue_xmit.yaml": _need("argument type skb is not supported"),
+    "tracingpolicy/dns-only-specified-servers.yaml": _need("(ip_output).args[0]: argument type skb"),
+    # CAP_SYS_ADMIN or CAP_NET_RAW gained or lost since exec, inside a user namespace
+    "tracingpolicy/fd_install_cap_changes.yaml": Loads(
+        ("/usr/bin/unshare", "-Ur", "{tw}", "capdrop", "{tmp}/f"), _fd_install("{tmp}/f")
+    ),
+    "tracingpolicy/fd_install_caps.yaml": Loads(
+        ("/usr/bin/unshare", "-Ur", "{tw}", "open", "{tmp}/f"), _fd_install("{tmp}/f")
+    ),
+    "tracingpolicy/fd_install_ns.yaml": Loads(
+        ("{tw}", "open", "{tmp}/f"),
+        None,
+        why="its Mnt values are fixed inode numbers of other namespaces; no mount namespace has them",
+    ),
+    "tracingpolicy/fd_install_ns_host.yaml": Loads(("{tw}", "open", "{tmp}/f"), _fd_install("{tmp}/f")),
+    "tracingpolicy/filename_monitoring.yaml": Loads(
+        ("{tw}", "write0", "/etc/passwd"),
+        {
+            "function_name": "security_file_permission",
+            "args.0.file_arg.path": "/etc/passwd",
+            "args.1.int_arg": 2,
+            "return.int_arg": 0,
+        },
+    ),
+    "tracingpolicy/filename_monitoring_filtered.yaml": Loads(
+        ("{tw}", "write0", "/etc/passwd"),
+        {
+            "function_name": "security_file_permission",
+            "args.0.file_arg.path": "/etc/passwd",
+            "args.1.int_arg": 2,
+            "return.int_arg": 0,
+        },
+    ),
+    "tracingpolicy/hardlink-override.yaml": _OVERRIDE_ON_SYSCALL,
+    "tracingpolicy/host-changes/monitor-kernel-modules.yaml": _need("argument type module is not supported"),
+    "tracingpolicy/host-changes/monitor-signed-kernel-modules.yaml": _need("argument type load_info"),
+    "tracingpolicy/killer.yaml": Loads(
+        ("/usr/bin/bash", "-c", "exec 3>&1; echo survived"),
+        {"subsys": "raw_syscalls", "event": "sys_enter", "args.0.syscall_id.id": 33},
+        kind="process_tracepoint",
+        returncode=-9,
+    ),
+    "tracingpolicy/kprobe_commit_creds.yaml": Loads(
+        ("/usr/bin/setpriv", "--reuid", "4245", "/usr/bin/true"),
+        {"function_name": "commit_creds", "args.0.process_credentials_arg.uid": 4245},
+    ),
+    "tracingpolicy/list-generated-ftrace.yaml": Loads(
+        ("/usr/bin/kill", "-l"), {"function_name": "ksys_write", "action": POST}
+    ),
+    "tracingpolicy/list-syscalls-generated.yaml": Loads(
+        ("/usr/bin/kill", "-0", "1"), {"function_name": "__x64_sys_kill", "action": POST}
+    ),
+    "tracingpolicy/list-syscalls-tracepoint.yaml": Loads(
+        ("{tw}", "dup"), {"args.0.size_arg": "32", "event": "sys_enter"}, kind="process_tracepoint"
+    ),
+    "tracingpolicy/list-syscalls.yaml": Loads(("{tw}", "dup"), {"function_name": "__x64_sys_dup2"}),
+    "tracingpolicy/loader.yaml": _need("spec.loader: process_loader events", "not implemented yet"),
+    "tracingpolicy/lsm_bprm_check.yaml": _LSM,
+    "tracingpolicy/lsm_file_open.yaml": _LSM,
+    "tracingpolicy/lsm_track_grandparent.yml": _LSM,
+    "tracingpolicy/modules-nohost.yaml": _need(
+        "podSelector/containerSelector need Kubernetes pod information"
+    ),
+    # the event's action is the selector's first action, as Tetragon reports it
+    "tracingpolicy/open_dnsrequest.yaml": Loads(
+        ("{tw}", "open", "/etc/passwd"), _fd_install("/etc/passwd", "KPROBE_ACTION_DNSLOOKUP")
+    ),
+    "tracingpolicy/open_geturl.yaml": Loads(
+        ("{tw}", "open", "/etc/passwd"), _fd_install("/etc/passwd", "KPROBE_ACTION_GETURL")
+    ),
+    "tracingpolicy/openat_write.yaml": Loads(
+        ("{tw}", "openat"),
+        {
+            "function_name": "__x64_sys_openat",
+            "args.0.int_arg": -100,
+            "args.1.string_arg": "/etc/passwd",
+            "args.2.int_arg": 1025,
+            "return.int_arg": 3,
+        },
+    ),
+    # selector 0 posts bash's mkdirs, selector 1 (no filter) overrides every other one with -1 (EPERM)
+    "tracingpolicy/override-security.yaml": Loads(
+        ("/usr/bin/mkdir", "{tmp}/override-dir"),
+        {"function_name": "security_inode_mkdir", "action": "KPROBE_ACTION_OVERRIDE"},
+        returncode=1,
+    ),
+    "tracingpolicy/process-credentials/creds-capability-usage.yaml": _need("argument type user_namespace"),
+    "tracingpolicy/process-credentials/process-creds-changed.yaml": Loads(
+        ("/usr/bin/unshare", "-pf", "/usr/bin/setpriv", "--reuid", "4246", "/usr/bin/true"),
+        {"function_name": "commit_creds", "args.0.process_credentials_arg.uid": 4246},
+    ),
+    "tracingpolicy/process-credentials/process-creds-installed.yaml": Loads(
+        ("/usr/bin/unshare", "-pf", "/usr/bin/setpriv", "--reuid", "4247", "/usr/bin/true"),
+        {"function_name": "commit_creds", "args.0.process_credentials_arg.uid": 4247},
+    ),
+    "tracingpolicy/process-exec/process-exec-elf-begin.yaml": Loads(
+        ("{tw}", "none"), {"function_name": "security_bprm_creds_from_file", "args.0.file_arg.path": "{tw}"}
+    ),
+    "tracingpolicy/raw_syscalls.yaml": Loads(
+        ("{tw}", "raw"),
+        {"event": "sys_enter", "args.0.syscall_id.id": 231},
+        kind="process_tracepoint",
+        returncode=7,
+        firehose=True,
+    ),
+    "tracingpolicy/rawtp.yaml": Loads(
+        ("{tw}", "none"),
+        {"subsys": "sched", "event": "sched_process_exec", "args.0.linux_binprm_arg.path": "{tw}"},
+        kind="process_tracepoint",
+    ),
+    "tracingpolicy/sandbox/linux-namespaces/kill_unprivileged_user_namespace.yaml": Loads(
+        (*NOBODY, "/usr/bin/unshare", "-U", "/usr/bin/true"),
+        {"function_name": "create_user_ns", "action": SIGKILL, "process.binary": "/usr/bin/unshare"},
+        returncode=-9,
+    ),
+    "tracingpolicy/sandbox/linux-namespaces/kill_unprivileged_user_namespace_in_pid_namespace.yaml": Loads(
+        ("{tw}", "pidns", "{tw}", "userns"),
+        {
+            "function_name": "create_user_ns",
+            "action": SIGKILL,
+            "process.binary": "{tw}",
+        },
+        returncode=-9,
+    ),
+    "tracingpolicy/security-socket-connect-block-others.yaml": _need("argument type socket is not supported"),
+    "tracingpolicy/security-socket-connect.yaml": _need("sockaddr arguments are read from user memory"),
+    "tracingpolicy/security_bprm_check.yaml": Loads(
+        ("/usr/bin/sample-exec",),
+        {"function_name": "security_bprm_check", "args.0.linux_binprm_arg.path": "/usr/bin/sample-exec"},
+        setup=(("/usr/bin/cp", "/usr/bin/true", "/usr/bin/sample-exec"),),
+    ),
+    "tracingpolicy/security_inode_follow_link.yaml": _need("argument type dentry is not supported"),
+    "tracingpolicy/stack_traces.yaml": _need("(kfree_skb_reason).args[0]: argument type skb"),
+    "tracingpolicy/symlink-override.yaml": _OVERRIDE_ON_SYSCALL,
+    "tracingpolicy/sys_clock_settime.yaml": Loads(
+        ("{tw}", "clock_settime"), {"function_name": "__x64_sys_clock_settime", "args.0.int_arg": 1}
+    ),
+    "tracingpolicy/sys_pivot_root.yaml": Loads(
+        ("{tw}", "pivot_root", "{tmp}/new", "{tmp}/old"),
+        {
+            "function_name": "__x64_sys_pivot_root",
+            "args.0.string_arg": "{tmp}/new",
+            "args.1.string_arg": "{tmp}/old",
+        },
+    ),
+    "tracingpolicy/sys_setuid.yaml": Loads(
+        ("{tw}", "setuid"), {"function_name": "__x64_sys_setuid", "args.0.int_arg": 0}
+    ),
+    "tracingpolicy/tcp-accept.yaml": _need("returnArgAction TrackSock (socket tracking)"),
+    "tracingpolicy/tcp-connect-only-local-addrs.yaml": Loads(
+        (*CONNECT, f"http://{TEST_NET}:1/"),
+        {"function_name": "tcp_connect", "action": SIGKILL, "args.0.sock_arg.daddr": TEST_NET},
+        returncode=-9,
+    ),
+    "tracingpolicy/tcp-connect-only-private-addrs.yaml": Loads(
+        (*CONNECT, f"http://{TEST_NET}:1/"),
+        {"function_name": "tcp_connect", "action": SIGKILL, "args.0.sock_arg.daddr": TEST_NET},
+        returncode=-9,
+    ),
+    "tracingpolicy/tcp-connect-with-selectors.yaml": Loads(
+        (*CONNECT, "http://127.0.0.1:1/"),
+        {"function_name": "tcp_connect", "args.0.sock_arg.daddr": "127.0.0.1", "args.0.sock_arg.dport": 1},
+        returncode=7,
+    ),
+    "tracingpolicy/tcp-connect.yaml": Loads(
+        (*CONNECT, "http://127.0.0.1:1/"),
+        {"function_name": "tcp_connect", "args.0.sock_arg.daddr": "127.0.0.1", "args.0.sock_arg.dport": 1},
+        returncode=7,
+    ),
+    "tracingpolicy/tcp-listen.yaml": _need("TrackSock"),
+    "tracingpolicy/tty.yaml": _need("argument type kiocb is not supported"),
+    # written for tty_write(file, buf, count) of kernels up to 5.4; Tetragon loads it on any kernel too.
+    # A pty's writes go through tty_fops (a console's may call an inlined copy)
+    "tracingpolicy/tty_54.yaml": Loads(
+        ("/usr/bin/script", "-qec", "echo tetragon-tty", "/dev/null"), {"function_name": "tty_write"}
+    ),
+    "tracingpolicy/uprobe-binaries.yaml": _need("uprobe path /lib64/libc.so.6 does not exist"),
+    "tracingpolicy/uprobe-host.yaml": _need("uprobe path /procRoot/1/root/usr/bin/bash does not exist"),
+    "tracingpolicy/uprobe-pid.yaml": Loads(
+        ("/usr/bin/bash", "-c", "true"), None, why="its matchPIDs names pid 61697, which the workload is not"
+    ),
+    "tracingpolicy/uprobe.yaml": Loads(
+        ("/usr/bin/bash", "-c", "true"),
+        {"symbol": "main", "path": "/bin/bash"},
+        kind="process_uprobe",
+    ),
+    "tracingpolicy/usdt-set.yaml": _need("USDT probes are not supported by this agent"),
+    "tracingpolicy/usdt.yaml": _need("USDT probes are not supported by this agent"),
+    "tracingpolicy/write.yaml": Loads(
+        ("{tw}", "write"), {"function_name": "__x64_sys_write", "args.0.int_arg": 1, "args.2.size_arg": "15"}
+    ),
+}
+
+
+def row_for(example: str, kernel: str) -> Row:
+    """The row of `example` on kernel series `kernel` ("6.1", "6.12")."""
+    row = ROWS[example]
+    return row[kernel] if isinstance(row, dict) else row
