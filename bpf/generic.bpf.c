@@ -12,6 +12,7 @@
  *   gen_kprobe, gen_kprobe_multi  kernel function entry (pt_regs): a kprobe, or a kprobe.multi link
  *   gen_kretprobe, gen_kretprobe_multi  its return: completes the entry stashed by the entry program
  *   gen_fmodret  fmod_ret on a kernel function (u64 args[]): a kprobe hook with Override, which it does
+ *   gen_lsm, gen_lsm_ima_file, gen_lsm_ima_bprm  BPF LSM hooks (spec.lsmhooks), in generic/lsm.h
  *   gen_enforcer  raw_syscalls/sys_exit: delivers NotifyEnforcer signals at the listed syscalls
  *
  * Order of work, cheapest first: process filters (pids, binary, namespaces, capabilities) for every
@@ -338,3 +339,5 @@ int gen_enforcer(void *ctx)
 {
 	return enforcer_deliver(ctx);
 }
+
+#include "generic/lsm.h"

@@ -19,6 +19,7 @@
 #define MSG_OP_GENERIC_KPROBE 13     /* kprobes and syscall hooks: process_kprobe */
 #define MSG_OP_GENERIC_TRACEPOINT 14 /* tracepoints and raw tracepoints: process_tracepoint */
 #define MSG_OP_GENERIC_UPROBE 15     /* uprobes: process_uprobe */
+#define MSG_OP_GENERIC_LSM 16        /* BPF LSM hooks (spec.lsmhooks): process_lsm */
 
 /* Caps on the variable parts of an exec record. */
 #define EXEC_FILENAME_MAX 4096 /* bprm->filename, incl. NUL */
@@ -134,6 +135,7 @@ struct msg_exit {
 #define GEN_F_MONITOR (1 << 1)  /* policy in monitor mode: the selector's enforcement was not done */
 #define GEN_F_ENFORCED (1 << 2) /* a Sigkill / Signal / NotifyEnforcer was carried out */
 #define GEN_F_COMPAT (1 << 3)   /* the task made a 32-bit (ia32) syscall */
+#define GEN_F_IMA (1 << 4)      /* the record ends with a struct gen_ima (imaHash of an LSM hook) */
 
 #define GEN_SELECTOR_NONE 255 /* msg_generic.selector of a hook without selectors */
 
@@ -230,5 +232,11 @@ struct gen_cred {
 #define ACTION_UNTRACKSOCK 11
 #define ACTION_NOTIFYENFORCER 12
 #define ACTION_CLEANUPENFORCER 13
+
+/* imaHash: the last bytes of a GEN_F_IMA record (after the argument blobs) */
+struct gen_ima {
+	__s32 algo; /* enum hash_algo of the kernel (4 = sha256), or the helper's negative error */
+	__u8 hash[64];
+};
 
 #endif

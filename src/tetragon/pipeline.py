@@ -33,6 +33,7 @@ from tetragon.events.decode import (
     decode_generic_header,
 )
 from tetragon.events.genline import HookLines
+from tetragon.events.lsm_event import add_ima_hash
 from tetragon.events.render_plan import RenderPlan
 from tetragon.jsontypes import Event
 from tetragon.policy.hookinfo import HookInfo
@@ -57,6 +58,7 @@ RECORD_OPS = (
     L.MSG_OP_GENERIC_KPROBE,
     L.MSG_OP_GENERIC_TRACEPOINT,
     L.MSG_OP_GENERIC_UPROBE,
+    L.MSG_OP_GENERIC_LSM,
 )
 _dumps = orjson.dumps
 _APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
@@ -180,7 +182,7 @@ class Pipeline:
         head = decode_generic_header(buf)
         # the header's fields as locals, unpacked in GenericHeader's order: attribute reads of a
         # NamedTuple cost ~30 ns each on this path
-        _, _, _, ktime, pid, tid, policy_id, hook_id, _, _, selector, _, _, func_id, _ = head
+        _, _, _, ktime, pid, tid, policy_id, hook_id, _, _, selector, _, flags, func_id, _ = head
         policies = self.policies
         if policies is None:
             raise ValueError("policy record without a policy manager")
@@ -216,7 +218,7 @@ class Pipeline:
             self._generic_event(plan, buf, head, entry, parent, ancestors, True)
         else:
             line = None
-            if ancestors is None:
+            if ancestors is None and not flags & L.GEN_F_IMA:  # an IMA hash has no line template
                 lines = plan.lines
                 if lines is None:
                     lines = plan.lines = HookLines(plan, self.node)
@@ -287,6 +289,8 @@ class Pipeline:
             self.node,
             format_timestamp(wall),
         )
+        if flags & L.GEN_F_IMA:
+            add_ima_hash(event, buf, size)
         if as_dict:
             if exporter is not None:
                 exporter.write(event)

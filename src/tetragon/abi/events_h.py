@@ -86,6 +86,7 @@ EXIT_FIELDS = ("common.op", "common.flags", "common.size", "common.ktime", "pid"
 MSG_OP_GENERIC_KPROBE = 13
 MSG_OP_GENERIC_TRACEPOINT = 14
 MSG_OP_GENERIC_UPROBE = 15
+MSG_OP_GENERIC_LSM = 16
 STAT_GENERIC_SENT = 6
 STAT_GENERIC_LOST = 7
 
@@ -99,6 +100,7 @@ GEN_F_RETURN = 1 << 0
 GEN_F_MONITOR = 1 << 1
 GEN_F_ENFORCED = 1 << 2
 GEN_F_COMPAT = 1 << 3
+GEN_F_IMA = 1 << 4
 
 GEN_SELECTOR_NONE = 255  # msg_generic.selector of a hook without selectors
 
@@ -169,3 +171,7 @@ GEN_CRED_FIELDS = (
     + ("cap_permitted", "cap_effective", "cap_inheritable")
     + ("userns_level", "userns_uid", "userns_gid", "userns_inum")
 )
+
+# struct gen_ima: algo, hash[64]
+GEN_IMA = struct.Struct("<i64s")
+GEN_IMA_FIELDS = ("algo", "hash")

@@ -24,6 +24,9 @@ SHARED_MAPS = ("tg_rb_events", "tg_stats", "tg_execve_map")
 POLICY_MAPS = ("policy_conf", "tg_enforcer")
 # programs that complete an entry stashed by the hook's entry program (attached before it)
 RETURN_PROGRAMS = frozenset({"gen_tp_ret", "gen_kretprobe", "gen_kretprobe_multi"})
+# attach kinds whose kernel function (fmod_ret: security_*, lsm: the hook, libbpf adds bpf_lsm_) is set
+# before load
+BTF_ATTACHED = frozenset({"fmod_ret", "lsm"})
 
 
 def map_memlock(fd: int) -> int:
@@ -161,7 +164,7 @@ class PolicySensor:
             bool(cfg.has_return),
             has_rl,
             plan.inmap,
-            {a.program: a.target[0] for a in plan.attach if a.kind == "fmod_ret"},
+            {a.program: a.target[0] for a in plan.attach if a.kind in BTF_ATTACHED},
         )
         self.objects.append(obj)
         if not self.policy_maps:
@@ -178,7 +181,7 @@ class PolicySensor:
                 obj.obj.attach_kprobe(att.program, att.target[0], att.program in RETURN_PROGRAMS, cookie)
             elif att.kind == "kprobe_multi":
                 obj.obj.attach_kprobe_multi(att.program, list(att.target), att.program in RETURN_PROGRAMS)
-            elif att.kind == "fmod_ret":
+            elif att.kind in BTF_ATTACHED:
                 obj.obj.attach(att.program)  # its target function was set before load
             else:
                 obj.obj.attach_uprobe(att.program, att.target[0], att.target[1], int(att.target[2]))

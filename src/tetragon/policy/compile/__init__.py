@@ -1,7 +1,7 @@
 """TracingPolicy -> PolicyPlan: one kernel configuration (struct gen_hook_cfg) per hook, plus how to
 attach it. A pure function of the validated policy, the kernel's features and its tracefs formats.
 
-Hooks are numbered here, once, in spec order (kprobes, tracepoints, then each uprobe target):
+Hooks are numbered here, once, in spec order (kprobes, tracepoints, each uprobe target, lsmhooks):
 the number is what the hook's kernel records carry and what the sensors look the hook up by. A
 hook this kernel or this agent cannot serve raises PolicyError(kind="unsupported") naming the hook
 and what is missing.
@@ -15,6 +15,7 @@ from tetragon.bpf.features import missing_feature_message
 from tetragon.policy.compile.actions import SIGNALLING
 from tetragon.policy.compile.args import TRACEFS
 from tetragon.policy.compile.hooks import PolicySite, compile_kprobe, compile_tracepoint, compile_uprobe
+from tetragon.policy.compile.lsm import compile_lsm
 from tetragon.policy.compile.matchargs import parse_int, syscall_value
 from tetragon.policy.compile.plan import Attach, HookPlan, PolicyPlan, unsupported
 from tetragon.policy.errors import PolicyError
@@ -42,8 +43,6 @@ def _refuse_unserved_sections(policy: TracingPolicy, features: dict[str, bool]) 
         raise unsupported(
             "podSelector/containerSelector need Kubernetes pod information, which this agent does not have"
         )
-    if sp.lsmhooks:
-        raise _not_yet(f"spec.lsmhooks[0] (hook {sp.lsmhooks[0].hook})", "lsm", features, "LSM hooks")
     if sp.fentries:
         raise _not_yet(f"spec.fentries[0] (call {sp.fentries[0].call})", "fentry", features, "fentry hooks")
     if sp.usdts:
@@ -80,6 +79,8 @@ def compile_policy(
         for sym, off in targets:
             where = f"spec.uprobes[{i}] ({up.path}:{sym or hex(off)})"
             hooks.append(compile_uprobe(site, len(hooks), up, where, sym, off))
+    for i, lsm in enumerate(sp.lsmhooks):
+        hooks.append(compile_lsm(site, len(hooks), lsm, f"spec.lsmhooks[{i}] (hook {lsm.hook})"))
     enforcer: list[int] = []
     if sp.enforcers:
         for call in sp.enforcers[0].calls:
@@ -93,5 +94,7 @@ def compile_policy(
                 if h.cfg.sel[k].actions[a].id in SIGNALLING and not features.get("signal", True):
                     raise unsupported(f"hook {h.hook_id}: {missing_feature_message('signal')}")
     if not hooks:
-        raise PolicyError("the policy has no hook this agent can load (kprobes, tracepoints or uprobes)")
+        raise PolicyError(
+            "the policy has no hook this agent can load (kprobes, tracepoints, uprobes or lsmhooks)"
+        )
     return PolicyPlan(hooks, mode, enforcer, site.warnings)

@@ -12,12 +12,12 @@ from tetragon.policy.schema import ActionSelector
 
 @dataclass
 class Attach:
-    kind: str  # "tracepoint" | "raw_tp" | "uprobe" | "kprobe" | "kprobe_multi" | "fmod_ret"
+    kind: str  # "tracepoint" | "raw_tp" | "uprobe" | "kprobe" | "kprobe_multi" | "fmod_ret" | "lsm"
     # gen_tp | gen_tp_ret | gen_rawtp | gen_uprobe | gen_enforcer | gen_kprobe | gen_kretprobe
-    # | gen_kprobe_multi | gen_kretprobe_multi | gen_fmodret
+    # | gen_kprobe_multi | gen_kretprobe_multi | gen_fmodret | gen_lsm | gen_lsm_ima_file | gen_lsm_ima_bprm
     program: str
     # (category, event) | (name,) | (path, symbol, offset) | (function, cookie) | (function, ...)
-    # | (function,) for fmod_ret
+    # | (function,) for fmod_ret | (hook,) for lsm (libbpf attaches to bpf_lsm_<hook>)
     target: tuple[str, ...]
 
 
