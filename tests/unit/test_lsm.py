@@ -27,17 +27,10 @@ GUEST = {"tracepoint": True, "raw_tp": True, "kprobe": True, "signal": True, "fm
 FILE_OPEN = """
   lsmhooks:
   - hook: "file_open"
-    args:
-    - index: 0
-      type: "file"
+    args: [{index: 0, type: "file"}]
     selectors:
-    - matchBinaries:
-      - operator: "In"
-        values: ["/usr/bin/cat"]
-      matchArgs:
-      - index: 0
-        operator: "Equal"
-        values: ["/etc/passwd", "/etc/shadow"]
+    - matchBinaries: [{operator: "In", values: ["/usr/bin/cat"]}]
+      matchArgs: [{index: 0, operator: "Equal", values: ["/etc/passwd", "/etc/shadow"]}]
 """
 
 BPRM_CHECK = """

@@ -23,6 +23,7 @@ import pytest
 
 from tests.e2e.agentproc import AgentProcess, Event, body, kind
 from tests.vm.guestagent import guest_agent
+from tests.vm.test_kprobe_override import _pid_and_errno  # the same workload: a call and its errno
 
 pytestmark = pytest.mark.vm
 
@@ -96,22 +97,6 @@ def _lsm_of(pid: int, hook: str) -> Callable[[Event], bool]:
     return pred
 
 
-# prints the child's pid, then the errno the call failed with, or 0
-CALL = (
-    "import os\nprint(os.getpid(), flush=True)\n"
-    "try:\n    {call}\n    print(0)\nexcept OSError as e:\n    print(e.errno)"
-)
-
-
-def _pid_and_errno(call: str) -> tuple[int, int]:
-    out = subprocess.run(
-        [sys.executable, "-c", CALL.format(call=call)], capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr
-    pid, err = out.stdout.split()
-    return int(pid), int(err)
-
-
 def _sha256(path: Path) -> str:
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -140,16 +125,15 @@ def test_file_open_by_the_listed_binary_is_reported(agent: AgentProcess) -> None
 
 
 def test_override_denies_the_open_with_the_policys_error(agent: AgentProcess) -> None:
-    target = DIRS["deny"] / "a.txt"
-    pid, err = _pid_and_errno(f"open({str(target)!r}).close()")
-    assert err == errno.EACCES
-    assert _pid_and_errno(f"open({str(DIRS['free'] / 'a.txt')!r}).close()")[1] == 0
-    ev = agent.wait_for(_lsm_of(pid, "file_open"), timeout=60)
-    b = body(ev)
-    assert b["action"] == "KPROBE_ACTION_OVERRIDE"
-    assert b["policy_name"] == "vm-lsm"
-    assert b["args"] == [{"file_arg": {"path": str(target), "permission": "-rw-r--r--"}}]
-    assert b["process"]["binary"] == PYTHON
+    denied, free = DIRS["deny"] / "a.txt", DIRS["free"] / "a.txt"
+    calls = {path: _pid_and_errno(f"open({str(path)!r}).close()") for path in (denied, free)}
+    assert [err for _, err in calls.values()] == [errno.EACCES, 0]
+    b = body(agent.wait_for(_lsm_of(calls[denied][0], "file_open"), timeout=60))
+    assert (b["action"], b["policy_name"]) == ("KPROBE_ACTION_OVERRIDE", "vm-lsm")
+    assert (b["process"]["binary"], b["args"]) == (
+        PYTHON,
+        [{"file_arg": {"path": str(denied), "permission": "-rw-r--r--"}}],
+    )
 
 
 def test_sigkill_kills_the_opener(agent: AgentProcess) -> None:

@@ -30,42 +30,37 @@ _action_name = ACTION_NAMES.get
 
 def make_lsm_builder(hook: HookInfo) -> EventBuilder:
     """The builder of `hook`'s process_lsm events: process, parent, function_name, policy_name,
-    message, args, action, tags, ancestors (ima_hash is added by add_ima_hash)."""
-    leading = {
-        k: v for k, v in (("function_name", hook.function_name), ("policy_name", hook.policy_name)) if v
-    }
-    if hook.message:
-        leading["message"] = hook.message
+    message, args, action, tags, ancestors (ima_hash is added by add_ima_hash); unset fields are
+    left out, as protojson leaves out empty ones."""
+    constants = (
+        ("function_name", hook.function_name),
+        ("policy_name", hook.policy_name),
+        ("message", hook.message),
+    )
     tags = list(hook.tags)
 
     def build(
         args: list[Event],
         action_id: int,
-        return_action_id: int,
-        flags: int,
-        ret: int,
-        process: Any,
-        parent: Any,
-        ancestors: list[Any] | None,
-        node_name: str,
-        time: str,
+        _return_action: int,  # LSM hooks have no return probe
+        _flags: int,
+        _ret: int,
+        proc: Any,
+        parent_proc: Any,
+        ancestor_procs: list[Any] | None,
+        node: str,
+        stamp: str,
     ) -> Event:
-        body: Event = {}
-        if process is not None:
-            body["process"] = process
-        if parent is not None:
-            body["parent"] = parent
-        body.update(leading)
-        if args:
-            body["args"] = args
-        action = _action_name(action_id)
-        if action:
-            body["action"] = action
-        if tags:
-            body["tags"] = tags
-        if ancestors:
-            body["ancestors"] = ancestors
-        return {"process_lsm": body, "node_name": node_name, "time": time}
+        fields = (
+            ("process", proc),
+            ("parent", parent_proc),
+            *constants,
+            ("args", args),
+            ("action", _action_name(action_id)),
+            ("tags", tags),
+            ("ancestors", ancestor_procs),
+        )
+        return {"process_lsm": {k: v for k, v in fields if v}, "node_name": node, "time": stamp}
 
     return build
 
