@@ -77,9 +77,9 @@ static __always_inline int gen_lsm_ima(void *ctx, struct file *file)
 	}
 	/* no sleeping from here on */
 	h = stash_take(&pid_tgid, &size, &s);
-	if (h && ima && ima->algo > 0) {
+	if (h && ima && ima->algo > 0 && size < STASH_MAX) {
 		struct msg_generic *m = (struct msg_generic *)h->buf;
-		__u32 off = size & 0x3fff; /* a stashed record is at most STASH_MAX bytes */
+		__u32 off = size & (STASH_MAX - 1); /* the verifier's bound; size is below it */
 		bpf_probe_read_kernel(&h->buf[off], sizeof(*ima), ima);
 		size = off + sizeof(*ima);
 		m->flags |= GEN_F_IMA;
