@@ -21,7 +21,8 @@
  * GSTAT_FILTERED counts it).
  *
  * This file holds the programs and the order of work; the parts are headers by concern, in
- * include/generic/: heap.h (per-CPU scratch), maps.h (maps the agent fills or reads), raw.h (raw
+ * include/generic/: heap.h (per-CPU scratch), maps.h (maps the agent fills or reads), podfilter.h
+ * (pod-scoped policies: the cgroups they run for), raw.h (raw
  * values per mechanism), readers.h (arguments into the record), selectors.h, actions.h,
  * enforcer.h (NotifyEnforcer), stash.h (return: true), record.h (to the ring buffer). They are
  * included once, in dependency order, and rely on `cfg` defined here.
@@ -45,6 +46,7 @@ const volatile struct gen_hook_cfg cfg = {};
 #include "generic/heap.h"
 #include "path.h"
 #include "generic/maps.h"
+#include "generic/podfilter.h"
 #include "generic/stash.h"
 #include "generic/raw.h"
 #include "generic/enforcer.h"
@@ -71,6 +73,11 @@ static __always_inline int gen_entry_at(void *ctx, int kfunc, __u32 func_id)
 	/* syscall-list hooks on raw_syscalls: the syscall id (offset 8) must be in the list */
 	if (cfg.syscall == 2 && !syscall_listed(syscall_id(ctx)))
 		return 0;
+	/* a pod-scoped policy: tasks outside its containers' cgroups are filtered first */
+	if (!pod_filter_pass()) {
+		h->filtered++;
+		return 0;
+	}
 	if (cfg.nselectors) {
 		mask = (1U << cfg.nselectors) - 1;
 		/* selectors of matchArgs alone need neither the exec entry nor a call per selector */

@@ -174,7 +174,8 @@ static __always_inline void update_execve_map(struct exec_buf *buf, struct msg_e
 		n = bpf_probe_read_kernel_str(&p->bin[at], room, interp);
 		p->bin_len = at + (n > 0 ? n - 1 : 0);
 	}
-	bpf_map_update_elem(&tg_execve_map, &p->exec_pid, p, BPF_ANY);
+	if (bpf_map_update_elem(&tg_execve_map, &p->exec_pid, p, BPF_ANY))
+		tg_count(STAT_EXECVE_MAP_UPDATE_ERR); /* tetragon_map_errors_update_total{map="execve_map"} */
 }
 
 SEC("tp_btf/sched_process_exec")
@@ -321,7 +322,8 @@ int BPF_PROG(tg_process_fork, struct task_struct *parent, struct task_struct *ch
 		__builtin_memcpy(c, pp, sizeof(*c));
 		c->ppid = ptgid;
 		c->nspid = m.nspid;
-		bpf_map_update_elem(&tg_execve_map, &tgid, c, BPF_ANY);
+		if (bpf_map_update_elem(&tg_execve_map, &tgid, c, BPF_ANY))
+			tg_count(STAT_EXECVE_MAP_UPDATE_ERR);
 	}
 	return 0;
 }
@@ -341,6 +343,7 @@ int BPF_PROG(tg_process_exit, struct task_struct *task)
 	m.tid = task->pid;
 	m.exit_code = task->exit_code;
 	tg_submit(&m, sizeof(m), STAT_EXIT_SENT, STAT_EXIT_LOST);
-	bpf_map_delete_elem(&tg_execve_map, &m.pid);
+	if (bpf_map_delete_elem(&tg_execve_map, &m.pid))
+		tg_count(STAT_EXECVE_MAP_DELETE_ERR); /* tetragon_map_errors_delete_total{map="execve_map"} */
 	return 0;
 }

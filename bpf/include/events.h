@@ -64,7 +64,9 @@
 #define STAT_CLONE_LOST 5
 #define STAT_GENERIC_SENT 6 /* generic (policy) records written to the ring */
 #define STAT_GENERIC_LOST 7 /* generic records that found no room */
-#define STAT_COUNT 8
+#define STAT_EXECVE_MAP_UPDATE_ERR 8 /* tg_execve_map updates that failed (full: E2BIG, ENOMEM) */
+#define STAT_EXECVE_MAP_DELETE_ERR 9 /* tg_execve_map deletes that failed (no entry: ENOENT) */
+#define STAT_COUNT 10
 
 struct msg_common {
 	__u8 op;

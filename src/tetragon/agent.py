@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # imported where used: a config error must not wait for grpc 
     from tetragon.api.health import HealthServer
     from tetragon.api.server import GrpcServer
     from tetragon.export.jsonfile import JsonFileExporter
+    from tetragon.k8s.enrich import PodSource
     from tetragon.metrics import AgentMetrics
 
 log = logging.getLogger("tetragon")
@@ -59,6 +60,12 @@ class Agent:
         self.clock = Clock()
         self.cache = ProcessCache(config.process_cache_size, config.process_cache_gc_interval)
         check_ancestors(config.enable_ancestors)
+        self.pod_source: PodSource | None = None
+        if config.enable_k8s_api or config.enable_cri:  # kubernetes/grpc imported only then
+            from tetragon.k8s.enrich import pod_source
+
+            self.pod_source = pod_source(config, self.node, self.cache)
+        pods = self.pod_source.enricher if self.pod_source is not None else None
         self.events = ProcessEvents(
             self.cache,
             ProcessOptions(
@@ -67,11 +74,13 @@ class Agent:
                 enable_process_ns=config.enable_process_ns,
                 enable_ancestors="base" in config.enable_ancestors,
                 host_ns=host_namespaces(config.procfs),
+                pod_of=pods.pod_of if pods is not None else None,
             ),
             self.clock,
         )
         # the sinks and policies are wired into the pipeline as they come up (start())
         self.pipeline = Pipeline(self.events, self.bus, frozenset(config.enable_ancestors))
+        self.pipeline.pods = pods
         self.stop_event = threading.Event()
         self.ready = threading.Event()
         self.sensor: BaseSensor | None = None
@@ -124,6 +133,7 @@ class Agent:
             policy_handler=self.policies,
             options=self.config.server_options,
             process_cache=self.cache,
+            config=self.config,
         )
         try:
             self.grpc.start()
@@ -153,12 +163,19 @@ class Agent:
 
         sensor = self.sensor
         assert sensor is not None
+        pod_filter = None
+        if self.config.enable_policy_filter and self.pod_source is not None:
+            from tetragon.k8s.policyfilter import PolicyFilter
+
+            pod_filter = PolicyFilter(self.pod_source.cache.pods)
+            self.pod_source.cache.on_change.append(pod_filter.refresh)
         self.policies = PolicyManager(
             sensor.shared_maps,
             probe_features(),
             btf_path=self.config.btf or None,
             max_hooks_per_policy=self.config.tracing_policy_max_hooks,
             max_hooks=self.config.tracing_policies_max_hooks,
+            pod_filter=pod_filter,
         )
         self.pipeline.policies = self.policies
         cfg = self.config
@@ -187,6 +204,8 @@ class Agent:
         self.metrics.watch_bpf_programs(programs)
         if self.exporter is not None:
             self.metrics.watch_exporter(self.exporter)
+        if self.pipeline.pods is not None:
+            self.metrics.watch_event_cache(self.pipeline.pods.cache_stats)
         if self.config.metrics_server:
             try:
                 self.metrics.serve(self.config.metrics_server)
@@ -221,6 +240,9 @@ class Agent:
             self.sensor = BaseSensor(cfg.rb_size, btf_path=cfg.btf or None)
         except BpfError as exc:
             raise AgentError(f"cannot load the base sensor: {exc}") from exc
+        if self.pod_source is not None:  # pods known before the scan, so its events find them
+            self.pod_source.enricher.sink = lambda event: self.pipeline.emit_all([event], hold=False)
+            self.pod_source.start()
         # attach first, then scan: a process started in between is seen by both, never by neither
         infos = procfs.scan(cfg.procfs)
         startup_events = self.events.seed_procfs(infos)
@@ -262,6 +284,8 @@ class Agent:
         while not self.stop_event.is_set():
             reader.wait(interval)
             interval = fast if self.drain_once() else min(interval * 2, max(fast, DRAIN_BACKOFF_CAP))
+            if self.pipeline.pods is not None:
+                self.pipeline.pods.tick()  # events whose pod was not known: due for a new look
             now = time.monotonic()
             if now >= next_gc:
                 self.cache.gc(now)
@@ -313,6 +337,9 @@ class Agent:
             # so that "received" and "kernel sent" below count the same records
             sensor.detach()
             self.pipeline.drain(sensor.reader)
+        if self.pod_source is not None:
+            self.pod_source.enricher.flush()
+            self.pod_source.stop()
         self.pipeline.close()
         if sensor is not None:
             reader = sensor.reader

@@ -52,6 +52,19 @@ class AgentConfig:
     health_server_address: str = ""  # grpc.health.v1 (`liveness`); the CLI's default is :6789
     health_server_interval: int = 10
     enable_bpf_stats: bool = False
+    # Kubernetes (k8s/enrich.py): pods from the API server's watch of this node, or from the CRI runtime
+    enable_k8s_api: bool = False
+    k8s_kubeconfig_path: str = ""
+    enable_cri: bool = False
+    cri_endpoint: str = ""
+    deleted_pod_cache_size: int = 128
+    event_cache_retries: int = 15
+    event_cache_retry_delay: int = 2  # seconds
+    enable_policy_filter: bool = False
+    enable_policy_filter_cgroup_map: bool = False
+    enable_policy_filter_debug: bool = False
+    keep_sensors_on_exit: bool = False
+    enable_msg_handling_latency: bool = False
 
 
 def check_ancestors(kinds: list[str]) -> None:

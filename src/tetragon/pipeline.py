@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
     from tetragon.bpf.ringbuf import RingBufferReader
     from tetragon.export.jsonfile import JsonFileExporter
+    from tetragon.k8s.enrich import PodEnricher
     from tetragon.metrics import AgentMetrics
 
 log = logging.getLogger("tetragon")
@@ -91,6 +92,7 @@ class Pipeline:
         self.exporter: JsonFileExporter | None = None
         self.metrics: AgentMetrics | None = None
         self.policies: HookSource | None = None
+        self.pods: PodEnricher | None = None  # holds exec/exit events until their pod is known
         self.op_counts: dict[int, int] = dict.fromkeys(RECORD_OPS, 0)
         self._ancestor_kinds = ancestor_kinds
         self._event_counts: dict[Any, int] = {}  # tetragon_events_total, added once per drain
@@ -147,24 +149,28 @@ class Pipeline:
                 self.handle_generic(record)
                 return
             self._thread = None  # process records change the cache handle_generic looks into
+            event: Event | None = None
             if op == L.MSG_OP_EXECVE:
-                self._emit(self.events.on_exec(decode_exec(record)))
+                event = self.events.on_exec(decode_exec(record))
             elif op == L.MSG_OP_EXIT:
                 event = self.events.on_exit(decode_exit(record))
-                if event is not None:
-                    self._emit(event)
             elif op == L.MSG_OP_CLONE:
                 self.events.on_clone(decode_clone(record))
             else:
                 self._handler_error(op, "unknown_opcode")
+            if event is not None and (self.pods is None or not self.pods.hold(event)):
+                self._emit(event)
         except Exception:
             self._handler_error(op, "event_handler_failed")
             log.exception("failed to handle a record with op %d", op)
 
-    def emit_all(self, events: list[Event]) -> None:
-        """Events made outside a drain (the /proc scan's at start-up) to the sinks, flushed."""
+    def emit_all(self, events: list[Event], hold: bool = True) -> None:
+        """Events made outside a drain (the /proc scan's at start-up, those the pod event cache
+        releases: `hold` False) to the sinks, flushed."""
+        pods = self.pods if hold else None
         for event in events:
-            self._emit(event)
+            if pods is None or not pods.hold(event):
+                self._emit(event)
         if self.exporter is not None:
             self.exporter.flush()
 

@@ -8,6 +8,7 @@ import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import orjson
@@ -149,3 +150,97 @@ def test_tetra_debug_progs_lists_the_agents_programs(agent: AgentProcess) -> Non
     assert header.split() == ["ID", "RUNS", "TIME(ns)", "AVG(ns)", "NAME"]
     assert rows and sum(int(row.split()[1]) for row in rows) > 0  # --enable-bpf-stats: the kernel counts
     assert any(row.split()[-1].startswith("gen_") for row in rows), rows  # the policy's programs
+
+
+def _metric(name: str) -> float:
+    [line] = [line for line in _scrape()[name] if line.startswith(name + '{map="execve_map"}')]
+    return float(line.rsplit(" ", 1)[1])
+
+
+def test_tetra_info_and_policy_domains(agent: AgentProcess) -> None:
+    [info] = [orjson.loads(agent.tetra("info").stdout)]
+    assert info["name"] == "tetragon" and info["version"]
+    probes = {p["Name"]: p["Enabled"] for p in info["probes"]}
+    assert probes["tp_btf"] is True  # the base sensor runs on tp_btf: the agent could not start without
+    conf = {c["key"]: c["value"] for c in info["conf"]}
+    assert conf["tracing-policy"]["@type"] == "type.googleapis.com/google.protobuf.StringValue"
+    assert conf["tracing-policy"]["value"].endswith("getcwd.yaml")
+    assert conf["enable-bpf-stats"]["value"] is True
+    assert info["build"]["go_version"].startswith("python3.")
+    assert agent.tetra("tracingpolicy", "domains").stdout.splitlines() == ["static"]
+
+
+def test_refcnt_ops_add_up_to_refcnt(agent: AgentProcess) -> None:
+    dump: list[Any] = _tetra(agent, "debug", "dump", "processcache")
+    [me] = [p for p in dump if p["process"]["pid"] == os.getpid()]
+    ops = me["refcnt_ops"]
+    assert ops["process++"] == 1 and "process--" not in ops
+    assert ops["parent++"] >= 1  # the tetra just run is a child
+    assert me["refcnt"] == 1 + ops["parent++"] - ops.get("parent--", 0)
+
+
+def test_tetra_debug_maps_and_dump_execve(agent: AgentProcess) -> None:
+    pid = str(agent.proc.pid)
+    header, *rows, total = agent.tetra("debug", "maps", "--pid", pid).stdout.splitlines()
+    assert header.split() == ["ID", "TYPE", "ENTRIES", "MAX", "MEMLOCK", "NAME"]
+    by_name = {row.split()[-1]: row.split() for row in rows}
+    execve = by_name["tg_execve_map"]
+    assert execve[1] == "hash" and int(execve[2]) > 10 and execve[3] == "32768" and int(execve[4]) > 0
+    assert by_name["tg_rb_events"][1] == "ringbuf"
+    assert total == f"{len(rows)} maps, {sum(int(r.split()[4]) for r in rows)} bytes of kernel memory"
+    lines = agent.tetra("debug", "dump", "execve", "--pid", pid).stdout.splitlines()
+    entries = {e["pid"]: e for e in map(orjson.loads, lines)}
+    me = entries[os.getpid()]  # seeded from /proc at start
+    assert me["ppid"] == os.getppid() and me["exec_pid"] == os.getpid()
+    child = subprocess.Popen(["/bin/sleep", "30"])
+    try:
+        agent.wait_for(lambda e: "process_exec" in e and e["process_exec"]["process"]["pid"] == child.pid)
+        lines = agent.tetra("debug", "dump", "execve", "--pid", pid).stdout.splitlines()
+        entry = next(e for e in map(orjson.loads, lines) if e["pid"] == child.pid)
+        assert entry["binary"] == "/bin/sleep" and entry["ppid"] == os.getpid()
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_map_errors_count_the_kernels_failed_updates_and_deletes(agent: AgentProcess) -> None:
+    """Real failures of the base sensor's tg_execve_map operations: a process whose entry is gone
+    when it exits (its delete fails with ENOENT), and processes started while the map is full (their
+    update fails with E2BIG)."""
+    import ctypes
+
+    from tetragon.abi.generic_cfg_h import GenProc
+    from tetragon.bpf.libbpf_bindings import lib
+    from tetragon.metrics.bpfmaps import maps_of_process, open_map
+
+    def started(proc: subprocess.Popen[bytes]) -> None:
+        agent.wait_for(lambda e: "process_exec" in e and e["process_exec"]["process"]["pid"] == proc.pid)
+
+    [execve] = [m for m in maps_of_process(agent.proc.pid) if m.name == "tg_execve_map"]
+    deletes, updates = (
+        _metric("tetragon_map_errors_delete_total"),
+        _metric("tetragon_map_errors_update_total"),
+    )
+    with open_map(execve.id) as fd:
+        child = subprocess.Popen(["/bin/sleep", "30"])
+        started(child)
+        assert lib().bpf_map_delete_elem(fd, ctypes.byref(ctypes.c_uint32(child.pid))) == 0
+        child.kill()
+        child.wait()
+        agent.wait_for(lambda e: "process_exit" in e and e["process_exit"]["process"]["pid"] == child.pid)
+        assert _metric("tetragon_map_errors_delete_total") >= deletes + 1
+        junk = 0x40000000  # keys above any pid (pid_max <= 2^22)
+        value = GenProc()
+        try:
+            while (
+                lib().bpf_map_update_elem(fd, ctypes.byref(ctypes.c_uint32(junk)), ctypes.byref(value), 0)
+                == 0
+            ):
+                junk += 1
+            full = subprocess.Popen(["/bin/true"])  # its fork's and its exec's updates find no room
+            full.wait()
+            started(full)
+        finally:
+            for key in range(0x40000000, junk):
+                lib().bpf_map_delete_elem(fd, ctypes.byref(ctypes.c_uint32(key)))
+    assert _metric("tetragon_map_errors_update_total") >= updates + 2

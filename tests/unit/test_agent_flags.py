@@ -49,6 +49,17 @@ BAD_VALUES: dict[str, list[str]] = {
     "btf": ["/etc/hostname"],
     "run-dir": ["/etc/hostname"],
     "log-level": ["bogus", ""],
+    "enable-k8s-api": ["yes please"],
+    "k8s-kubeconfig-path": ["/nonexistent/kubeconfig"],
+    "enable-cri": ["2"],
+    "deleted-pod-cache-size": ["-1", "x"],
+    "event-cache-retries": ["0", "-1"],
+    "event-cache-retry-delay": ["0", "2s"],
+    "enable-policy-filter": ["maybe"],
+    "enable-policy-filter-cgroup-map": ["maybe"],
+    "enable-policy-filter-debug": ["maybe"],
+    "keep-sensors-on-exit": ["true"],
+    "enable-msg-handling-latency": ["true"],
 }
 FREE_TEXT = {  # flags whose value is checked later, where it is used (with its own one-line error)
     "export-filename",
@@ -59,6 +70,7 @@ FREE_TEXT = {  # flags whose value is checked later, where it is used (with its 
     "tracing-policy",
     "metrics-label-filter",
     "enable-ancestors",
+    "cri-endpoint",
 }
 CASES = [(flag, value) for flag, values in BAD_VALUES.items() for value in values]
 

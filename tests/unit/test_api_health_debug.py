@@ -159,3 +159,46 @@ def test_get_debug_without_a_cache_is_unavailable() -> None:
         with pytest.raises(grpc.RpcError) as err:
             stub.GetDebug(sensors_pb2.GetDebugRequest(flag=sensors_pb2.CONFIG_FLAG_DUMP_PROCESS_CACHE))
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_get_info_and_list_domains(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import dataclass
+
+    from google.protobuf import wrappers_pb2
+
+    from tetragon.bpf import features
+    from tetragon.config import AgentConfig
+
+    @dataclass
+    class Status:
+        domain: str
+
+    class Policies:
+        def list(self) -> list[Status]:
+            return [Status("static"), Status("grpc"), Status("static")]
+
+    monkeypatch.setattr(features, "probe_features", lambda: {"kprobe": True, "lsm": False})
+    config = AgentConfig(export_filename="/tmp/x.log", export_file_max_backups=3)
+    with (
+        GrpcServer(
+            EventBus(), "localhost:0", version="1.2.3", config=config, policy_handler=Policies()
+        ) as srv,
+        grpc.insecure_channel(f"localhost:{srv.port}") as channel,
+    ):
+        stub = sensors_pb2_grpc.FineGuidanceSensorsStub(channel)
+        info = stub.GetInfo(sensors_pb2.GetInfoRequest())
+        assert (info.version, info.name) == ("1.2.3", "tetragon")
+        assert [(p.Name, p.Enabled.value) for p in info.probes] == [("kprobe", True), ("lsm", False)]
+        conf = {c.key: c.value for c in info.conf}
+        name, backups = wrappers_pb2.StringValue(), wrappers_pb2.Int64Value()
+        assert conf["export-filename"].Unpack(name) and name.value == "/tmp/x.log"
+        assert conf["export-file-max-backups"].Unpack(backups) and backups.value == 3
+        assert info.build.go_version.startswith("python3.")
+        assert list(stub.ListDomains(sensors_pb2.ListDomainsRequest()).domains) == ["grpc", "static"]
+    with (
+        GrpcServer(EventBus(), "localhost:0", version="x") as srv,
+        grpc.insecure_channel(f"localhost:{srv.port}") as channel,
+    ):
+        stub = sensors_pb2_grpc.FineGuidanceSensorsStub(channel)
+        assert list(stub.ListDomains(sensors_pb2.ListDomainsRequest()).domains) == []
+        assert list(stub.GetInfo(sensors_pb2.GetInfoRequest()).conf) == []

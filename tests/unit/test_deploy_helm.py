@@ -386,9 +386,9 @@ def test_values_keep_tetragons_names_and_defaults(path: str) -> None:
     assert value == TETRAGON_DEFAULTS[path]
 
 
-# Flags the chart sets, as Tetragon's does, that the agent does not take yet: they come with the
-# pipeline's Kubernetes integration (pod association, policy filter, event cache).
-NOT_YET_AGENT_FLAGS = {
+# Flags of the chart's Kubernetes integration (pod association, policy filter, event cache): the
+# agent takes them with the chart's values (test_agent_flags checks the refusals of the others).
+KUBERNETES_AGENT_FLAGS = {
     "deleted-pod-cache-size",
     "enable-k8s-api",
     "enable-msg-handling-latency",
@@ -401,9 +401,6 @@ NOT_YET_AGENT_FLAGS = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the agent does not take these flags yet: " + ", ".join(sorted(NOT_YET_AGENT_FLAGS))
-)
 def test_agent_takes_every_option_of_the_default_configmap(kubeconfig: str) -> None:
     from tetragon.cli.agent import build_parser
 
@@ -412,9 +409,12 @@ def test_agent_takes_every_option_of_the_default_configmap(kubeconfig: str) -> N
     assert set(config) - known == set()
 
 
-def test_only_the_known_gap_is_missing_from_the_agent(kubeconfig: str) -> None:
-    from tetragon.cli.agent import build_parser
+def test_the_agent_accepts_the_charts_kubernetes_values(kubeconfig: str) -> None:
+    from tetragon.cli.agent_flags import check_value
 
-    known = {o[2:] for action in build_parser()._actions for o in action.option_strings if o.startswith("--")}
     config = one(render(kubeconfig), "ConfigMap", "tetragon-config")["data"]
-    assert set(config) - known <= NOT_YET_AGENT_FLAGS
+    assert set(config) >= KUBERNETES_AGENT_FLAGS
+    parsed = {name: check_value(name, config[name]) for name in KUBERNETES_AGENT_FLAGS}
+    assert parsed["enable-k8s-api"] is True and parsed["enable-policy-filter"] is True
+    assert (parsed["event-cache-retries"], parsed["event-cache-retry-delay"]) == (15, 2)
+    assert parsed["deleted-pod-cache-size"] == 1024

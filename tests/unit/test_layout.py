@@ -94,6 +94,8 @@ def test_constants_match_header() -> None:
         "STAT_EXIT_LOST",
         "STAT_CLONE_SENT",
         "STAT_CLONE_LOST",
+        "STAT_EXECVE_MAP_UPDATE_ERR",
+        "STAT_EXECVE_MAP_DELETE_ERR",
     ):
         assert int(defines[name]) == getattr(layout, name), name
     flags = re.findall(r"#define (EXEC_(?:F|PRIV)_\w+) \(1 << (\d+)\)", header)

@@ -272,3 +272,21 @@ def test_handler_errors_and_shutdown() -> None:
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
     assert issubclass(MetricsError, OSError)
+
+
+def test_map_errors_come_from_the_kernel_counters() -> None:
+    """tetragon_map_errors_{update,delete}_total{map="execve_map"} are the base sensor's per-CPU
+    counts of failed tg_execve_map updates and deletes (summed by BaseSensor.stats)."""
+    from tetragon.abi import events_h as L
+    from tetragon.metrics.sources import ring_values
+
+    class Sensor:
+        reader = None
+
+        def stats(self) -> dict[int, int]:
+            return {L.STAT_EXECVE_MAP_UPDATE_ERR: 3, L.STAT_EXECVE_MAP_DELETE_ERR: 7}
+
+    metrics = AgentMetrics(process_collectors=False)
+    metrics.register_source(lambda: ring_values(Sensor()))  # type: ignore[arg-type]
+    assert metrics.value("tetragon_map_errors_update_total", ("execve_map",)) == 3
+    assert metrics.value("tetragon_map_errors_delete_total", ("execve_map",)) == 7

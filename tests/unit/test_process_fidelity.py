@@ -186,3 +186,53 @@ def test_procfs_startup_events(tmp_path: Path) -> None:
     # kernel threads are cached: their events name them
     kworker = ev.cache.get_by_pid(3)
     assert kworker is not None and kworker.parent_exec_id == ev.cache.get_by_pid(2).exec_id  # type: ignore[union-attr]
+
+
+def test_event_time_versus_start_time(tmp_path: Path) -> None:
+    """Tetragon's top-level `time` is the event's own ktime: for a process_exec the same kernel time as
+    start_time (its exec program sets msg_common.ktime = process.ktime), for a process_exit the exit's.
+    It reads that ktime as CLOCK_MONOTONIC, so on a machine that was suspended (boot time ahead of
+    monotonic by the time asleep) the /proc scan's events, whose ktime is the boot-based starttime,
+    have a `time` after their start_time by exactly that."""
+    asleep = 3_600_000_000_000  # one hour suspended
+    ev = _events()
+    ev.clock.offset = 1_700_000_000_000_000_000
+    ev.clock.monotonic_offset = ev.clock.offset + asleep
+    _fake_proc(tmp_path, 1, 0, "init", cwd="/")
+    kernel, init = ev.seed_procfs(procfs.scan(str(tmp_path)))
+    starttime = ev.cache.get_by_pid(1).ktime  # type: ignore[union-attr]
+    assert kernel["process_exec"]["process"]["start_time"] == "2023-11-14T22:13:20.000000001Z"
+    assert kernel["time"] == "2023-11-14T23:13:20.000000001Z"
+    assert init["process_exec"]["process"]["start_time"] == ev.clock.rfc3339(starttime)
+    assert init["time"] == ev.clock.rfc3339(starttime + asleep)
+    # kernel-seen events: one boot-based ktime, the same wall time for time and start_time
+    ev.on_clone(CloneRecord(ktime=5_000, pid=20, tid=20, ppid=1, nspid=20))
+    out = ev.on_exec(_info(20, 1, 900_000_000, ["/bin/true"]))
+    assert out["time"] == out["process_exec"]["process"]["start_time"] == "2023-11-14T22:13:20.900Z"
+    exit_event = ev.on_exit(ExitRecord(ktime=1_250_000_000, pid=20, tid=20, exit_code=0))
+    assert exit_event is not None
+    assert exit_event["time"] == exit_event["process_exit"]["time"] == "2023-11-14T22:13:21.250Z"
+    assert exit_event["process_exit"]["process"]["start_time"] == out["time"]
+
+
+def test_refcnt_ops_count_each_reference_change() -> None:
+    """The process-cache dump's refcnt_ops, as Tetragon keys them: process++ at the entry's making,
+    process-- at its exit (or a new exec of its pid), parent++/parent-- per child."""
+    ev = _events()
+    ev.on_exec(_info(10, 1, 100, ["/bin/bash"]))
+    for child, ktime in ((11, 200), (12, 300)):
+        ev.on_clone(CloneRecord(ktime=ktime, pid=child, tid=child, ppid=10, nspid=child))
+        ev.on_exec(_info(child, 10, ktime + 10, ["/bin/true"]))
+    ev.on_exit(ExitRecord(ktime=400, pid=11, tid=11, exit_code=0))
+    bash = ev.cache.get_by_pid(10)
+    assert bash is not None
+    assert bash.refcnt_ops() == {"process++": 1, "parent++": 2, "parent--": 1}
+    assert bash.refcnt == 1 + 2 - 1
+    env = ev.cache.get_by_pid(12)
+    assert env is not None
+    ev.on_exec(_info(12, 10, 500, ["/bin/echo"]))  # an exec without a fork replaces the image
+    # the old image releases itself and its reference on bash; the new one's parent is the old one
+    assert env.refcnt_ops() == {"process++": 1, "process--": 1, "parent++": 1}
+    assert bash.refcnt_ops() == {"process++": 1, "parent++": 2, "parent--": 2}
+    exited = ev.cache.get(exec_id(NODE, 210, 11))
+    assert exited is not None and exited.refcnt_ops() == {"process++": 1, "process--": 1}

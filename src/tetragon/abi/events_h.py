@@ -40,7 +40,8 @@ NS_NAMES = (
 )
 
 STAT_EXEC_SENT, STAT_EXEC_LOST, STAT_EXIT_SENT, STAT_EXIT_LOST, STAT_CLONE_SENT, STAT_CLONE_LOST = range(6)
-STAT_COUNT = 8
+STAT_EXECVE_MAP_UPDATE_ERR, STAT_EXECVE_MAP_DELETE_ERR = 8, 9
+STAT_COUNT = 10
 STAT_NAMES = {
     STAT_EXEC_SENT: ("execve", "sent"),
     STAT_EXEC_LOST: ("execve", "lost"),
@@ -50,6 +51,8 @@ STAT_NAMES = {
     STAT_CLONE_LOST: ("clone", "lost"),
     6: ("generic", "sent"),
     7: ("generic", "lost"),
+    STAT_EXECVE_MAP_UPDATE_ERR: ("execve_map", "update_error"),
+    STAT_EXECVE_MAP_DELETE_ERR: ("execve_map", "delete_error"),
 }
 
 # struct msg_common: op, flags, pad[2], size, ktime

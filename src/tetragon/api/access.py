@@ -46,6 +46,8 @@ READ_ONLY_RPCS = frozenset(
         "GetEvents",
         "GetHealth",
         "GetVersion",
+        "GetInfo",
+        "ListDomains",
         "ListTracingPolicies",
         "GetDebug",
         "ListSensors",

@@ -33,8 +33,9 @@ from google.protobuf import json_format
 
 from tetragon.api.access import ServerOptions, listen_error
 from tetragon.api.convert import event_to_proto
-from tetragon.api.debug import ProcessSource, dump_process_cache
+from tetragon.api.debug import ProcessSource, get_debug, set_debug
 from tetragon.api.gen.tetragon import events_pb2, sensors_pb2, sensors_pb2_grpc, tetragon_pb2
+from tetragon.api.info import agent_info, policy_domains
 from tetragon.api.interceptor import AccessInterceptor
 from tetragon.api.listen import ServerStartError, check_tcp_free, remove_stale_socket, tls_credentials
 from tetragon.api.policy_service import POLICY_UNSUPPORTED, PolicyRpcs
@@ -66,16 +67,6 @@ _POLICY_RPCS = {  # RPC -> PolicyRpcs method
     "EnableTracingPolicy": "enable",
     "DisableTracingPolicy": "disable",
 }
-_LOG_LEVELS = {  # tetragon.LogLevel -> Python logging level
-    sensors_pb2.LOG_LEVEL_PANIC: logging.CRITICAL,
-    sensors_pb2.LOG_LEVEL_FATAL: logging.CRITICAL,
-    sensors_pb2.LOG_LEVEL_ERROR: logging.ERROR,
-    sensors_pb2.LOG_LEVEL_WARN: logging.WARNING,
-    sensors_pb2.LOG_LEVEL_INFO: logging.INFO,
-    sensors_pb2.LOG_LEVEL_DEBUG: logging.DEBUG,
-    sensors_pb2.LOG_LEVEL_TRACE: logging.DEBUG,
-}
-
 HealthCheck = Callable[[], list[tuple[str, str]]]
 
 
@@ -222,26 +213,24 @@ class _Servicer(sensors_pb2_grpc.FineGuidanceSensorsServicer):
     def GetDebug(  # noqa: N802
         self, request: sensors_pb2.GetDebugRequest, context: grpc.ServicerContext
     ) -> sensors_pb2.GetDebugResponse:
-        if request.flag == sensors_pb2.CONFIG_FLAG_DUMP_PROCESS_CACHE:
-            cache = self._owner.process_cache
-            if cache is None:
-                context.abort(grpc.StatusCode.UNAVAILABLE, "this server has no process cache")
-            return sensors_pb2.GetDebugResponse(
-                flag=request.flag, processes=dump_process_cache(cache, request.dump)
-            )
-        if request.flag != sensors_pb2.CONFIG_FLAG_LOG_LEVEL:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown debug flag {request.flag}")
-        level = logging.getLogger("tetragon").getEffectiveLevel()
-        name = min((k for k, v in _LOG_LEVELS.items() if v == level), default=sensors_pb2.LOG_LEVEL_INFO)
-        return sensors_pb2.GetDebugResponse(flag=request.flag, level=name)
+        return get_debug(request, context, self._owner.process_cache)
 
     def SetDebug(  # noqa: N802
         self, request: sensors_pb2.SetDebugRequest, context: grpc.ServicerContext
     ) -> sensors_pb2.SetDebugResponse:
-        if request.flag != sensors_pb2.CONFIG_FLAG_LOG_LEVEL or request.level not in _LOG_LEVELS:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "only CONFIG_FLAG_LOG_LEVEL can be set")
-        logging.getLogger("tetragon").setLevel(_LOG_LEVELS[request.level])
-        return sensors_pb2.SetDebugResponse(flag=request.flag, level=request.level)
+        return set_debug(request, context)
+
+    # --- agent description ----------------------------------------------------------------------
+
+    def GetInfo(  # noqa: N802
+        self, request: sensors_pb2.GetInfoRequest, context: grpc.ServicerContext
+    ) -> sensors_pb2.GetInfoResponse:
+        return agent_info(self._owner.version, self._owner.config)
+
+    def ListDomains(  # noqa: N802
+        self, request: sensors_pb2.ListDomainsRequest, context: grpc.ServicerContext
+    ) -> sensors_pb2.ListDomainsResponse:
+        return policy_domains(self._owner.policy_handler)
 
     def RuntimeHook(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "runtime hooks are not supported yet")
@@ -260,8 +249,10 @@ class GrpcServer:
         policy_handler: object | None = None,  # a PolicyManager (tetragon.sensors.manager)
         options: ServerOptions | None = None,
         process_cache: ProcessSource | None = None,  # for GetDebug's process-cache dump
+        config: object | None = None,  # the AgentConfig GetInfo reports
     ) -> None:
         self.bus = bus
+        self.config = config
         self.process_cache = process_cache
         self.address = address
         self.version = version

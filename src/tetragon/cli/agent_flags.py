@@ -155,6 +155,57 @@ FLAGS: dict[str, Flag] = {
     "enable-ancestors": Flag(
         "enable_ancestors", t.comma_list, [], "event types with ancestors: base,kprobe,..."
     ),
+    # Kubernetes: pods on events (k8s/enrich.py) and pod-scoped policies
+    "enable-k8s-api": Flag(
+        "enable_k8s_api", t.boolean, False, "pods of this node from the API server (pod on events)", True
+    ),
+    "k8s-kubeconfig-path": Flag(
+        "k8s_kubeconfig_path", t.existing_file_or_empty, "", "kubeconfig (default: the pod's service account)"
+    ),
+    "enable-cri": Flag("enable_cri", t.boolean, False, "pods from the node's CRI runtime", True),
+    "cri-endpoint": Flag(
+        "cri_endpoint", t.text, "", "CRI socket, e.g. unix:///run/containerd/containerd.sock (default: found)"
+    ),
+    "deleted-pod-cache-size": Flag(
+        "deleted_pod_cache_size", t.int_range(0, 1 << 20), 128, "deleted pods kept for late events"
+    ),
+    "event-cache-retries": Flag(
+        "event_cache_retries",
+        t.int_range(1, 10_000),
+        15,
+        "lookups of a held event's pod before it goes without",
+    ),
+    "event-cache-retry-delay": Flag(
+        "event_cache_retry_delay",
+        t.int_range(1, 3600),
+        2,
+        "seconds between two lookups of a held event's pod",
+    ),
+    "enable-policy-filter": Flag(
+        "enable_policy_filter", t.boolean, False, "pod-scoped policies (podSelector, namespaced)", True
+    ),
+    "enable-policy-filter-cgroup-map": Flag(
+        "enable_policy_filter_cgroup_map",
+        t.boolean,
+        False,
+        "policy filter by cgroup id (always so here)",
+        True,
+    ),
+    "enable-policy-filter-debug": Flag(
+        "enable_policy_filter_debug", t.boolean, False, "log the policy filter's changes", True
+    ),
+    "keep-sensors-on-exit": Flag(
+        "keep_sensors_on_exit",
+        t.false_only("this agent does not pin its BPF programs"),
+        False,
+        "not supported",
+    ),
+    "enable-msg-handling-latency": Flag(
+        "enable_msg_handling_latency",
+        t.false_only("no per-message latency histogram in this agent"),
+        False,
+        "not supported",
+    ),
     "process-cache-size": Flag(
         "process_cache_size", t.int_range(16, 1 << 24), 65536, "process cache capacity"
     ),

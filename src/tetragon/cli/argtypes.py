@@ -75,6 +75,18 @@ def boolean(value: str) -> bool:
         raise ValueError(describe(boolean)) from None
 
 
+def false_only(reason: str) -> Parser:
+    """A boolean flag this agent takes for compatibility but can only be false (`reason`: why)."""
+    allowed = f"false ({reason})"
+
+    def parse(value: str) -> bool:
+        if boolean(value):
+            raise ValueError(allowed)
+        return False
+
+    return _allows(allowed)(parse)
+
+
 def int_range(low: int, high: int, *, also: tuple[int, ...] = ()) -> Parser:
     """An integer in low..high, or one of `also` (special values such as -1 = off)."""
     extra = "".join(f"{v} or " for v in also)

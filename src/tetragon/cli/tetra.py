@@ -4,11 +4,14 @@
     tetra status                                     Health Status: <details>
     tetra version [-s]                               CLI version (and server version)
     tetra probe                                      kernel features this machine offers
-    tetra tracingpolicy (tp) add|delete|enable|disable|set-mode|list|modify|generate
+    tetra info                                       the agent's version, probes, configuration (GetInfo)
+    tetra tracingpolicy (tp) add|delete|enable|disable|set-mode|list|modify|generate|domains
                                                      manage tracing policies
     tetra debug dump processcache [--skip-zero-refcnt] [--exclude-execve-map-processes]
                                                      the agent's process cache (alias: tetra dump)
     tetra debug progs [--pid PID]                    the agent's BPF programs: runs and run time (root)
+    tetra debug maps [--pid PID]                     the agent's BPF maps: entries, kernel memory (root)
+    tetra debug dump execve [--pid PID]              the kernel's process map, JSON lines (root)
 
 Errors are one line on stderr and a non-zero exit code; Ctrl-C exits quietly.
 """
@@ -31,6 +34,7 @@ from tetragon.cli.argtypes import go_bool, positive_duration
 from tetragon.cli.tetra_client import CliError, call_once, write_line
 from tetragon.cli.tetra_debug import add_debug, cmd_debug
 from tetragon.cli.tetra_getevents import cmd_getevents
+from tetragon.cli.tetra_info import add_info, cmd_domains, cmd_info
 from tetragon.cli.tetra_tracingpolicy import GENERATE_KINDS, cmd_tracingpolicy
 
 INFO_FILE = Path("/var/run/tetragon/tetragon-info.json")
@@ -111,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--pid", "--pids", action=_ListAction, default=[], metavar="PID")
     ge.add_argument("-n", "--namespace", "--namespaces", action=_ListAction, default=[], metavar="NS")
     ge.add_argument("--pod", "--pods", action=_ListAction, default=[], metavar="REGEX")
+    ge.add_argument("--container-id", "--containers", action=_ListAction, default=[], metavar="REGEX")
     ge.add_argument("--host", action="store_true", help="also match host (non-pod) processes")
     ge.add_argument("--policy-names", action=_ListAction, default=[], metavar="NAMES")
     ge.add_argument(
@@ -136,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_globals(pr, suppress=True)
     _add_tracingpolicy(commands)
     add_debug(commands, _add_globals)
+    add_info(commands, _add_globals)
     return parser
 
 
@@ -168,6 +174,7 @@ def _add_tracingpolicy(commands: Any) -> None:
     modify = leaf("modify", "print a tracing policy YAML file, modified")
     modify.add_argument("file", metavar="FILE", help="policy YAML file")
     modify.add_argument("-m", "--mode", default="", help="tracing policy mode (enforce|monitor)")
+    leaf("domains", "list the domains of the loaded tracing policies")
     gen = leaf("generate", "print a generated tracing policy")
     gen.add_argument("kind", choices=GENERATE_KINDS, metavar="{" + "|".join(GENERATE_KINDS) + "}")
     gen.add_argument("-m", "--match-binary", default="", help="add this binary to a matchBinaries selector")
@@ -230,7 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "version":
             return cmd_version(args, sys.stdout)
         if args.command in ("tracingpolicy", "tp"):
+            if args.tp_command == "domains":
+                return cmd_domains(args, sys.stdout)
             return cmd_tracingpolicy(args, sys.stdout)
+        if args.command == "info":
+            return cmd_info(args, sys.stdout)
         if args.command in ("debug", "dump"):
             return cmd_debug(args, sys.stdout)
         return cmd_probe(args, sys.stdout)

@@ -1,14 +1,17 @@
 """`tetra debug dump processcache` (also `tetra dump processcache`): the agent's process cache,
 one ProcessInternal JSON object a line, through GetDebug(CONFIG_FLAG_DUMP_PROCESS_CACHE).
-`tetra debug progs` (alias `top`): the agent's BPF programs with the kernel's run count and run time,
-read locally (root) from the agent process's program fds, as Tetragon's reads its pinned programs."""
+`tetra debug progs` (alias `top`): the agent's BPF programs with the kernel's run count and run time;
+`tetra debug maps`: its BPF maps with their entries and kernel memory; `tetra debug dump execve`: the
+kernel's process map (tg_execve_map), one JSON object a line. These three read locally (root) from the
+agent process's BPF fds, as Tetragon's read its pinned programs and maps."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import orjson
 
@@ -18,6 +21,7 @@ from tetragon.cli.tetra_client import CliError, call_once, write_line
 
 __all__ = ["add_debug", "cmd_debug"]
 
+_T = TypeVar("_T")
 AddGlobals = Callable[[argparse.ArgumentParser, bool], None]
 
 
@@ -31,6 +35,14 @@ def _add_dump(parent: Any, add_globals: AddGlobals) -> None:
         action="store_true",
         help="leave out processes the kernel's execve map still holds",
     )
+    execve = sub.add_parser("execve", help="dump the kernel's process map (tg_execve_map), JSON lines")
+    add_globals(execve, True)
+    _add_agent_pid(execve)
+
+
+def _add_agent_pid(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pid", type=int, default=0, help="agent pid (default: from RUN_DIR/tetragon.pid)")
+    parser.add_argument("--run-dir", default="/var/run/tetragon", help="the agent's --run-dir")
 
 
 def add_debug(commands: Any, add_globals: AddGlobals) -> None:
@@ -42,11 +54,31 @@ def add_debug(commands: Any, add_globals: AddGlobals) -> None:
     _add_dump(dump, add_globals)
     progs = sub.add_parser("progs", aliases=["top"], help="the agent's BPF programs: runs and run time")
     add_globals(progs, True)
-    progs.add_argument("--pid", type=int, default=0, help="agent pid (default: from RUN_DIR/tetragon.pid)")
-    progs.add_argument("--run-dir", default="/var/run/tetragon", help="the agent's --run-dir")
+    _add_agent_pid(progs)
+    maps = sub.add_parser("maps", help="the agent's BPF maps: entries, capacity, kernel memory")
+    add_globals(maps, True)
+    _add_agent_pid(maps)
     alias = commands.add_parser("dump", help="alias of 'debug dump'")
     add_globals(alias, True)
     _add_dump(alias, add_globals)
+
+
+def _agent_pid(args: argparse.Namespace) -> int:
+    if args.pid:
+        return int(args.pid)
+    try:
+        return int((Path(args.run_dir) / "tetragon.pid").read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise CliError(f"no agent pid in {args.run_dir}/tetragon.pid (use --pid): {exc}") from None
+
+
+def _from_agent(args: argparse.Namespace, read: Callable[[int], _T], what: str) -> _T:
+    """`read(agent pid)`, its OSError a one-line error naming `what` was read."""
+    pid = _agent_pid(args)
+    try:
+        return read(pid)
+    except OSError as exc:
+        raise CliError(f"cannot read {what} of pid {pid}: {exc.strerror or exc}") from None
 
 
 def cmd_progs(args: argparse.Namespace, stdout: TextIO) -> int:
@@ -54,16 +86,7 @@ def cmd_progs(args: argparse.Namespace, stdout: TextIO) -> int:
     (the agent's --enable-bpf-stats, or sysctl kernel.bpf_stats_enabled=1)."""
     from tetragon.metrics.bpfstats import programs_of_process
 
-    pid = args.pid
-    if not pid:
-        try:
-            pid = int((Path(args.run_dir) / "tetragon.pid").read_text().strip())
-        except (OSError, ValueError) as exc:
-            raise CliError(f"no agent pid in {args.run_dir}/tetragon.pid (use --pid): {exc}") from None
-    try:
-        programs = programs_of_process(pid)
-    except OSError as exc:
-        raise CliError(f"cannot read the BPF programs of pid {pid}: {exc.strerror}") from None
+    programs = _from_agent(args, programs_of_process, "the BPF programs")
     write_line(stdout, f"{'ID':>7} {'RUNS':>12} {'TIME(ns)':>15} {'AVG(ns)':>9}  NAME")
     for p in sorted(programs, key=lambda p: (-p.run_time_ns, p.id)):
         avg = p.run_time_ns // p.run_cnt if p.run_cnt else 0
@@ -71,9 +94,35 @@ def cmd_progs(args: argparse.Namespace, stdout: TextIO) -> int:
     return 0
 
 
+def cmd_maps(args: argparse.Namespace, stdout: TextIO) -> int:
+    """One line per map, most kernel memory first, then the total."""
+    from tetragon.metrics.bpfmaps import maps_of_process
+
+    maps = _from_agent(args, maps_of_process, "the BPF maps")
+    write_line(stdout, f"{'ID':>7} {'TYPE':<16} {'ENTRIES':>9} {'MAX':>9} {'MEMLOCK':>11}  NAME")
+    for m in sorted(maps, key=lambda m: (-m.memlock, m.id)):
+        write_line(
+            stdout, f"{m.id:>7} {m.type:<16} {m.entries:>9} {m.max_entries:>9} {m.memlock:>11}  {m.name}"
+        )
+    write_line(stdout, f"{len(maps)} maps, {sum(m.memlock for m in maps)} bytes of kernel memory")
+    return 0
+
+
+def cmd_dump_execve(args: argparse.Namespace, stdout: TextIO) -> int:
+    from tetragon.metrics.bpfmaps import execve_map_entries
+
+    for e in _from_agent(args, execve_map_entries, "the process map"):
+        write_line(stdout, orjson.dumps(dataclasses.asdict(e)).decode())
+    return 0
+
+
 def cmd_debug(args: argparse.Namespace, stdout: TextIO) -> int:
     if getattr(args, "debug_command", None) in ("progs", "top"):
         return cmd_progs(args, stdout)
+    if getattr(args, "debug_command", None) == "maps":
+        return cmd_maps(args, stdout)
+    if getattr(args, "dump_command", None) == "execve":
+        return cmd_dump_execve(args, stdout)
     if getattr(args, "dump_command", None) != "processcache":
         raise CliError("unknown debug command")
     request = sensors_pb2.GetDebugRequest(

@@ -30,6 +30,7 @@ def build_request(args: argparse.Namespace) -> events_pb2.GetEventsRequest:
         binary_regex=args.process,
         namespace=args.namespace + ([""] if args.host else []),
         pod_regex=args.pod,
+        container_id=args.container_id,
         policy_names=args.policy_names,
         cel_expression=args.cel_expression,
     )

@@ -57,6 +57,7 @@ class CriContainer:
     running: bool
     pid: int = 0
     started_at_ns: int = 0
+    not_started: bool = False  # created, StartContainer not done yet: no start time to report
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,7 @@ def _container(item: api_pb2.Container) -> CriContainer:
         image_ref=item.image_ref,
         created_at_ns=item.created_at,
         running=item.state == api_pb2.CONTAINER_RUNNING,
+        not_started=item.state == api_pb2.CONTAINER_CREATED,
     )
 
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
+
+import grpc
 
 from tetragon.k8s.cri import CriClient, CriContainer, CriPod
 from tetragon.k8s.podinfo import ContainerInfo, PodInfo, workload_of
@@ -19,6 +22,8 @@ from tetragon.k8s.pods import PodCache
 from tetragon.timefmt import format_timestamp
 
 log = logging.getLogger(__name__)
+
+MIN_RELIST_GAP = 0.1  # seconds between two relists, however often the poller is poked
 
 
 def _drop_suffix(name: str, parts: int = 1) -> str:
@@ -48,6 +53,7 @@ def workload_from_labels(name: str, labels: dict[str, str]) -> tuple[str, str]:
 
 def _container(container: CriContainer, runtime: str) -> ContainerInfo:
     started = container.started_at_ns or container.created_at_ns
+    started -= started % 1_000_000_000  # whole seconds, as Kubernetes' containerStatuses startedAt
     return ContainerInfo(
         id=container.id,
         runtime=runtime,
@@ -72,11 +78,33 @@ def pod_from_cri(pod: CriPod, containers: list[CriContainer], runtime: str) -> P
     )
 
 
-def pods_from_cri(cri: CriClient) -> list[PodInfo]:
-    """Every pod the runtime runs, with its containers."""
+def _with_start_times(cri: CriClient, containers: list[CriContainer], started: dict[str, int]) -> None:
+    """Each running container's start (ContainerStatus: ListContainers has only the creation), asked
+    once per container; `started` keeps them between relists and forgets the containers gone."""
+    for i, container in enumerate(containers):
+        if container.running and container.id not in started:
+            try:
+                started[container.id] = cri.container_status(container.id).started_at_ns
+            except grpc.RpcError as err:  # removed meanwhile: the creation time stands in
+                log.debug("status of container %s: %s", container.id, err)
+                continue
+        if container.id in started:
+            containers[i] = replace(container, started_at_ns=started[container.id])
+    live = {c.id for c in containers}
+    for gone in [cid for cid in started if cid not in live]:
+        del started[gone]
+
+
+def pods_from_cri(cri: CriClient, started: dict[str, int] | None = None) -> list[PodInfo]:
+    """Every pod the runtime runs, with its containers (`started`: start times known so far)."""
     runtime = cri.runtime_name()
     by_sandbox: dict[str, list[CriContainer]] = {}
-    for container in cri.list_containers():
+    containers = cri.list_containers()
+    if started is not None:
+        _with_start_times(cri, containers, started)
+    for container in containers:
+        if container.not_started:
+            continue  # its first exec waits until it runs and has its start time (a relist away)
         by_sandbox.setdefault(container.sandbox_id, []).append(container)
     return [pod_from_cri(p, by_sandbox.get(p.sandbox_id, []), runtime) for p in cri.list_pods()]
 
@@ -90,18 +118,25 @@ class CriPodPoller:
         self.interval = interval
         self.synced = threading.Event()
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._started: dict[str, int] = {}  # container id -> start (ns), asked once per container
         self._thread: threading.Thread | None = None
 
     def refresh(self) -> None:
-        self.cache.replace(pods_from_cri(self.cri))
+        self.cache.replace(pods_from_cri(self.cri, self._started))
         self.synced.set()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="cri-pods", daemon=True)
         self._thread.start()
 
+    def poke(self) -> None:
+        """Relist now rather than at the next interval (a container nobody knows has shown up)."""
+        self._wake.set()
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -111,4 +146,6 @@ class CriPodPoller:
                 self.refresh()
             except Exception as err:  # runtime restarting: keep what is known, try again
                 log.warning("listing pods from %s failed: %s", self.cri.endpoint, err)
-            self._stop.wait(self.interval)
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            self._stop.wait(MIN_RELIST_GAP)  # pokes from an exec storm coalesce

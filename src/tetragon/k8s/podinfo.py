@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tetragon.k8s.cgroups import DOCKER_FIELD_LENGTH
+from tetragon.process.model import quote_arguments
 
 # A ReplicaSet named by its Deployment ("<deployment>-<pod-template-hash>"); a Job by its CronJob
 # ("<cronjob>-<scheduled minutes>").
@@ -28,6 +29,18 @@ class ContainerInfo:
     image_id: str
     start_time: str = ""
     init: bool = False
+    # the container's liveness/readiness exec probe commands (API pods only: CRI does not have them)
+    exec_probes: tuple[tuple[str, ...], ...] = ()
+
+    def maybe_exec_probe(self, binary: str, arguments: str) -> bool:
+        """Whether a process (binary, Tetragon's quoted arguments) looks like one of the exec probes."""
+        for command in self.exec_probes:
+            first = command[0]
+            if (binary == first or ("/" not in first and binary.rsplit("/", 1)[-1] == first)) and (
+                arguments == quote_arguments(list(command[1:]))
+            ):
+                return True
+        return False
 
     @property
     def full_id(self) -> str:
@@ -54,8 +67,11 @@ class PodInfo:
             return None
         return next((c for c in self.containers if c.id.startswith(container_id)), None)
 
-    def pod_json(self, container_id: str = "", pid: int | None = None) -> dict[str, Any]:
-        """The event's `pod` object (Tetragon's field names) for a process in one of the containers."""
+    def pod_json(
+        self, container_id: str = "", pid: int | None = None, binary: str = "", arguments: str = ""
+    ) -> dict[str, Any]:
+        """The event's `pod` object (Tetragon's field names) for a process in one of the containers;
+        `binary`/`arguments` are the process's, to tell an exec probe (`maybe_exec_probe`)."""
         out: dict[str, Any] = {"namespace": self.namespace, "name": self.name, "uid": self.uid}
         container = self.container(container_id)
         if container is not None:
@@ -68,6 +84,8 @@ class PodInfo:
                 info["start_time"] = container.start_time
             if pid is not None:
                 info["pid"] = pid
+            if binary and container.maybe_exec_probe(binary, arguments):
+                info["maybe_exec_probe"] = True
             out["container"] = info
         if self.labels:
             out["pod_labels"] = dict(self.labels)
@@ -98,7 +116,19 @@ def workload_of(meta: dict[str, Any]) -> tuple[str, str]:
     return name, kind
 
 
-def _containers(statuses: list[dict[str, Any]], init: bool) -> list[ContainerInfo]:
+def _exec_probes(spec: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
+    """The liveness and readiness exec commands of one container spec (Tetragon's getProbes)."""
+    out = []
+    for kind in ("livenessProbe", "readinessProbe"):
+        command = ((spec.get(kind) or {}).get("exec") or {}).get("command") or []
+        if command:
+            out.append(tuple(str(word) for word in command))
+    return tuple(out)
+
+
+def _containers(
+    statuses: list[dict[str, Any]], init: bool, specs: dict[str, dict[str, Any]] | None = None
+) -> list[ContainerInfo]:
     out = []
     for status in statuses:
         runtime, bare = split_container_id(status.get("containerID", ""))
@@ -114,6 +144,7 @@ def _containers(statuses: list[dict[str, Any]], init: bool) -> list[ContainerInf
                 image_id=status.get("imageID", ""),
                 start_time=running.get("startedAt", ""),
                 init=init,
+                exec_probes=_exec_probes((specs or {}).get(status.get("name", ""), {})),
             )
         )
     return out
@@ -124,9 +155,10 @@ def pod_from_json(obj: dict[str, Any]) -> PodInfo:
     meta = obj.get("metadata") or {}
     status = obj.get("status") or {}
     workload, kind = workload_of(meta)
+    specs = {c.get("name", ""): c for c in (obj.get("spec") or {}).get("containers") or []}
     containers = (
         _containers(status.get("initContainerStatuses") or [], init=True)
-        + _containers(status.get("containerStatuses") or [], init=False)
+        + _containers(status.get("containerStatuses") or [], init=False, specs=specs)
         + _containers(status.get("ephemeralContainerStatuses") or [], init=False)
     )
     return PodInfo(

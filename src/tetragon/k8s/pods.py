@@ -45,6 +45,8 @@ class PodCache:
         self._by_container: dict[str, str] = {}
         self._deleted: OrderedDict[str, PodInfo] = OrderedDict()
         self.deleted_size = deleted_size
+        # called after every change, outside the lock (the policy filter recomputes its cgroup sets)
+        self.on_change: list[Callable[[], None]] = []
 
     def __len__(self) -> int:
         return len(self._by_uid)
@@ -57,10 +59,12 @@ class PodCache:
                 key = container_key(container.id)
                 self._by_container[key] = pod.uid
                 self._deleted.pop(key, None)
+        self._changed()
 
     def delete(self, uid: str) -> None:
         with self._lock:
             self._drop(uid, deleted=True)
+        self._changed()
 
     def replace(self, pods: list[PodInfo]) -> None:
         """The result of a fresh list: everything not in it is gone."""
@@ -73,6 +77,11 @@ class PodCache:
                 self._by_uid[pod.uid] = pod
                 for container in pod.containers:
                     self._by_container[container_key(container.id)] = pod.uid
+        self._changed()
+
+    def _changed(self) -> None:
+        for listener in self.on_change:
+            listener()
 
     def _drop(self, uid: str, deleted: bool) -> None:
         old = self._by_uid.pop(uid, None)

@@ -27,6 +27,9 @@ def ring_values(sensor: BaseSensor | None) -> dict[str, Any]:
         "ringbuf_lost": sum(stats.get(stat, 0) for _, stat in RING_LOSSES),
         # bpf_ringbuf_output() fails with EAGAIN when the ring has no room
         "bpf_missed": {str(op): {"EAGAIN": stats.get(stat, 0)} for op, stat in RING_LOSSES},
+        # failures the base sensor's programs counted on tg_execve_map, Tetragon's execve_map
+        "tetragon_map_errors_update_total": {"execve_map": stats.get(L.STAT_EXECVE_MAP_UPDATE_ERR, 0)},
+        "tetragon_map_errors_delete_total": {"execve_map": stats.get(L.STAT_EXECVE_MAP_DELETE_ERR, 0)},
     }
 
 

@@ -20,6 +20,8 @@ _LAST_ANCESTOR_PID = 2  # kthreadd; init is 1: Tetragon's ancestors end with eit
 
 # Process fields after `tid` (16), to insert tid at its declaration position.
 _AFTER_TID = ("process_credentials", "binary_properties", "user", "in_init_tree", "environment_variables")
+# Process fields after `pod` (10), to insert pod at its declaration position.
+_AFTER_POD = frozenset(("docker", "parent_exec_id", "refcnt", "cap", "ns", "tid", *_AFTER_TID))
 
 
 def with_tid(process: ProcessDict, tid: int) -> ProcessDict:
@@ -37,6 +39,19 @@ def with_tid(process: ProcessDict, tid: int) -> ProcessDict:
         out[key] = value
     if not placed:
         out["tid"] = tid
+    return out
+
+
+def with_pod(process: ProcessDict, pod: ProcessDict) -> ProcessDict:
+    """A copy of a Process dict with `pod` at its declaration position (field 10, before `docker`)."""
+    out: ProcessDict = {}
+    for key, value in process.items():
+        if key in _AFTER_POD and "pod" not in out:
+            out["pod"] = pod
+        if key != "pod":
+            out[key] = value
+    if "pod" not in out:
+        out["pod"] = pod
     return out
 
 
@@ -58,6 +73,13 @@ class ProcessEntry:
     refcnt: int = 1
     exited: bool = False
     zero_since: float = 0.0
+    # Reference changes by operation, for the process-cache dump's refcnt_ops (Tetragon's names:
+    # "process++" is the reference every entry starts with, "process--" its release at exit,
+    # "parent++"/"parent--" those its children take and release). Three small ints, not a dict per
+    # process: tens of thousands of entries live here, and each change is one increment.
+    parent_refs_taken: int = 0
+    parent_refs_released: int = 0
+    own_ref_released: int = 0
     # Serialized forms for the export fast path (the fields above never change after creation but
     # refcnt): (refcnt, tid, JSON of with_tid(to_dict(refcnt), tid)) and the JSON of to_dict().
     _json_tid: tuple[int, int, bytes] | None = field(default=None, repr=False, compare=False)
@@ -99,6 +121,12 @@ class ProcessEntry:
             self._key_parts = parts
         return parts
 
+    def set_pod(self, pod: ProcessDict) -> None:
+        """Gives the process its `pod` (field 10, before `docker`) once the pod is known; drops the
+        serialized forms made without it."""
+        self.head = with_pod(self.head, pod)
+        self._json_tid = self._json = self._key_parts = None
+
     def to_dict(self, refcnt: int = 0) -> ProcessDict:
         """The Process message, with `refcnt` when it is not 0. Tetragon prints none on the
         process and parent of exec and exit events and on every parent, 1 on the exit of a
@@ -114,6 +142,18 @@ class ProcessEntry:
             d.update(self.extra)
         d["in_init_tree"] = self.in_init_tree
         return d
+
+    def refcnt_ops(self) -> dict[str, int]:
+        """Reference changes by operation, under Tetragon's keys (those never made are left out)."""
+        ops = {"process++": 1}
+        for key, count in (
+            ("process--", self.own_ref_released),
+            ("parent++", self.parent_refs_taken),
+            ("parent--", self.parent_refs_released),
+        ):
+            if count:
+                ops[key] = count
+        return ops
 
 
 class ProcessCache:
@@ -158,9 +198,11 @@ class ProcessCache:
         self._by_pid[entry.pid] = entry
         parent = self._by_exec.get(entry.parent_exec_id)
         if parent is not None:
+            parent.parent_refs_taken += 1
             self._ref(parent, 1)
         if replaces is not None and not replaces.exited:
             replaces.exited = True
+            replaces.own_ref_released += 1
             self._ref(replaces, -1)
             self._release_parent(replaces)
             if replaces.refcnt <= 0:
@@ -176,6 +218,7 @@ class ProcessCache:
             self.misses_remove += 1
             return None
         entry.exited = True
+        entry.own_ref_released += 1
         self._ref(entry, -1)
         self._release_parent(entry)
         return entry
@@ -224,6 +267,7 @@ class ProcessCache:
     def _release_parent(self, entry: ProcessEntry) -> None:
         parent = self._by_exec.get(entry.parent_exec_id)
         if parent is not None:
+            parent.parent_refs_released += 1
             self._ref(parent, -1)
 
     def _remove(self, entry: ProcessEntry) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
 from sys import intern
 from typing import Any
@@ -33,6 +34,9 @@ class ProcessOptions:
     enable_process_ns: bool = False
     enable_ancestors: bool = False
     host_ns: tuple[int, ...] = ()  # inode of each namespace of pid 1, in layout.NS_NAMES order
+    # (container id, pid, pid in the container, binary, arguments) -> the process's `pod` when it is
+    # known (k8s.enrich)
+    pod_of: Callable[[str, int, int, str, str], dict[str, Any] | None] | None = None
 
 
 class ProcessEvents:
@@ -174,6 +178,13 @@ class ProcessEvents:
         head["auid"] = info.auid
         docker = container_id(info.cgroup_name)
         if docker:
+            pod = (
+                self.opts.pod_of(docker, info.pid, info.nspid, binary, arguments)
+                if self.opts.pod_of is not None
+                else None
+            )
+            if pod is not None:
+                head["pod"] = pod
             head["docker"] = docker[:31]
         parent_id = parent.exec_id if parent is not None else ""
         if parent_id:
@@ -220,13 +231,15 @@ class ProcessEvents:
         kernel = self.entry_from_exec(kernel_info(), None)
         kernel.parent_exec_id = kernel.head["parent_exec_id"] = kernel.exec_id  # its own parent
         self.cache.add(kernel)
-        events = [self._exec_event(kernel, kernel, kernel.head["start_time"])]
+        # the event's time: its ktime read as monotonic (Clock); start_time: read as boot time
+        as_monotonic = self.clock.rfc3339_as_monotonic
+        events = [self._exec_event(kernel, kernel, as_monotonic(kernel.ktime))]
         for info in infos:
             parent = self.cache.by_pid(info.ppid) if info.ppid else kernel
             entry = self.entry_from_exec(info, parent)
             self.cache.add(entry)
             if not info.kthread:
-                events.append(self._exec_event(entry, parent, entry.head["start_time"]))
+                events.append(self._exec_event(entry, parent, as_monotonic(info.ktime)))
         return events
 
     def _exec_event(self, entry: ProcessEntry, parent: ProcessEntry | None, when: str) -> Event:
@@ -259,6 +272,9 @@ class ProcessEvents:
             self.missing_process_info += 1
         entry = self.entry_from_exec(info, parent)
         cache.add(entry, replaces=prev if prev is not None and not prev.exited else None)
+        # The event's time is the exec's ktime, the same kernel time as start_time: Tetragon's exec
+        # program sets msg_common.ktime = process.ktime (bpf_execve_event.c), so its two strings
+        # differ only by the jitter of converting one ktime twice (sub-µs to a few µs)
         return self._exec_event(entry, parent, entry.head["start_time"])
 
     def on_clone(self, rec: CloneRecord) -> None:

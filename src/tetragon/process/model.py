@@ -187,20 +187,33 @@ def container_id(cgroup_name: str) -> str:
 
 
 class Clock:
-    """Converts kernel boot-time nanoseconds to RFC 3339 wall-clock strings."""
+    """Converts kernel boot-time nanoseconds to RFC 3339 wall-clock strings.
+
+    Every kernel time here is boot-based (the BPF programs read bpf_ktime_get_boot_ns, the /proc
+    scan reads starttime, also since boot), so one offset converts them all. Tetragon converts an
+    event's own ktime as CLOCK_MONOTONIC (pkg/ktime ToProto), which changes one thing only: the
+    top-level `time` of the /proc scan's process_exec events, whose ktime is the boot-based starttime,
+    lies after their `start_time` (converted as boot time) by the time the machine spent suspended.
+    `monotonic_offset` reproduces that."""
 
     def __init__(self) -> None:
         self.refresh()
 
     def refresh(self) -> None:
         # boot-time + offset = wall-clock nanoseconds
-        self.offset = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        realtime = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        self.offset = realtime - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        self.monotonic_offset = realtime - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
     def wall_ns(self, ktime: int) -> int:
         return ktime + self.offset
 
     def rfc3339(self, ktime: int) -> str:
         return format_timestamp(ktime + self.offset)
+
+    def rfc3339_as_monotonic(self, ktime: int) -> str:
+        """`ktime` read as CLOCK_MONOTONIC nanoseconds, as Tetragon reads a procFS event's ktime."""
+        return format_timestamp(ktime + self.monotonic_offset)
 
 
 @dataclass(slots=True)

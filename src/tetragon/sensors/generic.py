@@ -12,16 +12,20 @@ import logging
 import os
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tetragon.abi import generic_cfg_h as G
 from tetragon.bpf.libbpf import BpfError, BpfObject, num_possible_cpus
 from tetragon.policy.compile.plan import HookPlan
 
+if TYPE_CHECKING:
+    from tetragon.k8s.policyfilter import PolicyScopeHandle as PodScopeHandle
+
 log = logging.getLogger(__name__)
 
 OBJ = Path(__file__).resolve().parent.parent / "_bpfobj" / "generic.bpf.o"
 SHARED_MAPS = ("tg_rb_events", "tg_stats", "tg_execve_map")
-POLICY_MAPS = ("policy_conf", "tg_enforcer")
+POLICY_MAPS = ("policy_conf", "tg_enforcer", "policy_cgroups")
 # programs that complete an entry stashed by the hook's entry program (attached before it)
 RETURN_PROGRAMS = frozenset({"gen_tp_ret", "gen_kretprobe", "gen_kretprobe_multi"})
 # attach kinds whose kernel function (fmod_ret: security_*, lsm: the hook, libbpf adds bpf_lsm_) is set
@@ -54,6 +58,7 @@ class GenericObject:
         has_ratelimit: bool,
         inmap: list[tuple[int, int]],
         btf_targets: dict[str, str] | None = None,
+        pod_filter: bool = False,
     ) -> None:
         self.obj = BpfObject(OBJ, btf_path=btf_path)
         try:
@@ -69,6 +74,8 @@ class GenericObject:
             self.obj.map("gen_inmap").set_max_entries(max(1, len(inmap)))
             self.obj.map("gen_heap").set_max_entries(num_possible_cpus())
             self.obj.set_global(".rodata", "cfg", bytes(cfg))
+            if pod_filter:  # a pod-scoped policy: only the cgroups of policy_cgroups (k8s/policyfilter.py)
+                self.obj.set_global(".rodata", "pod_filter", struct.pack("<I", 1))
             self.obj.load()
             inm = self.obj.map("gen_inmap")
             for map_id, value in inmap:
@@ -126,9 +133,11 @@ class PolicySensor:
         shared: dict[str, int],
         mode: str,
         btf_path: str | None = None,
+        pod_scope: PodScopeHandle | None = None,
     ) -> None:
         self.objects: list[GenericObject] = []
         self.policy_maps: dict[str, int] = {}
+        self.pod_scope = pod_scope
         try:
             for plan in plans:
                 self._load_hook(plan, shared, btf_path)
@@ -165,11 +174,14 @@ class PolicySensor:
             has_rl,
             plan.inmap,
             {a.program: a.target[0] for a in plan.attach if a.kind in BTF_ATTACHED},
+            self.pod_scope is not None,
         )
         self.objects.append(obj)
         if not self.policy_maps:
             # the first object creates the policy's shared maps; the others reuse them
             self.policy_maps = {name: os.dup(obj.map_fd(name)) for name in POLICY_MAPS}
+            if self.pod_scope is not None:  # the selected containers' cgroups, before any attach
+                self.pod_scope.attach(obj.obj.map("policy_cgroups"))
         # exits first: an entry stashed before its exit program is attached would never complete
         for att in sorted(plan.attach, key=lambda a: a.program not in RETURN_PROGRAMS):
             if att.kind == "tracepoint":
@@ -210,6 +222,8 @@ class PolicySensor:
         )
 
     def close(self) -> None:
+        if self.pod_scope is not None:  # its set is written through the first object's map
+            self.pod_scope.detach()
         for obj in reversed(self.objects):
             obj.close()
         self.objects.clear()

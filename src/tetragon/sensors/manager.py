@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from tetragon.abi import generic_cfg_h as G
 from tetragon.bpf.libbpf import BpfError
+from tetragon.k8s.policyfilter import PolicyFilter, check_pod_scope, scope_handle
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.hookinfo import HookInfo
 from tetragon.policy.status import PolicyStatus
@@ -77,8 +78,10 @@ class PolicyManager:
         *,
         max_hooks_per_policy: int = DEFAULT_MAX_HOOKS_PER_POLICY,
         max_hooks: int = DEFAULT_MAX_HOOKS,
+        pod_filter: PolicyFilter | None = None,
     ) -> None:
         self._shared = shared_maps
+        self.pod_filter = pod_filter  # scopes policies to pods (None: pod-scoped policies refused)
         self._features = features
         self._btf = btf_path
         self.max_hooks_per_policy = max_hooks_per_policy
@@ -128,6 +131,7 @@ class PolicyManager:
             if chosen not in MODES:
                 raise PolicyError(f"invalid policy mode '{chosen}' (want enforce or monitor)")
             self._check_hook_count(_hook_count(policy), 0)
+            check_pod_scope(policy, self.pod_filter)
             if caller is not None and caller[0] != 0:
                 check_paths_reachable(policy, *caller)
         except _INPUT_ERRORS as exc:
@@ -260,6 +264,7 @@ class PolicyManager:
                 self._shared(),
                 entry.mode,
                 self._btf,
+                scope_handle(self.pod_filter, entry.id, entry.policy),
             )
         except BpfError as exc:
             _give_memory_back()

@@ -34,15 +34,8 @@ def _not_yet(where: str, feature: str, features: dict[str, bool], what: str) -> 
 
 def _refuse_unserved_sections(policy: TracingPolicy, features: dict[str, bool]) -> None:
     sp = policy.spec
-    if policy.namespaced:
-        raise unsupported(
-            "TracingPolicyNamespaced needs the policy filter (--enable-policy-filter) and Kubernetes pod "
-            "information, which this agent does not have"
-        )
-    if sp.pod_selector is not None or sp.container_selector is not None:
-        raise unsupported(
-            "podSelector/containerSelector need Kubernetes pod information, which this agent does not have"
-        )
+    # TracingPolicyNamespaced, podSelector, containerSelector: the policy filter's (sensors.manager
+    # checks that the agent has one, k8s/policyfilter.py)
     if sp.fentries:
         raise _not_yet(f"spec.fentries[0] (call {sp.fentries[0].call})", "fentry", features, "fentry hooks")
     if sp.usdts:

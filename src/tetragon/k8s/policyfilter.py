@@ -1,0 +1,235 @@
+"""The policy filter: policies scoped to pods, enforced in the kernel by cgroup id.
+
+A TracingPolicyNamespaced applies to the containers of the pods of its namespace; `podSelector`
+(over the pod's labels) and `containerSelector` (over the container's `name` and image `repo`) narrow
+any policy further. Host processes never match such a policy. Each scoped policy's BPF objects share
+a `policy_cgroups` set (bpf/include/generic/podfilter.h); `PolicyFilter` keeps it equal to the cgroup
+ids (inode numbers in the cgroup v2 hierarchy, what bpf_get_current_cgroup_id returns) of the
+selected containers and their sub-cgroups, recomputed whenever the pod cache changes.
+
+A container is found in the cgroup tree by its id in the directory name (k8s.cgroups knows the
+runtimes' layouts), so the same code serves pods from the API server and from CRI.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from tetragon.k8s.cgroups import identity_from_cgroup
+from tetragon.k8s.podinfo import ContainerInfo, PodInfo
+from tetragon.policy.errors import PolicyError
+
+if TYPE_CHECKING:
+    from tetragon.policy.schema import LabelSelector, TracingPolicy
+
+log = logging.getLogger("tetragon")
+
+_KEY = struct.Struct("<Q")
+
+
+class CgroupSet(Protocol):
+    """The policy's `policy_cgroups` map (a libbpf Map)."""
+
+    def update(self, key: bytes, value: bytes) -> None: ...
+
+    def delete(self, key: bytes) -> bool: ...
+
+
+def needs_pod_filter(policy: TracingPolicy) -> bool:
+    sp = policy.spec
+    return policy.namespaced or sp.pod_selector is not None or sp.container_selector is not None
+
+
+def check_pod_scope(policy: TracingPolicy, pod_filter: PolicyFilter | None) -> None:
+    """A policy scoped to pods is refused, in one line, by an agent that cannot scope it."""
+    if not needs_pod_filter(policy):
+        return
+    if policy.spec.host_selector is not None:
+        raise PolicyError(
+            "spec.hostSelector: host processes in a pod-scoped policy are not supported yet",
+            kind="unsupported",
+        )
+    if pod_filter is None:
+        raise PolicyError(
+            "TracingPolicyNamespaced needs the policy filter (--enable-policy-filter) and Kubernetes pod "
+            "information (--enable-k8s-api or --enable-cri), which this agent was started without"
+            if policy.namespaced
+            else "podSelector/containerSelector need Kubernetes pod information and the policy filter "
+            "(--enable-policy-filter with --enable-k8s-api or --enable-cri), which this agent was started "
+            "without",
+            kind="unsupported",
+        )
+    if not pod_filter.cgroup_root:
+        raise PolicyError(
+            "pod-scoped policies need a cgroup v2 hierarchy (no cgroup2 mount): the kernel names a "
+            "task's cgroup by its v2 id",
+            kind="unsupported",
+        )
+
+
+def selector_matches(selector: LabelSelector, labels: dict[str, str]) -> bool:
+    """Kubernetes label-selector semantics: every matchLabels pair and every expression holds."""
+    for key, value in selector.match_labels.items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.match_expressions:
+        present = expr.key in labels
+        if expr.operator == "In" and not (present and labels[expr.key] in expr.values):
+            return False
+        if expr.operator == "NotIn" and present and labels[expr.key] in expr.values:
+            return False
+        if expr.operator == "Exists" and not present:
+            return False
+        if expr.operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def image_repo(image: str) -> str:
+    """`registry/path` of `registry/path:tag` or `registry/path@sha256:...` (a port is kept)."""
+    name = image.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    return name[:colon] if colon > slash else name
+
+
+@dataclass(frozen=True, slots=True)
+class PodScope:
+    """Which containers a policy runs for."""
+
+    namespace: str = ""  # a TracingPolicyNamespaced's namespace; "" for a cluster-wide policy
+    pod_selector: LabelSelector | None = None
+    container_selector: LabelSelector | None = None
+
+    @classmethod
+    def of(cls, policy: TracingPolicy) -> PodScope:
+        sp = policy.spec
+        return cls(policy.namespace if policy.namespaced else "", sp.pod_selector, sp.container_selector)
+
+    def selects(self, pod: PodInfo, container: ContainerInfo) -> bool:
+        if self.namespace and pod.namespace != self.namespace:
+            return False
+        if self.pod_selector is not None and not selector_matches(self.pod_selector, pod.labels):
+            return False
+        if self.container_selector is not None:
+            labels = {"name": container.name, "repo": image_repo(container.image)}
+            if not selector_matches(self.container_selector, labels):
+                return False
+        return True
+
+
+@dataclass
+class _Scoped:
+    scope: PodScope
+    cgroups: CgroupSet
+    ids: set[int] = field(default_factory=set)
+
+
+def cgroup2_root(mounts: str = "/proc/self/mounts") -> str:
+    """Where the cgroup v2 hierarchy is mounted ("" when it is not)."""
+    try:
+        with open(mounts) as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 2 and fields[2] == "cgroup2":
+                    return fields[1]
+    except OSError:
+        pass
+    return ""
+
+
+def container_cgroups(root: str) -> dict[str, set[int]]:
+    """Container id -> cgroup ids of its cgroup and every cgroup below it, from the v2 tree."""
+    out: dict[str, set[int]] = {}
+    owner: dict[str, str] = {}  # directory -> container id, for the sub-cgroups of a container
+    for dirpath, _dirs, _files in os.walk(root):
+        container = owner.get(os.path.dirname(dirpath), "")
+        if not container:
+            identity = identity_from_cgroup(dirpath[len(root) :] or "/")
+            container = identity.id if identity is not None and not identity.monitor else ""
+        if not container:
+            continue
+        owner[dirpath] = container
+        try:
+            out.setdefault(container, set()).add(os.stat(dirpath).st_ino)
+        except OSError:  # removed while walking
+            continue
+    return out
+
+
+class PolicyFilter:
+    """The scoped policies' cgroup sets, kept current with `pods()` (call `refresh` on changes)."""
+
+    def __init__(self, pods: Callable[[], list[PodInfo]], cgroup_root: str | None = None) -> None:
+        self.pods = pods
+        self.cgroup_root = cgroup2_root() if cgroup_root is None else cgroup_root
+        self._lock = threading.Lock()
+        self._policies: dict[int, _Scoped] = {}
+
+    def attach(self, policy_id: int, scope: PodScope, cgroups: CgroupSet) -> None:
+        """A scoped policy's set, filled now with the containers it selects."""
+        with self._lock:
+            self._policies[policy_id] = _Scoped(scope, cgroups)
+            self._sync(container_cgroups(self.cgroup_root))
+
+    def detach(self, policy_id: int) -> None:
+        """Before the policy's objects close: its set is not written any more."""
+        with self._lock:
+            self._policies.pop(policy_id, None)
+
+    def refresh(self) -> None:
+        with self._lock:
+            if self._policies:
+                self._sync(container_cgroups(self.cgroup_root))
+
+    def cgroup_ids(self, policy_id: int) -> set[int]:
+        with self._lock:
+            scoped = self._policies.get(policy_id)
+            return set(scoped.ids) if scoped is not None else set()
+
+    def _sync(self, by_container: dict[str, set[int]]) -> None:
+        pods = self.pods()
+        for policy_id, scoped in self._policies.items():
+            want: set[int] = set()
+            for pod in pods:
+                for container in pod.containers:
+                    if scoped.scope.selects(pod, container):
+                        want |= by_container.get(container.id, set())
+            for cgid in want - scoped.ids:
+                scoped.cgroups.update(_KEY.pack(cgid), b"\x01")
+            for cgid in scoped.ids - want:
+                scoped.cgroups.delete(_KEY.pack(cgid))
+            if want != scoped.ids:
+                log.debug("policy %d runs for %d cgroups", policy_id, len(want))
+            scoped.ids = want
+
+
+class PolicyScopeHandle:
+    """One loaded policy's place in the filter: its set is filled as soon as the policy's first BPF
+    object has created it (before any hook is attached) and forgotten before the objects close."""
+
+    def __init__(self, pod_filter: PolicyFilter, policy_id: int, scope: PodScope) -> None:
+        self.pod_filter = pod_filter
+        self.policy_id = policy_id
+        self.scope = scope
+
+    def attach(self, cgroups: CgroupSet) -> None:
+        self.pod_filter.attach(self.policy_id, self.scope, cgroups)
+
+    def detach(self) -> None:
+        self.pod_filter.detach(self.policy_id)
+
+
+def scope_handle(
+    pod_filter: PolicyFilter | None, policy_id: int, policy: TracingPolicy
+) -> PolicyScopeHandle | None:
+    """The handle a scoped policy's sensor fills its cgroup set through; None for other policies."""
+    if pod_filter is None or not needs_pod_filter(policy):
+        return None
+    return PolicyScopeHandle(pod_filter, policy_id, PodScope.of(policy))

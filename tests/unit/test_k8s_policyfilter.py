@@ -1,0 +1,145 @@
+"""The policy filter's user-space half (k8s/policyfilter.py): which containers a pod-scoped policy
+selects, their cgroup ids from a cgroup tree, and the policy's cgroup set kept equal to them. The
+kernel half (the check in BPF) runs in tests/e2e/test_k8s_pods.py with real containers."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from tests.unit.test_k8s_pods import DATA, REPORT, WEB_INIT, WEB_NGINX
+from tetragon.k8s.podinfo import PodInfo, pod_from_json
+from tetragon.k8s.policyfilter import (
+    PodScope,
+    PolicyFilter,
+    check_pod_scope,
+    container_cgroups,
+    image_repo,
+    selector_matches,
+)
+from tetragon.policy.errors import PolicyError
+from tetragon.policy.load import parse_policy
+from tetragon.policy.schema import LabelSelector
+
+HEAD = "apiVersion: cilium.io/v1alpha1\nkind: {kind}\nmetadata:\n  name: p{ns}\nspec:\n"
+BESTEFFORT = "kubepods.slice/kubepods-besteffort.slice"
+WEB_SLICE = f"{BESTEFFORT}/kubepods-besteffort-pod0f8d5e4c_2b1e_4a8e_9f1e_3c5d2a7b6e10.slice"
+HOOK = "  tracepoints:\n  - subsystem: syscalls\n    event: sys_enter_execve\n"
+
+
+def _policy(spec: str, kind: str = "TracingPolicy", ns: str = "") -> object:
+    return parse_policy(HEAD.format(kind=kind, ns=f"\n  namespace: {ns}" if ns else "") + spec + HOOK)
+
+
+def _selector(doc: dict[str, object]) -> LabelSelector:
+    return LabelSelector.model_validate(doc)
+
+
+def _pods() -> list[PodInfo]:
+    return [pod_from_json(item) for item in json.loads((DATA / "pods-list.json").read_text())["items"]]
+
+
+class FakeSet:
+    """A policy_cgroups map: cgroup id -> 1."""
+
+    def __init__(self) -> None:
+        self.ids: set[int] = set()
+
+    def update(self, key: bytes, value: bytes) -> None:
+        assert value == b"\x01"
+        self.ids.add(struct.unpack("<Q", key)[0])
+
+    def delete(self, key: bytes) -> bool:
+        self.ids.discard(struct.unpack("<Q", key)[0])
+        return True
+
+
+def test_label_selectors_follow_kubernetes() -> None:
+    labels = {"app": "web", "tier": "front"}
+    assert selector_matches(_selector({}), labels)  # empty: everything
+    assert selector_matches(_selector({"matchLabels": {"app": "web"}}), labels)
+    assert not selector_matches(_selector({"matchLabels": {"app": "db"}}), labels)
+    expr = {"key": "tier", "operator": "In", "values": ["front", "edge"]}
+    assert selector_matches(_selector({"matchExpressions": [expr]}), labels)
+    assert not selector_matches(_selector({"matchExpressions": [{**expr, "operator": "NotIn"}]}), labels)
+    assert selector_matches(
+        _selector({"matchExpressions": [{"key": "x", "operator": "DoesNotExist"}]}), labels
+    )
+    assert not selector_matches(_selector({"matchExpressions": [{"key": "x", "operator": "Exists"}]}), labels)
+
+
+def test_image_repo() -> None:
+    assert image_repo("docker.io/library/nginx:1.27") == "docker.io/library/nginx"
+    assert image_repo("registry:5000/team/app@sha256:" + "ab" * 32) == "registry:5000/team/app"
+    assert image_repo("registry:5000/app") == "registry:5000/app"
+
+
+def test_scopes_select_by_namespace_pod_labels_and_container() -> None:
+    web, report = _pods()
+    nginx = web.container(WEB_NGINX)
+    assert nginx is not None
+    by_pod = PodScope(pod_selector=_selector({"matchLabels": {"app": "web"}}))
+    assert by_pod.selects(web, nginx) and not by_pod.selects(report, report.containers[0])
+    by_repo = PodScope(container_selector=_selector({"matchLabels": {"repo": "docker.io/library/nginx"}}))
+    assert by_repo.selects(web, nginx) and not by_repo.selects(report, report.containers[0])
+    namespaced = PodScope(namespace="batch")
+    assert namespaced.selects(report, report.containers[0]) and not namespaced.selects(web, nginx)
+
+
+def test_policies_are_refused_in_one_line_without_the_filter() -> None:
+    with pytest.raises(PolicyError, match="podSelector/containerSelector need Kubernetes pod information"):
+        check_pod_scope(_policy("  podSelector:\n    matchLabels:\n      app: web\n"), None)  # type: ignore[arg-type]
+    with pytest.raises(
+        PolicyError, match=r"TracingPolicyNamespaced needs the policy filter \(--enable-policy"
+    ):
+        check_pod_scope(_policy("", "TracingPolicyNamespaced", "shop"), None)  # type: ignore[arg-type]
+    check_pod_scope(_policy(""), None)  # type: ignore[arg-type]  # not scoped: nothing to check
+    no_v2 = PolicyFilter(list, cgroup_root="")
+    with pytest.raises(PolicyError, match="need a cgroup v2 hierarchy"):
+        check_pod_scope(_policy("", "TracingPolicyNamespaced", "shop"), no_v2)  # type: ignore[arg-type]
+
+
+def _tree(root: Path) -> dict[str, int]:
+    """Cgroup directories of both Kubernetes drivers and of a host service; name -> inode."""
+    dirs = {
+        "nginx": f"{WEB_SLICE}/cri-containerd-{WEB_NGINX}.scope",
+        "nginx-sub": f"{WEB_SLICE}/cri-containerd-{WEB_NGINX}.scope/worker",
+        "init": f"kubepods/besteffort/pod0f8d5e4c-2b1e-4a8e-9f1e-3c5d2a7b6e10/{WEB_INIT}",
+        "report": f"kubepods/burstable/pod1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f/{REPORT}",
+        "sshd": "system.slice/sshd.service",
+    }
+    out = {}
+    for name, rel in dirs.items():
+        (root / rel).mkdir(parents=True, exist_ok=True)
+        out[name] = os.stat(root / rel).st_ino
+    return out
+
+
+def test_cgroup_ids_of_containers_from_the_tree(tmp_path: Path) -> None:
+    ino = _tree(tmp_path)
+    found = container_cgroups(str(tmp_path))
+    assert found[WEB_NGINX] == {ino["nginx"], ino["nginx-sub"]}  # and the cgroups below it
+    assert found[WEB_INIT] == {ino["init"]} and found[REPORT] == {ino["report"]}
+    assert ino["sshd"] not in set().union(*found.values())
+
+
+def test_a_policys_set_follows_the_pods(tmp_path: Path) -> None:
+    ino = _tree(tmp_path)
+    pods = _pods()
+    pod_filter = PolicyFilter(lambda: pods, cgroup_root=str(tmp_path))
+    web_set, batch_set = FakeSet(), FakeSet()
+    pod_filter.attach(1, PodScope(pod_selector=_selector({"matchLabels": {"app": "web"}})), web_set)
+    pod_filter.attach(2, PodScope(namespace="batch"), batch_set)
+    assert web_set.ids == {ino["nginx"], ino["nginx-sub"], ino["init"]}
+    assert batch_set.ids == {ino["report"]}
+    pods = pods[:1]  # the report pod is gone
+    pod_filter.refresh()
+    assert batch_set.ids == set() and pod_filter.cgroup_ids(2) == set()
+    pod_filter.detach(1)
+    pods = []
+    pod_filter.refresh()
+    assert web_set.ids == {ino["nginx"], ino["nginx-sub"], ino["init"]}  # detached: not written any more
