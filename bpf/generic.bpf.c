@@ -13,6 +13,7 @@
  *   gen_kretprobe, gen_kretprobe_multi  its return: completes the entry stashed by the entry program
  *   gen_loader  kprobe on perf_event_mmap_output: spec.loader's process_loader records (generic/loader.h)
  *   gen_fmodret  fmod_ret on a kernel function (u64 args[]): a kprobe hook with Override, which it does
+ *   gen_lsm, gen_lsm_ima_file, gen_lsm_ima_bprm  BPF LSM hooks (spec.lsmhooks), in generic/lsm.h
  *   gen_enforcer  raw_syscalls/sys_exit: delivers NotifyEnforcer signals at the listed syscalls
  *
  * Order of work, cheapest first: process filters (pids, binary, namespaces, capabilities) for every
@@ -361,3 +362,5 @@ int gen_enforcer(void *ctx)
 {
 	return enforcer_deliver(ctx);
 }
+
+#include "generic/lsm.h"

@@ -19,6 +19,7 @@
 #define MSG_OP_GENERIC_KPROBE 13     /* kprobes and syscall hooks: process_kprobe */
 #define MSG_OP_GENERIC_TRACEPOINT 14 /* tracepoints and raw tracepoints: process_tracepoint */
 #define MSG_OP_GENERIC_UPROBE 15     /* uprobes: process_uprobe */
+#define MSG_OP_GENERIC_LSM 16        /* BPF LSM hooks (spec.lsmhooks): process_lsm */
 
 /* Caps on the variable parts of an exec record. */
 #define EXEC_FILENAME_MAX 4096 /* bprm->filename, incl. NUL */
@@ -138,6 +139,7 @@ struct msg_exit {
 #define GEN_F_COMPAT (1 << 3)   /* the task made a 32-bit (ia32) syscall */
 #define GEN_F_KSTACK (1 << 5)   /* Post kernelStackTrace: a GEN_KIND_KSTACK blob follows the arguments */
 #define GEN_F_USTACK (1 << 6)   /* Post userStackTrace: a GEN_KIND_USTACK blob follows (after the kernel's) */
+#define GEN_F_IMA (1 << 7)      /* the record ends with a struct gen_ima (imaHash of an LSM hook) */
 
 #define GEN_SELECTOR_NONE 255 /* msg_generic.selector of a hook without selectors */
 
@@ -279,5 +281,11 @@ struct gen_perf_event {
 #define ACTION_NOTIFYENFORCER 12
 #define ACTION_CLEANUPENFORCER 13
 #define ACTION_SET 14 /* USDT hooks: write argValue to argument argIndex (generic/usdt.h) */
+
+/* imaHash: the last bytes of a GEN_F_IMA record (after the argument blobs) */
+struct gen_ima {
+	__s32 algo; /* enum hash_algo of the kernel (4 = sha256), or the helper's negative error */
+	__u8 hash[64];
+};
 
 #endif

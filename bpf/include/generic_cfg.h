@@ -143,6 +143,8 @@ struct gen_match {
 	char str[GEN_MAX_VALUES][GEN_STRVAL_LEN]; /* string values, NUL-terminated (postfix ones reversed? no: as given) */
 };
 #define GEN_MATCH_RET 255
+/* gen_inmap set of the selectors whose Post has imaHash (values: selector index; LSM hooks) */
+#define INMAP_IMA_SELECTORS 65535
 
 struct gen_match_pid {
 	__u8 op;    /* OP_IN / OP_NOTIN */

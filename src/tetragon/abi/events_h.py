@@ -89,6 +89,7 @@ EXIT_FIELDS = ("common.op", "common.flags", "common.size", "common.ktime", "pid"
 MSG_OP_GENERIC_KPROBE = 13
 MSG_OP_GENERIC_TRACEPOINT = 14
 MSG_OP_GENERIC_UPROBE = 15
+MSG_OP_GENERIC_LSM = 16
 STAT_GENERIC_SENT = 6
 STAT_GENERIC_LOST = 7
 
@@ -104,6 +105,7 @@ GEN_F_ENFORCED = 1 << 2
 GEN_F_COMPAT = 1 << 3
 GEN_F_KSTACK = 1 << 5
 GEN_F_USTACK = 1 << 6
+GEN_F_IMA = 1 << 7
 
 GEN_SELECTOR_NONE = 255  # msg_generic.selector of a hook without selectors
 
@@ -219,3 +221,7 @@ GEN_KINDS = frozenset(
     )
     + (GEN_KIND_MODULE, GEN_KIND_USERNS, GEN_KIND_BPF_ATTR, GEN_KIND_BPF_MAP, GEN_KIND_PERF_EVENT)
 )
+
+# struct gen_ima: algo, hash[64]
+GEN_IMA = struct.Struct("<i64s")
+GEN_IMA_FIELDS = ("algo", "hash")

@@ -45,6 +45,7 @@ from tetragon.policy.schema import (
     ArgSelector,
     KProbeArg,
     KProbeSpec,
+    LsmHookSpec,
     TracepointSpec,
     TracingPolicy,
     UProbeSpec,
@@ -53,7 +54,7 @@ from tetragon.policy.schema import (
     option,
 )
 
-AnyHook = KProbeSpec | TracepointSpec | UProbeSpec | UsdtSpec
+AnyHook = KProbeSpec | TracepointSpec | UProbeSpec | UsdtSpec | LsmHookSpec
 UPROBE_ARGS = 6  # uprobe and kprobe arguments: the first six registers of the C calling convention
 
 
@@ -101,7 +102,11 @@ def override_refusal(where: str, why: str) -> PolicyError:
 def _plan(
     site: PolicySite, hook_id: int, hook: AnyHook, where: str, mech: _Mechanism, **info: Any
 ) -> HookPlan:
-    if site.mode == "enforce" and _overrides(hook) and not any(a.kind == "fmod_ret" for a in mech.attach):
+    if (
+        site.mode == "enforce"
+        and _overrides(hook)
+        and not any(a.kind in ("fmod_ret", "lsm") for a in mech.attach)
+    ):
         why = (
             f"{hook.call} is a syscall, served by its tracepoint"
             if isinstance(hook, KProbeSpec)
@@ -167,7 +172,9 @@ def _plan(
     )
 
 
-def _function_arg_pos(hook: KProbeSpec | UProbeSpec | UsdtSpec, where: str) -> Callable[[ArgSelector], int]:
+def _function_arg_pos(
+    hook: KProbeSpec | UProbeSpec | UsdtSpec | LsmHookSpec, where: str
+) -> Callable[[ArgSelector], int]:
     """matchArgs `index` names a function argument: its position among the hook's args."""
 
     def pos(ma: ArgSelector) -> int:
