@@ -3,8 +3,8 @@ attach it. A pure function of the validated policy, the kernel's features and it
 
 Hooks are numbered here, once, in spec order (kprobes, tracepoints, each uprobe target, usdts, the
 loader, then lsmhooks): the number is what the hook's kernel records carry and what the sensors look
-the hook up by. A hook this kernel or this agent cannot serve raises PolicyError(kind="unsupported") naming the
-hook and what is missing.
+the hook up by. A hook this kernel or this agent cannot serve raises PolicyError(kind="unsupported")
+naming the hook and what is missing.
 """
 
 from __future__ import annotations
