@@ -64,6 +64,7 @@ def _c_layout(struct_name: str, fields: tuple[str, ...], tmp_path: Path) -> list
         ("gen_sock", layout.GEN_SOCK, layout.GEN_SOCK_FIELDS),
         ("gen_sockaddr", layout.GEN_SOCKADDR, layout.GEN_SOCKADDR_FIELDS),
         ("gen_cred", layout.GEN_CRED, layout.GEN_CRED_FIELDS),
+        ("gen_skb", layout.GEN_SKB, layout.GEN_SKB_FIELDS),
     ],
 )
 def test_struct_matches_header(

@@ -235,7 +235,7 @@ def generic_blobs(buf: bytes, nargs: int, size: int) -> list[tuple[int, int, int
             raise ValueError(f"argument {i} header at {pos} overruns record size {size}")
         kind, aflags, index, length = unpack_gen_arg(buf, pos)
         pos += GEN_ARG_SIZE
-        if not L.GEN_KIND_INT <= kind <= L.GEN_KIND_CRED:
+        if not (L.GEN_KIND_INT <= kind <= L.GEN_KIND_CRED or kind == L.GEN_KIND_SKB):
             raise ValueError(f"argument {i} has unknown kind {kind}")
         if pos + length > size:
             raise ValueError(f"argument {i} payload of {length} bytes overruns record size {size}")

@@ -57,11 +57,6 @@ def fill_actions(
         raise PolicyError(f"{ctx.where}: at most {G.GEN_MAX_ACTIONS} actions per selector")
     for k, a in enumerate(acts):
         name = a.action
-        if name in ("TrackSock", "UntrackSock"):
-            raise unsupported(
-                f"{ctx.where}: action {name} needs socket tracking through kprobes, which this agent does "
-                f"not have"
-            )
         if a.kernel_stack_trace or a.user_stack_trace:
             raise unsupported(
                 f"{ctx.where}: stack traces (kernelStackTrace/userStackTrace) are not supported"
@@ -88,6 +83,7 @@ def fill_actions(
         out[k].id = ACTION_IDS[name]
         out[k].arg_error = a.arg_error
         out[k].arg_sig = signal.SIGKILL if name == "Sigkill" else a.arg_sig
+        out[k].arg_sock = a.arg_sock
         out[k].rate_limit_ns = a.rate_limit_ns
         out[k].scope = RATE_LIMIT_SCOPES.get(a.rate_limit_scope or "thread", G.RL_THREAD)
     return len(acts)

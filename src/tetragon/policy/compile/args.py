@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tetragon.abi import generic_cfg_h as G
+from tetragon.policy.compile.args_net import NET_KERNEL_READERS, net_kernel_reader
 from tetragon.policy.compile.plan import unsupported
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.schema import KProbeArg
@@ -57,6 +58,7 @@ STRING_TYPES = {
     "linux_binprm",
     "char_buf",
     "char_iovec",
+    "net_device",
 }
 DIRFD_FIELDS = ("dfd", "olddfd", "newdfd", "dirfd", "fd")
 
@@ -209,10 +211,8 @@ def fill_arg(out: G.ArgCfg, arg: KProbeArg, t: str, src: ArgSrc, where: str) -> 
     if t == "sock":
         out.reader = G.RD_SOCK_FD if src.user_memory else G.RD_SOCK
         return
-    if t == "sockaddr":
-        if not src.user_memory:
-            raise unsupported(f"{where}: sockaddr arguments are read from user memory (syscalls) only")
-        out.reader = G.RD_USOCKADDR
+    if t in NET_KERNEL_READERS:
+        out.reader = net_kernel_reader(t, src.mech, src.user_memory, where)
         return
     kernel_ptr = {"file": G.RD_FILE, "path": G.RD_PATH, "linux_binprm": G.RD_BINPRM, "cred": G.RD_CRED}
     if t in kernel_ptr:
@@ -226,7 +226,7 @@ def fill_arg(out: G.ArgCfg, arg: KProbeArg, t: str, src: ArgSrc, where: str) -> 
 
 
 def cmp_kind(arg_type: str) -> int:
-    if arg_type == "sock":
+    if arg_type in ("sock", "skb", "socket"):
         return G.CMP_SOCK
     if arg_type == "sockaddr":
         return G.CMP_SOCKADDR
