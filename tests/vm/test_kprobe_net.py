@@ -25,7 +25,7 @@ from tests.vm.guestagent import guest_agent
 
 pytestmark = pytest.mark.vm
 
-P_UDP, P_UDP6, P_TCP, P_XMIT, P_TRACK = (free_port() for _ in range(5))
+P_UDP, P_UDP6, P_TCP, P_XMIT, P_TRACK, P_TRACK6 = (free_port() for _ in range(6))
 MARK, PRIORITY = 66, 3
 MARKER = Path(f"/tmp/kprobe-net-{uuid.uuid4().hex[:8]}")
 UDP_LEN = 20 + 8 + 5  # IPv4 header, UDP header, b"hello"
@@ -91,6 +91,8 @@ spec:
     returnArgAction: TrackSock
     selectors:
     - matchArgs: [{{index: 1, operator: Equal, values: ["2"]}}]
+    - matchArgs: [{{index: 1, operator: Equal, values: ["10"]}}]
+      matchActions: [{{action: NoPost}}]
   - call: __sk_free
     syscall: false
     args: [{{index: 0, type: sock}}]
@@ -100,7 +102,7 @@ spec:
     syscall: false
     args: [{{index: 0, type: sock}}, {{index: 1, type: skb}}]
     selectors:
-    - matchArgs: [{{index: 1, operator: DPort, values: ["{P_TRACK}"]}}]
+    - matchArgs: [{{index: 1, operator: DPort, values: ["{P_TRACK}", "{P_TRACK6}"]}}]
 """
 
 
@@ -322,16 +324,22 @@ def test_net_device_name_and_skb_on_dev_hard_start_xmit(agent: AgentProcess) -> 
     }
 
 
-def test_a_tracked_sock_attributes_the_receive_path_to_its_owner(agent: AgentProcess) -> None:
-    """TrackSock on sk_alloc's returned sock: the datagram another process sends is filtered on the
-    receiving sock (sk_filter_trim_cap) in the sender's context, and reported as the receiver's."""
+@pytest.mark.parametrize(
+    ("family", "addr", "port"), [("AF_INET", "127.0.0.1", P_TRACK), ("AF_INET6", "::1", P_TRACK6)]
+)
+def test_a_tracked_sock_attributes_the_receive_path_to_its_owner(
+    agent: AgentProcess, family: str, addr: str, port: int
+) -> None:
+    """TrackSock on sk_alloc's returned sock (posted for AF_INET; NoPost for AF_INET6, as tcp-listen.yaml
+    does, and tracked all the same): the datagram another process sends is filtered on the receiving
+    sock (sk_filter_trim_cap) in the sender's context, and reported as the receiver's."""
     receiver = subprocess.Popen(
         [
             sys.executable,
             "-c",
             "import socket\n"
-            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-            f"s.bind(('127.0.0.1', {P_TRACK}))\n"
+            f"s = socket.socket(socket.{family}, socket.SOCK_DGRAM)\n"
+            f"s.bind(({addr!r}, {port}))\n"
             "print('ready', flush=True)\n"
             "s.recv(16)\n",
         ],
@@ -341,44 +349,48 @@ def test_a_tracked_sock_attributes_the_receive_path_to_its_owner(agent: AgentPro
     assert receiver.stdout is not None and receiver.stdout.readline() == "ready\n"
     sender, sender_pid = _run(
         "import socket\n"
-        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-        f"s.sendto(b'hello', ('127.0.0.1', {P_TRACK}))\n"
+        f"s = socket.socket(socket.{family}, socket.SOCK_DGRAM)\n"
+        f"s.sendto(b'hello', ({addr!r}, {port}))\n"
         "print(s.getsockname()[1], flush=True)\n"
     )
     assert sender.returncode == 0 and receiver.wait(timeout=60) == 0
     sport = int(sender.stdout)
-    ev = agent.wait_for(_kprobe_of(receiver.pid, "sk_alloc"), timeout=60)
-    b = body(ev)
-    assert b["args"] == [{"int_arg": 2, "label": "family"}]
-    assert _without_cookie_and_hash(b["return"]) == {
-        "sock_arg": {"family": "AF_INET", "saddr": "0.0.0.0", "daddr": "0.0.0.0"}
-    }
-    assert b["return_action"] == "KPROBE_ACTION_POST"
     ev = agent.wait_for(_kprobe_of(receiver.pid, "sk_filter_trim_cap"), timeout=60)
     b = body(ev)
     assert b["process"]["tid"] == receiver.pid
+    v6 = family == "AF_INET6"
     sock, skb = (_without_cookie_and_hash(a) for a in b["args"])
     assert sock == {
         "sock_arg": {
-            "family": "AF_INET",
+            "family": family,
             "type": "SOCK_DGRAM",
             "protocol": "IPPROTO_UDP",
-            "saddr": "127.0.0.1",
-            "daddr": "0.0.0.0",
-            "sport": P_TRACK,
+            "saddr": addr,
+            "daddr": "::" if v6 else "0.0.0.0",
+            "sport": port,
             "state": "TCP_CLOSE",
         }
     }
     assert skb == {
         "skb_arg": {
             "len": 8 + 5,  # the UDP header and the payload: the IP header is pulled by now
-            "saddr": "127.0.0.1",
-            "daddr": "127.0.0.1",
+            "saddr": addr,
+            "daddr": addr,
             "sport": sport,
-            "dport": P_TRACK,
+            "dport": port,
             "proto": 17,
             "protocol": "IPPROTO_UDP",
-            "family": "AF_INET",
+            "family": family,
         }
     }
-    assert not any(_kprobe_of(sender_pid, "sk_filter_trim_cap")(e) for e in agent.read_events())
+    events = agent.read_events()
+    assert not any(_kprobe_of(sender_pid, "sk_filter_trim_cap")(e) for e in events)
+    if v6:  # NoPost: tracked, not reported
+        assert not any(_kprobe_of(receiver.pid, "sk_alloc")(e) for e in events)
+        return
+    b = body(agent.wait_for(_kprobe_of(receiver.pid, "sk_alloc"), timeout=60))
+    assert b["args"] == [{"int_arg": 2, "label": "family"}]
+    assert _without_cookie_and_hash(b["return"]) == {
+        "sock_arg": {"family": "AF_INET", "saddr": "0.0.0.0", "daddr": "0.0.0.0"}
+    }
+    assert b["return_action"] == "KPROBE_ACTION_POST"

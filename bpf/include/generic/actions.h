@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * Actions of the matched selector: Post (with its rateLimit), NoPost, Sigkill, Signal, NotifyEnforcer,
- * Override and TrackSock / UntrackSock (readers_net.h). In monitor mode (policy_conf) the enforcing ones only flag the record.
+ * Override and TrackSock / UntrackSock (readers_net.h). In monitor mode (policy_conf) the enforcing ones
+ * only flag the record.
  * do_actions() is a subprogram (__noinline), shared by the entry and the return actions.
  */
 #ifndef TETRAGON_GENERIC_ACTIONS_H
