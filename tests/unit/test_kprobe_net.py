@@ -30,6 +30,14 @@ from tetragon.policy.load import parse_policy
 HOST = {"tracepoint": True, "raw_tp": True, "uprobe": True, "signal": True, "kprobe": False}
 KPROBE = {**HOST, "kprobe": True, "fentry": True}
 TRACEFS = Path(__file__).resolve().parents[1] / "data" / "tracefs"
+# sock_arg of an IPv4 TCP sock neither bound nor connected
+NEW_TCP_SOCK = {
+    "family": "AF_INET",
+    "type": "SOCK_STREAM",
+    "protocol": "IPPROTO_TCP",
+    "saddr": "0.0.0.0",
+    "daddr": "0.0.0.0",
+}
 
 
 def _compile(body: str, features: dict[str, bool] = KPROBE):  # type: ignore[no-untyped-def]
@@ -224,14 +232,7 @@ def test_skb_arg_without_a_network_header_and_short_payload() -> None:
 def test_socket_is_a_sock_arg_and_net_device_a_string_arg() -> None:
     sock = L.GEN_SOCK.pack(2, 1, 6, 7, 0, 0, 0, 0, 0, socket.inet_aton("0.0.0.0") + bytes(12), bytes(16))
     assert _render(L.GEN_KIND_SOCK, sock, "socket", "conn") == {
-        "sock_arg": {
-            "family": "AF_INET",
-            "type": "SOCK_STREAM",
-            "protocol": "IPPROTO_TCP",
-            "saddr": "0.0.0.0",
-            "daddr": "0.0.0.0",
-            "state": "TCP_CLOSE",
-        },
+        "sock_arg": {**NEW_TCP_SOCK, "state": "TCP_CLOSE"},
         "label": "conn",
     }
     assert _render(L.GEN_KIND_STR, b"lo", "net_device") == {"string_arg": "lo"}
@@ -329,14 +330,6 @@ def test_a_returned_sock_is_the_events_return() -> None:
     event = plan.event_builder(args, 0, 0, L.GEN_F_RETURN, 0xFFFF8880, None, None, None, "n", "t")
     kprobe = event["process_kprobe"]
     assert kprobe["args"] == [{"int_arg": 2, "label": "family"}]
-    assert kprobe["return"] == {
-        "sock_arg": {
-            "family": "AF_INET",
-            "type": "SOCK_STREAM",
-            "protocol": "IPPROTO_TCP",
-            "saddr": "0.0.0.0",
-            "daddr": "0.0.0.0",
-        }
-    }
+    assert kprobe["return"] == {"sock_arg": NEW_TCP_SOCK}
     # the export line path leaves such hooks to the dict path
     assert HookLines(plan, "n").line(raw, decode_generic_header(raw), None, None, b"t") is None
