@@ -29,7 +29,7 @@ RUNNER = ROOT / "tests/vm/run_vm.py"
 # every in-guest test file, plus the host's feature-probe test, which must also hold in each guest
 GUEST_TESTS = ("tests/vm", "tests/unit/test_features_host.py")
 EXIT_UNAVAILABLE = 125
-GUEST_TIMEOUT = 420  # an agent start per in-guest test file under TCG (docs/kernel-vm.md, Runtime)
+GUEST_TIMEOUT = 600  # an agent start per in-guest test file under TCG (docs/kernel-vm.md, Runtime)
 
 
 def _count_guest_tests() -> int:
