@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from tetragon.abi.events_h import GEN_RET_INDEX
 from tetragon.events.decode import GEN_ARG_SIZE, GENERIC_HEAD_SIZE, generic_blobs, unpack_gen_arg
 from tetragon.events.generic_args import Converter, make_converter
 from tetragon.events.generic_event import make_event_builder
@@ -103,6 +104,8 @@ class RenderPlan:
     def arg_info(self, index: int) -> ArgInfo:
         """The hook's argument at `index`; a blob of an index the hook does not have is untyped."""
         args = self.hook.args
+        if index == GEN_RET_INDEX and self.hook.return_arg is not None:
+            return self.hook.return_arg  # a returned sock's blob
         return args[index] if index < len(args) else ArgInfo(type="")
 
     def _converter(self, kind: int, index: int) -> Converter:

@@ -34,6 +34,7 @@ from tetragon.policy.compile.args import (
     syscall_src,
     tracepoint_format,
 )
+from tetragon.policy.compile.args_net import check_sock_actions, return_sock
 from tetragon.policy.compile.matchargs import MatchCtx, syscall_value
 from tetragon.policy.compile.plan import Attach, HookPlan, unsupported
 from tetragon.policy.compile.selectors import derive_masks, fill_selector
@@ -131,8 +132,10 @@ def _plan(
     if mech.return_arg is not None:
         ret = mech.return_arg
         ret_type = ret.type if ret.type != "auto" else "int64"
-        if ret_type not in INT_SIZES and ret_type != "fd":
+        sock_ret = return_sock(ret_type, getattr(hook, "return_arg_action", None), mech.src.mech, where)
+        if ret_type not in INT_SIZES and ret_type != "fd" and sock_ret is None:
             raise unsupported(f"{where}.returnArg: only integer return values are supported (got {ret_type})")
+        cfg.ret_reader, cfg.ret_action = sock_ret or (0, 0)
         ret_info = ArgInfo(type=ret_type, label=ret.label, index=ret.index)
         cfg.has_return = 1
         cfg.ret_signed = 1 if ret_type in SIGNED_TYPES else 0
@@ -150,6 +153,7 @@ def _plan(
         ctx.where = f"{where}.selectors[{k}]"
         fill_selector(ctx, cfg.sel[k], sel, arg_pos, types, ret_type, site.mode, site.warnings)
     cfg.nselectors = len(hook.selectors)
+    check_sock_actions(cfg, where)
     cfg.syscall = mech.syscall
     hook_info = HookInfo(
         policy_name=site.policy.name,
@@ -303,10 +307,6 @@ def compile_kernel_function(
     if hook.return_ and hook.return_arg is None:
         raise PolicyError(f"{where}: return: true needs a returnArg")
     return_arg = hook.return_arg if hook.return_ else None
-    if hook.return_arg_action in ("TrackSock", "UntrackSock"):
-        raise unsupported(
-            f"{where}: returnArgAction {hook.return_arg_action} (socket tracking) is not supported"
-        )
     if not names:
         raise PolicyError(f"{where}: the list {hook.call} names no kernel function")
     features = site.features
