@@ -13,6 +13,7 @@
  *   gen_kretprobe, gen_kretprobe_multi  its return: completes the entry stashed by the entry program
  *   gen_loader  kprobe on perf_event_mmap_output: spec.loader's process_loader records (generic/loader.h)
  *   gen_fmodret  fmod_ret on a kernel function (u64 args[]): a kprobe hook with Override, which it does
+ *   gen_lsm, gen_lsm_ima_file, gen_lsm_ima_bprm  BPF LSM hooks (spec.lsmhooks), in generic/lsm.h
  *   gen_enforcer  raw_syscalls/sys_exit: delivers NotifyEnforcer signals at the listed syscalls
  *
  * Order of work, cheapest first: process filters (pids, binary, namespaces, capabilities) for every
@@ -147,10 +148,12 @@ static __always_inline int gen_entry_at(void *ctx, int kfunc, __u32 func_id)
 			return 0;
 		}
 	}
-	if (!post) {
+	if (!post && !cfg.ret_action) {
 		gstat(GSTAT_NOPOST);
 		return 0;
 	}
+	if (!post) /* not posted, but its return still runs returnArgAction */
+		m->flags |= GEN_F_NOPOST;
 #pragma unroll
 	for (int i = 0; i < GEN_ARGS_MAX; i++) {
 		if (i >= cfg.nargs)
@@ -177,6 +180,7 @@ static __always_inline int gen_entry_at(void *ctx, int kfunc, __u32 func_id)
 	m->policy_id = cfg.policy_id;
 	m->hook_id = cfg.hook_id;
 	m->selector = matched;
+	sock_owner(h, m);
 	if (cfg.syscall == 2)
 		m->func_id = (__u32)tp_value(ctx, 8, 8, 1) | (task_is_compat(cur_task()) ? 1U << 31 : 0);
 	if (cfg.syscall && task_is_compat(cur_task()))
@@ -234,6 +238,20 @@ static __always_inline int gen_return_of(void *ctx, int kfunc)
 		put_arg_header(h, off, GEN_KIND_BYTES, aflags, i, len);
 		off += sizeof(struct gen_arg) + len;
 		m->nargs++;
+	}
+	/* a returnArg of type sock: its blob, and returnArgAction on it (readers_net.h) */
+	if (cfg.ret_reader == RD_SOCK && off <= REC_OFF_MASK) {
+		__u32 aflags = 0;
+		__u32 len = put_sock(h, off, (struct sock *)ret, &aflags);
+		put_arg_header(h, off, GEN_KIND_SOCK, aflags, GEN_RET_INDEX, len);
+		off += sizeof(struct gen_arg) + len;
+		m->nargs++;
+	}
+	if (cfg.ret_action)
+		sock_track(ret, cfg.ret_action == ACTION_TRACKSOCK);
+	if (m->flags & GEN_F_NOPOST) {
+		gstat(GSTAT_NOPOST);
+		return 0;
 	}
 
 	int post = 1;
@@ -361,3 +379,5 @@ int gen_enforcer(void *ctx)
 {
 	return enforcer_deliver(ctx);
 }
+
+#include "generic/lsm.h"

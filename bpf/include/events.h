@@ -19,6 +19,7 @@
 #define MSG_OP_GENERIC_KPROBE 13     /* kprobes and syscall hooks: process_kprobe */
 #define MSG_OP_GENERIC_TRACEPOINT 14 /* tracepoints and raw tracepoints: process_tracepoint */
 #define MSG_OP_GENERIC_UPROBE 15     /* uprobes: process_uprobe */
+#define MSG_OP_GENERIC_LSM 16        /* BPF LSM hooks (spec.lsmhooks): process_lsm */
 
 /* Caps on the variable parts of an exec record. */
 #define EXEC_FILENAME_MAX 4096 /* bprm->filename, incl. NUL */
@@ -136,10 +137,13 @@ struct msg_exit {
 #define GEN_F_MONITOR (1 << 1)  /* policy in monitor mode: the selector's enforcement was not done */
 #define GEN_F_ENFORCED (1 << 2) /* a Sigkill / Signal / NotifyEnforcer was carried out */
 #define GEN_F_COMPAT (1 << 3)   /* the task made a 32-bit (ia32) syscall */
+#define GEN_F_NOPOST (1 << 4)   /* kernel-internal: a stashed entry whose return only runs returnArgAction */
 #define GEN_F_KSTACK (1 << 5)   /* Post kernelStackTrace: a GEN_KIND_KSTACK blob follows the arguments */
 #define GEN_F_USTACK (1 << 6)   /* Post userStackTrace: a GEN_KIND_USTACK blob follows (after the kernel's) */
+#define GEN_F_IMA (1 << 7)      /* the record ends with a struct gen_ima (imaHash of an LSM hook) */
 
 #define GEN_SELECTOR_NONE 255 /* msg_generic.selector of a hook without selectors */
+#define GEN_RET_INDEX 255     /* gen_arg.index of the return value's blob (a returnArg of type sock) */
 
 /* gen_arg.kind */
 #define GEN_KIND_INT 1      /* payload: __u64, the value zero-extended from its kernel size */
@@ -149,6 +153,7 @@ struct msg_exit {
 #define GEN_KIND_SOCK 5     /* payload: struct gen_sock */
 #define GEN_KIND_SOCKADDR 6 /* payload: struct gen_sockaddr */
 #define GEN_KIND_CRED 7     /* payload: struct gen_cred */
+#define GEN_KIND_SKB 16     /* payload: struct gen_skb (kernel functions' network types: 16 and up) */
 /* kernel objects of kernel-function arguments (readers_kern.h) */
 #define GEN_KIND_MODULE 20     /* payload: struct gen_module (module, load_info) */
 #define GEN_KIND_USERNS 21     /* payload: struct gen_userns */
@@ -221,6 +226,16 @@ struct gen_sockaddr {
 	__u8 addr[16]; /* IPv4 in the first 4 bytes; AF_UNIX: not filled */
 };
 
+/* an sk_buff: its IP/TCP/UDP tuple in a gen_sock's fields (family, protocol = the L4 protocol, mark,
+ * priority, ports, addresses; the rest 0), so the network operators compare it as they compare a sock */
+struct gen_skb {
+	struct gen_sock tuple;
+	__u32 len;
+	__u32 hash;
+	__u32 secpath_len;
+	__u32 secpath_olen;
+};
+
 struct gen_cred {
 	__u32 uid, gid, euid, egid, suid, sgid, fsuid, fsgid;
 	__u32 securebits;
@@ -279,5 +294,11 @@ struct gen_perf_event {
 #define ACTION_NOTIFYENFORCER 12
 #define ACTION_CLEANUPENFORCER 13
 #define ACTION_SET 14 /* USDT hooks: write argValue to argument argIndex (generic/usdt.h) */
+
+/* imaHash: the last bytes of a GEN_F_IMA record (after the argument blobs) */
+struct gen_ima {
+	__s32 algo; /* enum hash_algo of the kernel (4 = sha256), or the helper's negative error */
+	__u8 hash[64];
+};
 
 #endif

@@ -58,6 +58,11 @@
 #define RD_STR 19      /* kernel function `string`: NUL-terminated at a user or kernel pointer */
 #define RD_KFILENAME 20 /* kernel struct filename *: its name */
 #define RD_BUF 21      /* kernel function `char_buf`: at a user or kernel pointer, size as RD_UBUF */
+/* kernel functions' network types (generic/readers_net.h): 40 and up */
+#define RD_SKB 40       /* kernel struct sk_buff * */
+#define RD_KSOCKADDR 41 /* struct sockaddr * in kernel memory */
+#define RD_SOCKET 42    /* kernel struct socket *: its struct sock */
+#define RD_NETDEV 43    /* kernel struct net_device *: its name */
 /* kernel objects of kernel-function arguments (generic/readers_kern.h): 60 and up; RD_DENTRY is one of them */
 #define RD_KERN_FIRST 60
 #define RD_MODULE 60     /* struct module * */
@@ -143,6 +148,8 @@ struct gen_match {
 	char str[GEN_MAX_VALUES][GEN_STRVAL_LEN]; /* string values, NUL-terminated (postfix ones reversed? no: as given) */
 };
 #define GEN_MATCH_RET 255
+/* gen_inmap set of the selectors whose Post has imaHash (values: selector index; LSM hooks) */
+#define INMAP_IMA_SELECTORS 65535
 
 struct gen_match_pid {
 	__u8 op;    /* OP_IN / OP_NOTIN */
@@ -187,7 +194,7 @@ struct gen_action {
 	__u8 pad;
 	__s32 arg_error; /* Set: argValue */
 	__u32 arg_sig;   /* Set: argIndex */
-	__u32 pad2;
+	__u32 arg_sock;  /* TrackSock / UntrackSock: the position of the sock or socket argument */
 	__u64 rate_limit_ns; /* Post rateLimit; 0 = none */
 };
 
@@ -232,7 +239,8 @@ struct gen_hook_cfg {
 	 * it, or every argument when an action has a rateLimit) */
 	__u8 proc_sel;
 	__u8 sel_args;
-	__u8 pad2[2];
+	__u8 ret_reader; /* RD_SOCK: the return value is a struct sock *, read into a blob (GEN_RET_INDEX) */
+	__u8 ret_action; /* returnArgAction: ACTION_TRACKSOCK / ACTION_UNTRACKSOCK on the returned sock */
 	struct gen_arg_cfg args[GEN_ARGS_MAX];
 	struct gen_selector sel[GEN_MAX_SELECTORS];
 };

@@ -33,6 +33,7 @@ from tetragon.events.decode import (
     decode_generic_header,
 )
 from tetragon.events.genline import HookLines
+from tetragon.events.lsm_event import add_ima_hash
 from tetragon.events.render_plan import RenderPlan
 from tetragon.events.stack_traces import STACK_FLAGS, with_stack_traces
 from tetragon.jsontypes import Event
@@ -59,6 +60,7 @@ RECORD_OPS = (
     L.MSG_OP_GENERIC_KPROBE,
     L.MSG_OP_GENERIC_TRACEPOINT,
     L.MSG_OP_GENERIC_UPROBE,
+    L.MSG_OP_GENERIC_LSM,
 )
 _dumps = orjson.dumps
 _APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
@@ -225,7 +227,9 @@ class Pipeline:
             self._generic_event(plan, buf, head, entry, parent, ancestors, True)
         else:
             line = None
-            if ancestors is None and not flags & STACK_FLAGS:  # stack traces take the dict path
+            if ancestors is None and not flags & (
+                STACK_FLAGS | L.GEN_F_IMA
+            ):  # stack traces, an IMA hash: dict path
                 lines = plan.lines
                 if lines is None:
                     lines = plan.lines = HookLines(plan, self.node)
@@ -298,6 +302,8 @@ class Pipeline:
         )
         if flags & STACK_FLAGS:
             event = with_stack_traces(event, buf, nargs, size, head.pid)
+        if flags & L.GEN_F_IMA:
+            add_ima_hash(event, buf, size)
         if as_dict:
             if exporter is not None:
                 exporter.write(event)

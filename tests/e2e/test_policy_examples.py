@@ -657,8 +657,6 @@ def _expected_refusal(rel: str) -> list[str]:
             "uprobe path /procRoot/1/root/usr/bin/bash does not exist",
         ]
     text = (examples() / rel).read_text()
-    if re.search(r"returnArgAction: [\"']?TrackSock", text):
-        return ["FAILED_PRECONDITION", "returnArgAction TrackSock (socket tracking) is not supported"]
     if re.search(r"action: [\"']?Override", text):
         # refused before the mechanism: what Override needs and what this agent offers instead
         return [

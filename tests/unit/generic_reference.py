@@ -49,7 +49,7 @@ def decode_generic(record: memoryview | bytes) -> GenericRecord:
             raise ValueError(f"argument {i} header at {pos} overruns record size {head.size}")
         kind, aflags, index, length = L.GEN_ARG.unpack_from(buf, pos)
         pos += L.GEN_ARG.size
-        if not L.GEN_KIND_INT <= kind <= L.GEN_KIND_CRED:
+        if not (L.GEN_KIND_INT <= kind <= L.GEN_KIND_CRED or kind == L.GEN_KIND_SKB):
             raise ValueError(f"argument {i} has unknown kind {kind}")
         if pos + length > head.size:
             raise ValueError(f"argument {i} payload of {length} bytes overruns record size {head.size}")

@@ -69,6 +69,8 @@ def _c_layout(struct_name: str, fields: tuple[str, ...], tmp_path: Path) -> list
         ("gen_bpf_attr", layout.GEN_BPF_ATTR, layout.GEN_BPF_ATTR_FIELDS),
         ("gen_bpf_map", layout.GEN_BPF_MAP, layout.GEN_BPF_MAP_FIELDS),
         ("gen_perf_event", layout.GEN_PERF_EVENT, layout.GEN_PERF_EVENT_FIELDS),
+        ("gen_ima", layout.GEN_IMA, layout.GEN_IMA_FIELDS),
+        ("gen_skb", layout.GEN_SKB, layout.GEN_SKB_FIELDS),
     ],
 )
 def test_struct_matches_header(

@@ -152,7 +152,7 @@ def test_the_default_syscall_true_on_a_kernel_function_is_still_a_kprobe() -> No
             "  kprobes:\n  - call: sk_alloc\n    syscall: false\n    return: true\n"
             "    returnArg: {index: 0, type: int}\n    returnArgAction: TrackSock\n",
             KPROBE,
-            "returnArgAction TrackSock (socket tracking) is not supported",
+            "TrackSock needs a returnArg of type sock",
         ),
         (
             "  kprobes:\n  - call: f\n    syscall: false\n    args: [{index: 0, type: char_iovec}]\n",

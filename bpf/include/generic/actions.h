@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Actions of the matched selector: Post (with its rateLimit), NoPost, Sigkill, Signal, NotifyEnforcer
- * and Override. In monitor mode (policy_conf) the enforcing ones only flag the record.
+ * Actions of the matched selector: Post (with its rateLimit), NoPost, Sigkill, Signal, NotifyEnforcer,
+ * Override and TrackSock / UntrackSock (readers_net.h). In monitor mode (policy_conf) the enforcing ones
+ * only flag the record.
  * do_actions() is a subprogram (__noinline), shared by the entry and the return actions.
  */
 #ifndef TETRAGON_GENERIC_ACTIONS_H
@@ -103,6 +104,10 @@ static __noinline int do_actions(const volatile struct gen_action *acts, __u32 n
 			}
 			m->flags |= GEN_F_ENFORCED;
 			gstat(GSTAT_ENFORCED);
+		} else if (id == ACTION_TRACKSOCK || id == ACTION_UNTRACKSOCK) {
+			__u32 i = a->arg_sock; /* the agent has it read before the actions run */
+			if (i < GEN_ARGS_MAX)
+				sock_track(h->val[i & 7], id == ACTION_TRACKSOCK);
 		}
 	}
 	return post;

@@ -255,7 +255,9 @@ static __always_inline __u32 put_iovec(struct gen_heap *h, __u32 off, const stru
 	return sizeof(*gb) + got;
 }
 
-static __always_inline __u32 put_sockaddr(struct gen_heap *h, __u32 off, const void *uaddr, __u32 *aflags)
+/* a struct sockaddr at a user pointer, or a kernel one when `kernel` */
+static __always_inline __u32 put_sockaddr(struct gen_heap *h, __u32 off, const void *uaddr, __u32 *aflags,
+					  int kernel)
 {
 	struct gen_sockaddr *sa = (struct gen_sockaddr *)&h->buf[(off + sizeof(struct gen_arg)) & REC_OFF_MASK];
 	struct {
@@ -266,9 +268,9 @@ static __always_inline __u32 put_sockaddr(struct gen_heap *h, __u32 off, const v
 	} raw = {};
 
 	__builtin_memset(sa, 0, sizeof(*sa));
-	if (!uaddr || bpf_probe_read_user(&raw, sizeof(raw), uaddr)) {
+	if (!uaddr || (kernel ? bpf_probe_read_kernel : bpf_probe_read_user)(&raw, sizeof(raw), uaddr)) {
 		/* a short AF_INET sockaddr at the end of a page: try its 8 meaningful bytes */
-		if (!uaddr || bpf_probe_read_user(&raw, 8, uaddr)) {
+		if (!uaddr || (kernel ? bpf_probe_read_kernel : bpf_probe_read_user)(&raw, 8, uaddr)) {
 			*aflags |= GEN_AF_ERR;
 			return sizeof(*sa);
 		}
@@ -390,7 +392,7 @@ static __noinline int read_arg(void *ctx, struct gen_heap *h, __u32 i, __u32 *of
 		len = put_sock(h, o, sk, &aflags);
 	} else if (r == RD_USOCKADDR) {
 		kind = GEN_KIND_SOCKADDR;
-		len = put_sockaddr(h, o, (const void *)v, &aflags);
+		len = put_sockaddr(h, o, (const void *)v, &aflags, 0);
 	} else if (r == RD_CRED || r == RD_CUR_CRED) {
 		kind = GEN_KIND_CRED;
 		const struct cred *c = r == RD_CRED ? (const struct cred *)v : BPF_CORE_READ(cur_task(), cred);
@@ -434,6 +436,7 @@ static __noinline int read_kernel_arg(void *ctx, struct gen_heap *h, __u32 i, __
 }
 
 #include "readers_kern.h"
+#include "readers_net.h"
 
 /* Argument i into the record at *off (integers inline, the rest through read_arg, or read_kernel_arg
  * for a kernel function's (kfunc) arguments that read_arg does not know). */
@@ -469,6 +472,11 @@ static __always_inline void emit_arg(void *ctx, struct gen_heap *h, __u32 i, __u
 		}
 		if (r == RD_DENTRY || r >= RD_KERN_FIRST) {
 			if (read_kern_obj_arg(ctx, h, i, off) > 0)
+				m->nargs++;
+			return;
+		}
+		if (r >= RD_SKB && r <= RD_NETDEV) {
+			if (read_net_arg(ctx, h, i, off) > 0)
 				m->nargs++;
 			return;
 		}

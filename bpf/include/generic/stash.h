@@ -56,7 +56,8 @@ static __always_inline void stash_put(struct gen_heap *h, __u64 *pid_tgid, __u32
 	slot->sel = sel;
 	for (int i = 0; i < GEN_ARGS_MAX; i++)
 		slot->uptr[i] = i < cfg.nargs ? h->val[i] : 0;
-	__u32 n = off;
+	__u64 n = off; /* 64-bit: the bound checked below is on the register the read is given (a __u32 was
+			* zero-extended into a copy for the comparison, and the verifier lost the bound) */
 	BOUND(n, 0x3fff);
 	if (n > stash_data_max) /* always false: for the verifier, data[] has stash_data_max bytes */
 		return;

@@ -89,6 +89,7 @@ EXIT_FIELDS = ("common.op", "common.flags", "common.size", "common.ktime", "pid"
 MSG_OP_GENERIC_KPROBE = 13
 MSG_OP_GENERIC_TRACEPOINT = 14
 MSG_OP_GENERIC_UPROBE = 15
+MSG_OP_GENERIC_LSM = 16
 STAT_GENERIC_SENT = 6
 STAT_GENERIC_LOST = 7
 
@@ -102,10 +103,13 @@ GEN_F_RETURN = 1 << 0
 GEN_F_MONITOR = 1 << 1
 GEN_F_ENFORCED = 1 << 2
 GEN_F_COMPAT = 1 << 3
+GEN_F_NOPOST = 1 << 4  # kernel-internal: a stashed entry whose return only runs returnArgAction
 GEN_F_KSTACK = 1 << 5
 GEN_F_USTACK = 1 << 6
+GEN_F_IMA = 1 << 7
 
 GEN_SELECTOR_NONE = 255  # msg_generic.selector of a hook without selectors
+GEN_RET_INDEX = 255  # gen_arg.index of the return value's blob (a returnArg of type sock)
 
 GEN_KIND_INT = 1
 GEN_KIND_STR = 2
@@ -114,6 +118,7 @@ GEN_KIND_PATH = 4
 GEN_KIND_SOCK = 5
 GEN_KIND_SOCKADDR = 6
 GEN_KIND_CRED = 7
+GEN_KIND_SKB = 16
 GEN_KIND_MODULE = 20
 GEN_KIND_USERNS = 21
 GEN_KIND_BPF_ATTR = 22
@@ -176,6 +181,10 @@ GEN_SOCK_FIELDS = (
 GEN_SOCKADDR = struct.Struct("<2H4x16s")
 GEN_SOCKADDR_FIELDS = ("family", "port", "addr")
 
+# struct gen_skb: a struct gen_sock (the packet's tuple), len, hash, secpath_len, secpath_olen
+GEN_SKB = struct.Struct("<" + GEN_SOCK.format[1:] + "4I")
+GEN_SKB_FIELDS = tuple(f"tuple.{f}" for f in GEN_SOCK_FIELDS) + ("len", "hash", "secpath_len", "secpath_olen")
+
 # struct gen_cred: uid .. fsgid, securebits, pad, cap_permitted/effective/inheritable, userns_*
 GEN_CRED = struct.Struct("<8II4x3Q4I")
 GEN_CRED_FIELDS = (
@@ -216,6 +225,11 @@ GEN_KINDS = frozenset(
         GEN_KIND_SOCK,
         GEN_KIND_SOCKADDR,
         GEN_KIND_CRED,
+        GEN_KIND_SKB,
     )
     + (GEN_KIND_MODULE, GEN_KIND_USERNS, GEN_KIND_BPF_ATTR, GEN_KIND_BPF_MAP, GEN_KIND_PERF_EVENT)
 )
+
+# struct gen_ima: algo, hash[64]
+GEN_IMA = struct.Struct("<i64s")
+GEN_IMA_FIELDS = ("algo", "hash")

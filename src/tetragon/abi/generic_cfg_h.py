@@ -23,6 +23,7 @@ GEN_MAX_NSVALS = 4
 GEN_MAX_CAPS = 3
 GEN_MAX_ACTIONS = 4
 GEN_MATCH_RET = 255
+INMAP_IMA_SELECTORS = 65535  # gen_inmap set: selectors whose Post has imaHash (LSM hooks)
 GEN_ANCESTOR_DEPTH = 16
 
 MECH_TRACEPOINT, MECH_RAW_TP, MECH_UPROBE, MECH_KPROBE, MECH_USDT, MECH_LOADER = 1, 2, 3, 4, 5, 6
@@ -52,6 +53,10 @@ RD_CUR_CRED = 18
 RD_STR = 19  # kernel function `string`: at a user or kernel pointer
 RD_KFILENAME = 20  # kernel struct filename *: its name
 RD_BUF = 21  # kernel function `char_buf`: at a user or kernel pointer, size as RD_UBUF
+RD_SKB = 40  # kernel struct sk_buff * (kernel functions' network types: 40 and up)
+RD_KSOCKADDR = 41  # struct sockaddr * in kernel memory
+RD_SOCKET = 42  # kernel struct socket *: its struct sock
+RD_NETDEV = 43  # kernel struct net_device *: its name
 # kernel objects of kernel-function arguments (generic/readers_kern.h); RD_DENTRY is one of them
 RD_KERN_FIRST = 60
 RD_MODULE = 60
@@ -216,7 +221,7 @@ class Action(ctypes.Structure):
         ("pad", _u8),
         ("arg_error", _s32),
         ("arg_sig", _u32),
-        ("pad2", _u32),
+        ("arg_sock", _u32),
         ("rate_limit_ns", _u64),
     ]
 
@@ -260,7 +265,8 @@ class HookCfg(ctypes.Structure):
         ("func_cookie", _u8),
         ("proc_sel", _u8),
         ("sel_args", _u8),
-        ("pad2", _u8 * 2),
+        ("ret_reader", _u8),
+        ("ret_action", _u8),
         ("args", ArgCfg * GEN_ARGS_MAX),
         ("sel", Selector * GEN_MAX_SELECTORS),
     ]

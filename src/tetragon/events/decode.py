@@ -200,7 +200,9 @@ class GenericArg:
     payload: bytes
 
 
-GENERIC_OPS = frozenset((L.MSG_OP_GENERIC_KPROBE, L.MSG_OP_GENERIC_TRACEPOINT, L.MSG_OP_GENERIC_UPROBE))
+GENERIC_OPS = frozenset(
+    (L.MSG_OP_GENERIC_KPROBE, L.MSG_OP_GENERIC_TRACEPOINT, L.MSG_OP_GENERIC_UPROBE, L.MSG_OP_GENERIC_LSM)
+)
 GENERIC_HEAD_SIZE = L.MSG_GENERIC.size
 _unpack_generic = L.MSG_GENERIC.unpack_from
 _new_header = tuple.__new__

@@ -16,6 +16,7 @@ from tetragon.abi import events_h as L
 from tetragon.api.gen.tetragon import bpf_pb2
 from tetragon.events.decode import GenericArg, unpack_i32
 from tetragon.events.generic_args_kern import KERN_KINDS, kern_variant
+from tetragon.events.generic_args_net import skb_variant
 from tetragon.jsontypes import Event
 from tetragon.policy.hookinfo import ArgInfo
 from tetragon.process.model import CAP_NAMES, cap_names, securebit_names
@@ -311,6 +312,8 @@ def arg_variant(arg: GenericArg, info: ArgInfo) -> Event:
         return _cred_variant(arg)
     if kind in KERN_KINDS:
         return kern_variant(arg)
+    if kind == L.GEN_KIND_SKB:
+        return skb_variant(arg.payload, FAMILY_NAMES, PROTOCOL_NAMES)
     raise ValueError(f"unknown generic argument kind {kind}")
 
 

@@ -109,6 +109,8 @@ def make_event_builder(hook: HookInfo) -> EventBuilder:
     leading, closing = _constants(hook)
     policy_name = hook.policy_name
     return_arg = hook.return_arg if kprobe else None
+    # a returned sock comes as a blob (index GEN_RET_INDEX), the last of the arguments in index order
+    return_blob = return_arg is not None and return_arg.type == "sock"
     offset = str(hook.offset) if uprobe and hook.offset else None
 
     def build(
@@ -130,11 +132,16 @@ def make_event_builder(hook: HookInfo) -> EventBuilder:
             body["parent"] = parent
         if leading:
             body.update(leading)
+        returned_blob = None
+        if return_blob and flags & _RETURNED and args:
+            args, returned_blob = args[:-1], args[-1]
         if args:
             body["args"] = args
         if kprobe:  # return, action, policy_name, return_action
             returned = flags & _RETURNED
-            if returned and return_arg is not None:
+            if returned_blob is not None:
+                body["return"] = returned_blob
+            elif returned and return_arg is not None:
                 body["return"] = with_label(int_variant(ret, return_arg.type), return_arg)
             action = _action_name(action_id)
             if action:

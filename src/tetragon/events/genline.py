@@ -74,7 +74,7 @@ def make_line_converter(
 class HookLines:
     """The line path of one RenderPlan (see the module docstring); `node_name` is the agent's."""
 
-    __slots__ = ("plan", "node_name", "_fills", "_layout", "_converters", "_ret_info", "_memo")
+    __slots__ = ("plan", "node_name", "_fills", "_layout", "_converters", "_ret_info", "_ret_blob", "_memo")
 
     def __init__(self, plan: RenderPlan, node_name: str) -> None:
         self.plan = plan
@@ -85,6 +85,8 @@ class HookLines:
         self._memo: dict[bytes, tuple[int, bytes]] = {}
         hook = plan.hook
         self._ret_info = hook.return_arg if hook.event == "process_kprobe" else None
+        # a returned sock is a blob among the arguments: such hooks' events take the dict path
+        self._ret_blob = self._ret_info is not None and self._ret_info.type == "sock"
 
     def line(
         self, buf: bytes, head: GenericHeader, process: bytes | None, parent: bytes | None, time: bytes
@@ -92,6 +94,8 @@ class HookLines:
         """The export line (newline included) of a record whose header decode_generic_header
         checked, or None when this shape has no template (the caller then takes the dict path).
         Malformed blobs raise the ValueError RenderPlan.args raises."""
+        if self._ret_blob:
+            return None
         _, _, size, _, _, _, _, _, action, return_action, _, nargs, flags, _, ret = head
         args = self.args(buf, nargs, size) if nargs else b""
         returned = flags & L.GEN_F_RETURN

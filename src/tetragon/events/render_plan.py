@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from tetragon.abi.events_h import GEN_RET_INDEX
 from tetragon.events.decode import GEN_ARG_SIZE, GENERIC_HEAD_SIZE, generic_blobs, unpack_gen_arg
 from tetragon.events.generic_args import Converter, make_converter
 from tetragon.events.generic_event import make_event_builder
+from tetragon.events.lsm_event import make_lsm_builder
 from tetragon.jsontypes import Event
 from tetragon.policy.hookinfo import ArgInfo, HookInfo
 
@@ -31,6 +33,8 @@ def hook_label(hook: HookInfo) -> str:
         return "loader"
     if hook.event == "process_usdt":
         return f"usdt:{hook.provider}/{hook.probe_name}"
+    if hook.event == "process_lsm":
+        return f"lsm:{hook.function_name}"
     return f"uprobe:{hook.path}:{hook.symbol}"
 
 
@@ -55,7 +59,9 @@ class RenderPlan:
         self.event = hook.event
         self.policy_hook = (hook.policy_name, hook_label(hook))
         self.ancestors_kind = hook.event.removeprefix("process_")
-        self.event_builder = make_event_builder(hook)
+        self.event_builder = (
+            make_lsm_builder(hook) if hook.event == "process_lsm" else make_event_builder(hook)
+        )
         self.lines: Any = None  # events.genline.HookLines, made by the pipeline on first use
         self._converters: dict[tuple[int, int], Converter] = {}
         self._layout: Layout = ()
@@ -98,6 +104,8 @@ class RenderPlan:
     def arg_info(self, index: int) -> ArgInfo:
         """The hook's argument at `index`; a blob of an index the hook does not have is untyped."""
         args = self.hook.args
+        if index == GEN_RET_INDEX and self.hook.return_arg is not None:
+            return self.hook.return_arg  # a returned sock's blob
         return args[index] if index < len(args) else ArgInfo(type="")
 
     def _converter(self, kind: int, index: int) -> Converter:

@@ -2,8 +2,9 @@
 
 Every object is bpf/generic.bpf.c with the hook's configuration in .rodata and only the programs its
 mechanism needs. The event ring buffer, the base sensor's counters and tg_execve_map are reused from
-the base sensor (same fds), and `policy_conf` / `tg_enforcer` are shared by all objects of one
-policy, so one write switches the whole policy between enforce and monitor.
+the base sensor (same fds), and `policy_conf` / `tg_enforcer` / `tg_socktrack` are shared by all
+objects of one policy, so one write switches the whole policy between enforce and monitor and a sock
+one hook tracks is known to the others.
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ log = logging.getLogger(__name__)
 
 OBJ = Path(__file__).resolve().parent.parent / "_bpfobj" / "generic.bpf.o"
 SHARED_MAPS = ("tg_rb_events", "tg_stats", "tg_execve_map")
-POLICY_MAPS = ("policy_conf", "tg_enforcer", "policy_cgroups")
+POLICY_MAPS = ("policy_conf", "tg_enforcer", "policy_cgroups", "tg_socktrack")
 # programs that complete an entry stashed by the hook's entry program (attached before it)
 RETURN_PROGRAMS = frozenset({"gen_tp_ret", "gen_kretprobe", "gen_kretprobe_multi"})
+# attach kinds whose kernel function (fmod_ret: security_*, lsm: the hook, libbpf adds bpf_lsm_) is set
+# before load
+BTF_ATTACHED = frozenset({"fmod_ret", "lsm"})
 
 
 def map_memlock(fd: int) -> int:
@@ -185,7 +189,7 @@ class PolicySensor:
             bool(cfg.has_return),
             has_rl,
             plan.inmap,
-            {a.program: a.target[0] for a in plan.attach if a.kind == "fmod_ret"},
+            {a.program: a.target[0] for a in plan.attach if a.kind in BTF_ATTACHED},
             self.pod_scope is not None,
             plan.rodata,
         )
@@ -209,7 +213,7 @@ class PolicySensor:
             elif att.kind == "loader":
                 obj.perf_fds = start_mmap_reporting(obj.obj)
                 obj.obj.attach_kprobe(att.program, att.target[0])
-            elif att.kind == "fmod_ret":
+            elif att.kind in BTF_ATTACHED:
                 obj.obj.attach(att.program)  # its target function was set before load
             else:
                 ref_ctr = int(att.target[3]) if len(att.target) > 3 else 0  # a USDT probe's semaphore

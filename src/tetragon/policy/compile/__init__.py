@@ -1,10 +1,10 @@
 """TracingPolicy -> PolicyPlan: one kernel configuration (struct gen_hook_cfg) per hook, plus how to
 attach it. A pure function of the validated policy, the kernel's features and its tracefs formats.
 
-Hooks are numbered here, once, in spec order (kprobes, tracepoints, each uprobe target, usdts, then
-the loader): the number is what the hook's kernel records carry and what the sensors look the hook up
-by. A hook this kernel or this agent cannot serve raises PolicyError(kind="unsupported") naming the
-hook and what is missing.
+Hooks are numbered here, once, in spec order (kprobes, tracepoints, each uprobe target, usdts, the
+loader, then lsmhooks): the number is what the hook's kernel records carry and what the sensors look
+the hook up by. A hook this kernel or this agent cannot serve raises PolicyError(kind="unsupported")
+naming the hook and what is missing.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from tetragon.policy.compile.args import TRACEFS
 from tetragon.policy.compile.args_kern import kernel_function_missing
 from tetragon.policy.compile.hooks import PolicySite, compile_kprobe, compile_tracepoint, compile_uprobe
 from tetragon.policy.compile.loader import compile_loader
+from tetragon.policy.compile.lsm import compile_lsm
 from tetragon.policy.compile.matchargs import parse_int, syscall_value
 from tetragon.policy.compile.plan import Attach, HookPlan, PolicyPlan, unsupported
 from tetragon.policy.compile.usdt import compile_usdts
@@ -38,8 +39,6 @@ def _refuse_unserved_sections(policy: TracingPolicy, features: dict[str, bool]) 
     sp = policy.spec
     # TracingPolicyNamespaced, podSelector, containerSelector: the policy filter's (sensors.manager
     # checks that the agent has one, k8s/policyfilter.py)
-    if sp.lsmhooks:
-        raise _not_yet(f"spec.lsmhooks[0] (hook {sp.lsmhooks[0].hook})", "lsm", features, "LSM hooks")
     if sp.fentries:
         raise _not_yet(f"spec.fentries[0] (call {sp.fentries[0].call})", "fentry", features, "fentry hooks")
 
@@ -72,6 +71,8 @@ def compile_policy(
     hooks.extend(compile_usdts(site, len(hooks)))
     if sp.loader:
         hooks.append(compile_loader(site, len(hooks)))
+    for i, lsm in enumerate(sp.lsmhooks):
+        hooks.append(compile_lsm(site, len(hooks), lsm, f"spec.lsmhooks[{i}] (hook {lsm.hook})"))
     enforcer: list[int] = []
     if sp.enforcers:
         for call in sp.enforcers[0].calls:
@@ -86,6 +87,7 @@ def compile_policy(
                     raise unsupported(f"hook {h.hook_id}: {missing_feature_message('signal')}")
     if not hooks:
         raise PolicyError(
-            "the policy has no hook this agent can load (kprobes, tracepoints, uprobes, usdts or loader)"
+            "the policy has no hook this agent can load "
+            "(kprobes, tracepoints, uprobes, usdts, lsmhooks or loader)"
         )
     return PolicyPlan(hooks, mode, enforcer, site.warnings)

@@ -59,11 +59,6 @@ def fill_actions(
         raise PolicyError(f"{ctx.where}: at most {G.GEN_MAX_ACTIONS} actions per selector")
     for k, a in enumerate(acts):
         name = a.action
-        if name in ("TrackSock", "UntrackSock"):
-            raise unsupported(
-                f"{ctx.where}: action {name} needs socket tracking through kprobes, which this agent does "
-                f"not have"
-            )
         if a.ima_hash:
             raise unsupported(f"{ctx.where}: imaHash needs BPF LSM hooks")
         if name in ("FollowFD", "UnfollowFD", "CopyFD"):
@@ -88,6 +83,7 @@ def fill_actions(
         out[k].arg_sig = signal.SIGKILL if name == "Sigkill" else a.arg_sig
         if name == "Set":  # struct gen_action carries Set's argIndex / argValue in arg_sig / arg_error
             out[k].arg_sig, out[k].arg_error = a.arg_index, ctypes.c_int32(a.arg_value).value
+        out[k].arg_sock = a.arg_sock
         out[k].rate_limit_ns = a.rate_limit_ns
         out[k].stack = stack_bits(a) if name == "Post" else 0
         out[k].scope = RATE_LIMIT_SCOPES.get(a.rate_limit_scope or "thread", G.RL_THREAD)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tetragon.abi import generic_cfg_h as G
 from tetragon.policy.compile.args_kern import KERN_OBJ_READERS, KERN_PATH_TYPES, fill_kern_obj_arg
+from tetragon.policy.compile.args_net import NET_KERNEL_READERS, net_kernel_reader
 from tetragon.policy.compile.plan import unsupported
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.schema import KProbeArg
@@ -59,6 +60,7 @@ STRING_TYPES = {
     "char_buf",
     "char_iovec",
     *KERN_PATH_TYPES,
+    "net_device",
 }
 DIRFD_FIELDS = ("dfd", "olddfd", "newdfd", "dirfd", "fd")
 
@@ -211,10 +213,8 @@ def fill_arg(out: G.ArgCfg, arg: KProbeArg, t: str, src: ArgSrc, where: str) -> 
     if t == "sock":
         out.reader = G.RD_SOCK_FD if src.user_memory else G.RD_SOCK
         return
-    if t == "sockaddr":
-        if not src.user_memory:
-            raise unsupported(f"{where}: sockaddr arguments are read from user memory (syscalls) only")
-        out.reader = G.RD_USOCKADDR
+    if t in NET_KERNEL_READERS:
+        out.reader = net_kernel_reader(t, src.mech, src.user_memory, where)
         return
     if t in KERN_OBJ_READERS:
         fill_kern_obj_arg(out, arg, t, src.mech, BUF_MAX_DATA if arg.max_data else BUF_DEFAULT, where)
@@ -231,7 +231,7 @@ def fill_arg(out: G.ArgCfg, arg: KProbeArg, t: str, src: ArgSrc, where: str) -> 
 
 
 def cmp_kind(arg_type: str) -> int:
-    if arg_type == "sock":
+    if arg_type in ("sock", "skb", "socket"):
         return G.CMP_SOCK
     if arg_type == "sockaddr":
         return G.CMP_SOCKADDR

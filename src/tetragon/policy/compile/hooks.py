@@ -34,6 +34,7 @@ from tetragon.policy.compile.args import (
     syscall_src,
     tracepoint_format,
 )
+from tetragon.policy.compile.args_net import check_sock_actions, return_sock
 from tetragon.policy.compile.matchargs import MatchCtx, syscall_value
 from tetragon.policy.compile.plan import Attach, HookPlan, unsupported
 from tetragon.policy.compile.selectors import derive_masks, fill_selector
@@ -45,6 +46,7 @@ from tetragon.policy.schema import (
     ArgSelector,
     KProbeArg,
     KProbeSpec,
+    LsmHookSpec,
     TracepointSpec,
     TracingPolicy,
     UProbeSpec,
@@ -53,7 +55,7 @@ from tetragon.policy.schema import (
     option,
 )
 
-AnyHook = KProbeSpec | TracepointSpec | UProbeSpec | UsdtSpec
+AnyHook = KProbeSpec | TracepointSpec | UProbeSpec | UsdtSpec | LsmHookSpec
 UPROBE_ARGS = 6  # uprobe and kprobe arguments: the first six registers of the C calling convention
 
 
@@ -101,7 +103,11 @@ def override_refusal(where: str, why: str) -> PolicyError:
 def _plan(
     site: PolicySite, hook_id: int, hook: AnyHook, where: str, mech: _Mechanism, **info: Any
 ) -> HookPlan:
-    if site.mode == "enforce" and _overrides(hook) and not any(a.kind == "fmod_ret" for a in mech.attach):
+    if (
+        site.mode == "enforce"
+        and _overrides(hook)
+        and not any(a.kind in ("fmod_ret", "lsm") for a in mech.attach)
+    ):
         why = (
             f"{hook.call} is a syscall, served by its tracepoint"
             if isinstance(hook, KProbeSpec)
@@ -126,8 +132,10 @@ def _plan(
     if mech.return_arg is not None:
         ret = mech.return_arg
         ret_type = ret.type if ret.type != "auto" else "int64"
-        if ret_type not in INT_SIZES and ret_type != "fd":
+        sock_ret = return_sock(ret_type, getattr(hook, "return_arg_action", None), mech.src.mech, where)
+        if ret_type not in INT_SIZES and ret_type != "fd" and sock_ret is None:
             raise unsupported(f"{where}.returnArg: only integer return values are supported (got {ret_type})")
+        cfg.ret_reader, cfg.ret_action = sock_ret or (0, 0)
         ret_info = ArgInfo(type=ret_type, label=ret.label, index=ret.index)
         cfg.has_return = 1
         cfg.ret_signed = 1 if ret_type in SIGNED_TYPES else 0
@@ -145,6 +153,7 @@ def _plan(
         ctx.where = f"{where}.selectors[{k}]"
         fill_selector(ctx, cfg.sel[k], sel, arg_pos, types, ret_type, site.mode, site.warnings)
     cfg.nselectors = len(hook.selectors)
+    check_sock_actions(cfg, where)
     cfg.syscall = mech.syscall
     hook_info = HookInfo(
         policy_name=site.policy.name,
@@ -167,7 +176,9 @@ def _plan(
     )
 
 
-def _function_arg_pos(hook: KProbeSpec | UProbeSpec | UsdtSpec, where: str) -> Callable[[ArgSelector], int]:
+def _function_arg_pos(
+    hook: KProbeSpec | UProbeSpec | UsdtSpec | LsmHookSpec, where: str
+) -> Callable[[ArgSelector], int]:
     """matchArgs `index` names a function argument: its position among the hook's args."""
 
     def pos(ma: ArgSelector) -> int:
@@ -296,10 +307,6 @@ def compile_kernel_function(
     if hook.return_ and hook.return_arg is None:
         raise PolicyError(f"{where}: return: true needs a returnArg")
     return_arg = hook.return_arg if hook.return_ else None
-    if hook.return_arg_action in ("TrackSock", "UntrackSock"):
-        raise unsupported(
-            f"{where}: returnArgAction {hook.return_arg_action} (socket tracking) is not supported"
-        )
     if not names:
         raise PolicyError(f"{where}: the list {hook.call} names no kernel function")
     features = site.features

@@ -12,12 +12,15 @@ from tetragon.policy.schema import ActionSelector
 
 @dataclass
 class Attach:
-    kind: str  # "tracepoint" | "raw_tp" | "uprobe" | "kprobe" | "kprobe_multi" | "fmod_ret" | "loader"
+    kind: (
+        str  # "tracepoint" | "raw_tp" | "uprobe" | "kprobe" | "kprobe_multi" | "fmod_ret" | "lsm" | "loader"
+    )
     # gen_tp | gen_tp_ret | gen_rawtp | gen_uprobe | gen_enforcer | gen_kprobe | gen_kretprobe
-    # | gen_kprobe_multi | gen_kretprobe_multi | gen_fmodret | gen_loader
+    # | gen_kprobe_multi | gen_kretprobe_multi | gen_fmodret | gen_lsm | gen_lsm_ima_file | gen_lsm_ima_bprm
+    # | gen_loader
     program: str
     # (category, event) | (name,) | (path, symbol, offset[, ref_ctr_offset]) | (function, cookie)
-    # | (function, ...) | (function,) for fmod_ret and loader
+    # | (function, ...) | (function,) for fmod_ret and loader | (hook,) for lsm (bpf_lsm_<hook>)
     target: tuple[str, ...]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from tetragon.abi import generic_cfg_h as G
 from tetragon.abi.events_h import GEN_ARGS_MAX
 from tetragon.policy.compile.actions import ENFORCING, fill_actions
+from tetragon.policy.compile.args_net import sock_action_args
 from tetragon.policy.compile.matchargs import MatchCtx, fill_match, parse_int
 from tetragon.policy.compile.plan import unsupported
 from tetragon.policy.errors import PolicyError
@@ -175,6 +176,7 @@ def derive_masks(cfg: G.HookCfg) -> G.HookCfg:
             arg = sel.match[k].arg
             if arg < GEN_ARGS_MAX:
                 sel_args |= 1 << arg
+        sel_args |= sock_action_args(sel)
         if any(sel.actions[k].rate_limit_ns for k in range(sel.nactions)):
             sel_args = (1 << GEN_ARGS_MAX) - 1  # rateLimit keys on every argument's start
     cfg.proc_sel = proc_sel
