@@ -100,3 +100,12 @@ def test_example_validates_against_our_crd(path: Path) -> None:
     for doc in docs:
         errors = [f"{list(e.path)}: {e.message}" for e in _validator(doc["kind"]).iter_errors(doc)]
         assert errors == []
+
+
+@pytest.mark.parametrize("kind", list(crdgen.KINDS))
+def test_crd_is_a_valid_kubernetes_manifest(kind: str) -> None:
+    import kubernetes_validate
+
+    from tests.unit.test_deploy_helm import K8S_VERSION
+
+    kubernetes_validate.validate(crdgen.custom_resource_definition(kind), K8S_VERSION, strict=True)
