@@ -61,6 +61,7 @@ class Agent:
         self.cache = ProcessCache(config.process_cache_size, config.process_cache_gc_interval)
         check_ancestors(config.enable_ancestors)
         self.pod_source: PodSource | None = None
+        self.crd_watchers: list[Any] = []  # TracingPolicy objects of the API (--enable-k8s-api)
         if config.enable_k8s_api or config.enable_cri:  # kubernetes/grpc imported only then
             from tetragon.k8s.enrich import pod_source
 
@@ -255,6 +256,10 @@ class Agent:
         # run files before policies, as Tetragon: a policy must not report the agent's own start-up
         write_run_files(Path(self.config.run_dir), self.config.server_address)
         self._start_policies()
+        if cfg.enable_k8s_api and self.policies is not None:
+            from tetragon.k8s.policywatch import start_crd_watchers
+
+            self.crd_watchers = start_crd_watchers(cfg.k8s_kubeconfig_path, self.policies)
         self._start_grpc()
         self.ready.set()
         self._start_health()  # after ready: its first answer is SERVING
@@ -328,6 +333,8 @@ class Agent:
         self.grpc = self.policies = self.sensor = self.exporter = self.metrics = self.health_server = None
         if health is not None:
             health.stop()
+        for watcher in self.crd_watchers:
+            watcher.stop()
         if grpc is not None:
             grpc.stop()
         if policies is not None:

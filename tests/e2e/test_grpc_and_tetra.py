@@ -164,3 +164,35 @@ def test_garbage_on_the_grpc_port_does_not_disturb_clients(agent: AgentProcess, 
     finally:
         stream.close()
     assert agent.proc.poll() is None
+
+
+def _runs_of_exec_programs(agent: AgentProcess) -> int:
+    """The kernel's run count of the agent's base-sensor programs, from `tetra debug progs`."""
+    res = subprocess.run(
+        _tetra("debug", "progs", "--pid", str(agent.proc.pid)), capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr
+    return sum(int(row.split()[1]) for row in res.stdout.splitlines()[1:] if "process" in row.split()[-1])
+
+
+def test_tetra_debug_enable_stats_counts_runs_only_while_it_runs(agent: AgentProcess) -> None:
+    """This agent runs without --enable-bpf-stats: the kernel counts its programs' runs only while
+    `tetra debug enable-stats` holds the statistics on."""
+    subprocess.run(["/bin/true"], check=True)
+    assert _runs_of_exec_programs(agent) == 0
+    stats = subprocess.Popen(_tetra("debug", "enable-stats"), stdout=subprocess.PIPE, text=True)
+    try:
+        assert stats.stdout is not None
+        assert stats.stdout.readline() == "BPF statistics enabled; Ctrl-C to stop\n"
+        for _ in range(5):
+            subprocess.run(["/bin/true"], check=True)
+        during = _runs_of_exec_programs(agent)
+        assert during >= 10  # 5 forks and 5 execs at least, each counted by its program
+    finally:
+        stats.send_signal(2)
+        out, _ = stats.communicate(timeout=10)
+    assert stats.returncode == 0 and out == "BPF statistics disabled\n"
+    off = _runs_of_exec_programs(agent)  # the exit of the `tetra` that read `during` was still counted
+    for _ in range(5):
+        subprocess.run(["/bin/true"], check=True)
+    assert _runs_of_exec_programs(agent) == off  # off again: nothing more is counted

@@ -14,14 +14,14 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.agentproc import AgentProcess, Event, body, free_port, kind
-from tests.vm.guestagent import guest_agent
+from tests.e2e.agentproc import AgentProcess, body, free_port
+from tests.vm.guestagent import guest_agent, kprobe_of
 
 pytestmark = pytest.mark.vm
 
@@ -112,20 +112,6 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
         yield agent
 
 
-def _kprobe_of(
-    pid: int, function: str, extra: Callable[[Any], bool] = lambda b: True
-) -> Callable[[Event], bool]:
-    def pred(ev: Event) -> bool:
-        return (
-            kind(ev) == "process_kprobe"
-            and body(ev)["process"]["pid"] == pid
-            and body(ev).get("function_name") == function
-            and extra(body(ev))
-        )
-
-    return pred
-
-
 def _run(code: str) -> tuple[subprocess.CompletedProcess[str], int]:
     """The child's result and its pid (the child prints nothing else than what `code` prints)."""
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -163,7 +149,7 @@ def test_udp_datagram_skb_and_sock_on_ip_output(agent: AgentProcess) -> None:
     result, pid = _run(_udp_sender("127.0.0.1", P_UDP))
     assert result.returncode == 0
     sport = int(result.stdout)
-    ev = agent.wait_for(_kprobe_of(pid, "ip_output"), timeout=60)
+    ev = agent.wait_for(kprobe_of(pid, "ip_output"), timeout=60)
     b = body(ev)
     sock, skb = (_without_cookie_and_hash(a) for a in b["args"])
     assert sock == {
@@ -212,7 +198,7 @@ def test_dns_to_an_unlisted_server_is_killed_the_listed_one_is_not(agent: AgentP
     assert result.returncode == -9
     assert not MARKER.exists()
     sport = int(result.stdout)
-    ev = agent.wait_for(_kprobe_of(pid, "ip_output"), timeout=60)
+    ev = agent.wait_for(kprobe_of(pid, "ip_output"), timeout=60)
     b = body(ev)
     assert b["action"] == "KPROBE_ACTION_SIGKILL"
     assert [_without_cookie_and_hash(a) for a in b["args"]] == [
@@ -230,7 +216,7 @@ def test_dns_to_an_unlisted_server_is_killed_the_listed_one_is_not(agent: AgentP
         }
     ]
     # the datagram to the listed server came first and matched no selector
-    mine = [e for e in agent.read_events() if _kprobe_of(pid, "ip_output")(e)]
+    mine = [e for e in agent.read_events() if kprobe_of(pid, "ip_output")(e)]
     assert len(mine) == 1, mine
 
 
@@ -238,7 +224,7 @@ def test_ipv6_datagram_skb_on_ip6_output(agent: AgentProcess) -> None:
     result, pid = _run(_udp_sender("::1", P_UDP6, "AF_INET6"))
     assert result.returncode == 0
     sport = int(result.stdout)
-    ev = agent.wait_for(_kprobe_of(pid, "ip6_output"), timeout=60)
+    ev = agent.wait_for(kprobe_of(pid, "ip6_output"), timeout=60)
     assert [_without_cookie_and_hash(a) for a in body(ev)["args"]] == [
         {
             "skb_arg": {
@@ -269,7 +255,7 @@ def test_tcp_connect_sock_and_security_socket_connect_socket_sockaddr(agent: Age
         conn.close()
     assert result.returncode == 0
     sport = int(result.stdout)
-    ev = agent.wait_for(_kprobe_of(pid, "security_socket_connect"), timeout=60)
+    ev = agent.wait_for(kprobe_of(pid, "security_socket_connect"), timeout=60)
     assert [_without_cookie_and_hash(a) for a in body(ev)["args"]] == [
         {
             "sock_arg": {
@@ -284,7 +270,7 @@ def test_tcp_connect_sock_and_security_socket_connect_socket_sockaddr(agent: Age
         {"sockaddr_arg": {"family": "AF_INET", "addr": "127.0.0.1", "port": P_TCP}},
         {"int_arg": 16},
     ]
-    ev = agent.wait_for(_kprobe_of(pid, "tcp_connect"), timeout=60)
+    ev = agent.wait_for(kprobe_of(pid, "tcp_connect"), timeout=60)
     assert [_without_cookie_and_hash(a) for a in body(ev)["args"]] == [
         {
             "sock_arg": {
@@ -305,7 +291,7 @@ def test_net_device_name_and_skb_on_dev_hard_start_xmit(agent: AgentProcess) -> 
     result, pid = _run(_udp_sender("127.0.0.1", P_XMIT))
     assert result.returncode == 0
     sport = int(result.stdout)
-    ev = agent.wait_for(_kprobe_of(pid, "dev_hard_start_xmit"), timeout=60)
+    ev = agent.wait_for(kprobe_of(pid, "dev_hard_start_xmit"), timeout=60)
     skb, dev = (_without_cookie_and_hash(a) for a in body(ev)["args"])
     assert dev == {"string_arg": "lo"}
     assert skb == {
@@ -355,7 +341,7 @@ def test_a_tracked_sock_attributes_the_receive_path_to_its_owner(
     )
     assert sender.returncode == 0 and receiver.wait(timeout=60) == 0
     sport = int(sender.stdout)
-    ev = agent.wait_for(_kprobe_of(receiver.pid, "sk_filter_trim_cap"), timeout=60)
+    ev = agent.wait_for(kprobe_of(receiver.pid, "sk_filter_trim_cap"), timeout=60)
     b = body(ev)
     assert b["process"]["tid"] == receiver.pid
     v6 = family == "AF_INET6"
@@ -384,11 +370,11 @@ def test_a_tracked_sock_attributes_the_receive_path_to_its_owner(
         }
     }
     events = agent.read_events()
-    assert not any(_kprobe_of(sender_pid, "sk_filter_trim_cap")(e) for e in events)
+    assert not any(kprobe_of(sender_pid, "sk_filter_trim_cap")(e) for e in events)
     if v6:  # NoPost: tracked, not reported
-        assert not any(_kprobe_of(receiver.pid, "sk_alloc")(e) for e in events)
+        assert not any(kprobe_of(receiver.pid, "sk_alloc")(e) for e in events)
         return
-    b = body(agent.wait_for(_kprobe_of(receiver.pid, "sk_alloc"), timeout=60))
+    b = body(agent.wait_for(kprobe_of(receiver.pid, "sk_alloc"), timeout=60))
     assert b["args"] == [{"int_arg": 2, "label": "family"}]
     assert _without_cookie_and_hash(b["return"]) == {
         "sock_arg": {"family": "AF_INET", "saddr": "0.0.0.0", "daddr": "0.0.0.0"}

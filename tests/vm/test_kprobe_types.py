@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.agentproc import AgentProcess, Event, body, kind
-from tests.vm.guestagent import guest_agent
+from tests.e2e.agentproc import AgentProcess, Event, body
+from tests.vm.guestagent import guest_agent, kprobe_of
 from tetragon.bpf.features import probe_features
 from tetragon.events.generic_args import file_permission
 from tetragon.events.generic_args_kern import PERF_TYPE_NAMES
@@ -95,20 +95,6 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
         yield agent
 
 
-def _kprobe_of(
-    pid: int, function: str, extra: Callable[[Event], bool] = lambda e: True
-) -> Callable[[Event], bool]:
-    def pred(ev: Event) -> bool:
-        return (
-            kind(ev) == "process_kprobe"
-            and body(ev)["process"]["pid"] == pid
-            and body(ev).get("function_name") == function
-            and extra(ev)
-        )
-
-    return pred
-
-
 def _syscall(nr: int, *args: object) -> int:
     ret = _libc.syscall(nr, *args)
     if ret < 0:
@@ -149,7 +135,7 @@ def test_every_hook_is_attached_and_the_missing_map_hook_ignored(agent: AgentPro
 def test_dentry_is_its_path_and_permission_with_both_stacks(agent: AgentProcess) -> None:
     with open(LINK):  # this process: its mappings are still there when the agent symbolizes its stack
         pass
-    ev = agent.wait_for(_kprobe_of(os.getpid(), "security_inode_follow_link"), timeout=60)
+    ev = agent.wait_for(kprobe_of(os.getpid(), "security_inode_follow_link"), timeout=60)
     b = body(ev)
     # a dentry knows no mount: its path runs up to its file system's root (here /tmp is on /)
     mount = LINK.parent
@@ -176,7 +162,7 @@ def test_user_namespace_and_capability_of_cap_capable(agent: AgentProcess) -> No
     code = "import time; time.clock_settime(time.CLOCK_REALTIME, time.clock_gettime(time.CLOCK_REALTIME))"
     child = subprocess.Popen([sys.executable, "-c", code])
     assert child.wait() == 0
-    ev = agent.wait_for(_kprobe_of(child.pid, "cap_capable"), timeout=60)
+    ev = agent.wait_for(kprobe_of(child.pid, "cap_capable"), timeout=60)
     init_ns = os.stat("/proc/self/ns/user").st_ino
     assert body(ev)["args"] == [
         {"user_ns_arg": {"level": 0, "uid": 0, "gid": 0, "ns": {"inum": init_ns, "is_host": True}}},
@@ -194,7 +180,7 @@ def test_kiocb_and_iov_iter_of_a_tty_write(agent: AgentProcess) -> None:
     finally:
         os.close(slave)
         os.close(master)
-    ev = agent.wait_for(_kprobe_of(os.getpid(), "tty_write"), timeout=60)
+    ev = agent.wait_for(kprobe_of(os.getpid(), "tty_write"), timeout=60)
     assert body(ev)["args"] == [
         {"file_arg": {"path": pts, "permission": file_permission(mode)}},
         {"bytes_arg": base64.b64encode(data).decode()},
@@ -224,7 +210,7 @@ def test_bpf_attr_bpf_map_and_perf_event(agent: AgentProcess) -> None:
         return next(iter(body(ev)["args"][0].values()))  # type: ignore[no-any-return]
 
     def with_arg0(function: str, key: str, value: str) -> Callable[[Event], bool]:
-        return _kprobe_of(pid, function, lambda e: arg0(e).get(key) == value)
+        return kprobe_of(pid, function, lambda e: arg0(e).get(key) == value)
 
     ev = agent.wait_for(with_arg0("bpf_check", "ProgName", PROG_NAME), timeout=60)
     assert body(ev)["args"] == [

@@ -12,6 +12,7 @@
     tetra debug progs [--pid PID]                    the agent's BPF programs: runs and run time (root)
     tetra debug maps [--pid PID]                     the agent's BPF maps: entries, kernel memory (root)
     tetra debug dump execve [--pid PID]              the kernel's process map, JSON lines (root)
+    tetra debug enable-stats [--duration S]          BPF run-time statistics on until Ctrl-C (root)
     tetra processtree [--pid PID] [--html FILE]      the process tree from the cache, policy events marked
 
 Errors are one line on stderr and a non-zero exit code; Ctrl-C exits quietly.

@@ -3,12 +3,17 @@ one ProcessInternal JSON object a line, through GetDebug(CONFIG_FLAG_DUMP_PROCES
 `tetra debug progs` (alias `top`): the agent's BPF programs with the kernel's run count and run time;
 `tetra debug maps`: its BPF maps with their entries and kernel memory; `tetra debug dump execve`: the
 kernel's process map (tg_execve_map), one JSON object a line. These three read locally (root) from the
-agent process's BPF fds, as Tetragon's read its pinned programs and maps."""
+agent process's BPF fds, as Tetragon's read its pinned programs and maps. `tetra debug enable-stats`:
+the kernel's BPF run-time statistics on until Ctrl-C (or `--duration`), so that `progs` shows run time
+of an agent started without --enable-bpf-stats."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -58,6 +63,11 @@ def add_debug(commands: Any, add_globals: AddGlobals) -> None:
     maps = sub.add_parser("maps", help="the agent's BPF maps: entries, capacity, kernel memory")
     add_globals(maps, True)
     _add_agent_pid(maps)
+    stats = sub.add_parser("enable-stats", help="BPF run-time statistics on until Ctrl-C (root)")
+    add_globals(stats, True)
+    stats.add_argument(
+        "--duration", type=float, default=0.0, help="seconds to keep them on (0: until Ctrl-C)"
+    )
     alias = commands.add_parser("dump", help="alias of 'debug dump'")
     add_globals(alias, True)
     _add_dump(alias, add_globals)
@@ -116,7 +126,32 @@ def cmd_dump_execve(args: argparse.Namespace, stdout: TextIO) -> int:
     return 0
 
 
+def cmd_enable_stats(args: argparse.Namespace, stdout: TextIO) -> int:
+    """Holds the kernel's BPF_ENABLE_STATS fd until SIGINT/SIGTERM or --duration, then closes it (the
+    kernel keeps counting only while some holder has one open)."""
+    from tetragon.metrics.bpfstats import enable_run_time_stats
+
+    try:
+        fd = enable_run_time_stats()
+    except OSError as exc:
+        raise CliError(f"cannot enable BPF statistics: {exc.strerror or exc}") from None
+    done = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: done.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        write_line(stdout, "BPF statistics enabled" + ("" if args.duration else "; Ctrl-C to stop"))
+        stdout.flush()
+        done.wait(args.duration or None)
+    finally:
+        os.close(fd)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    write_line(stdout, "BPF statistics disabled")
+    return 0
+
+
 def cmd_debug(args: argparse.Namespace, stdout: TextIO) -> int:
+    if getattr(args, "debug_command", None) == "enable-stats":
+        return cmd_enable_stats(args, stdout)
     if getattr(args, "debug_command", None) in ("progs", "top"):
         return cmd_progs(args, stdout)
     if getattr(args, "debug_command", None) == "maps":

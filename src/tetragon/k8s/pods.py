@@ -165,6 +165,10 @@ class PodWatcher:
         self.lists = 0  # how many times the pods were listed (1 + relists after expiry/outage)
 
     @property
+    def what(self) -> str:
+        return f"pod watch of node {self.node_name}"
+
+    @property
     def field_selector(self) -> str:
         return f"spec.nodeName={self.node_name}"
 
@@ -189,29 +193,29 @@ class PodWatcher:
             except Exception as err:  # API outage, broken stream, bad answer: list again later
                 if self._stop.is_set():
                     break
-                log.warning("pod watch of node %s failed, retrying in %.1fs: %s", self.node_name, delay, err)
+                log.warning("%s failed, retrying in %.1fs: %s", self.what, delay, err)
                 self._stop.wait(delay)
                 delay = min(delay * 2, self.max_retry_delay)
 
     def _list(self) -> str:
-        # raw urllib3 response (typed by the client as the model it would have built)
-        response: Any = self.api.list_pod_for_all_namespaces(
-            field_selector=self.field_selector, _preload_content=False, _request_timeout=30
-        )
-        body = json.loads(response.data)
+        body = json.loads(self._request(_request_timeout=30).data)
         self.cache.replace([pod_from_json(item) for item in body.get("items") or []])
         self.lists += 1
         self.synced.set()
         return str((body.get("metadata") or {}).get("resourceVersion", ""))
 
+    def _request(self, **kw: Any) -> Any:
+        """The raw urllib3 response of a list or watch (typed by the client as the model it would build)."""
+        return self.api.list_pod_for_all_namespaces(
+            field_selector=self.field_selector, _preload_content=False, **kw
+        )
+
     def _events(self, version: str) -> Iterator[dict[str, Any]]:
-        response: Any = self.api.list_pod_for_all_namespaces(
-            field_selector=self.field_selector,
+        response = self._request(
             watch=True,
             resource_version=version,
             allow_watch_bookmarks=True,
             timeout_seconds=self.watch_timeout,
-            _preload_content=False,
             _request_timeout=(30, self.watch_timeout + 30),
         )
         self._response = response
@@ -232,15 +236,17 @@ class PodWatcher:
                     return ""
                 raise RuntimeError(f"watch error {obj.get('code')}: {obj.get('message', '')}")
             version = str((obj.get("metadata") or {}).get("resourceVersion", version))
-            if kind == "BOOKMARK":
-                continue
-            pod = pod_from_json(obj)
-            if kind == "DELETED":
-                self.cache.delete(pod.uid)
-            elif kind in ("ADDED", "MODIFIED"):
-                self.cache.upsert(pod)
-            if self.on_event is not None:
-                self.on_event(kind, pod)
+            if kind != "BOOKMARK":
+                self._apply(kind, obj)
             if self._stop.is_set():
                 break
         return version
+
+    def _apply(self, kind: str, obj: dict[str, Any]) -> None:
+        pod = pod_from_json(obj)
+        if kind == "DELETED":
+            self.cache.delete(pod.uid)
+        elif kind in ("ADDED", "MODIFIED"):
+            self.cache.upsert(pod)
+        if self.on_event is not None:
+            self.on_event(kind, pod)

@@ -249,6 +249,15 @@ def per_policy(programs: Iterable[ProgramStats], policies: Iterable[tuple[str, s
     return totals
 
 
+def enable_run_time_stats() -> int:
+    """BPF_ENABLE_STATS(BPF_STATS_RUN_TIME): the kernel counts every program's runs and run time for as
+    long as the returned fd is open; raises OSError when the kernel refuses."""
+    fd = int(_lib().bpf_enable_stats(_BPF_STATS_RUN_TIME))
+    if fd < 0:
+        raise OSError(-fd, os.strerror(-fd))
+    return fd
+
+
 class BpfProgramStats:
     """Scrape-time source of the per-policy program counters (AgentMetrics.watch_bpf_programs)."""
 
@@ -256,11 +265,10 @@ class BpfProgramStats:
         self._policies = policies
         self._stats_fd: int | None = None
         if enable_stats:
-            fd = _lib().bpf_enable_stats(_BPF_STATS_RUN_TIME)
-            if fd < 0:
-                log.warning("--enable-bpf-stats: the kernel refused BPF_ENABLE_STATS: %s", os.strerror(-fd))
-            else:
-                self._stats_fd = fd
+            try:
+                self._stats_fd = enable_run_time_stats()
+            except OSError as exc:
+                log.warning("--enable-bpf-stats: the kernel refused BPF_ENABLE_STATS: %s", exc.strerror)
 
     def totals(self) -> Totals:
         manager = self._policies()

@@ -80,7 +80,7 @@ def _int_to_str(value: Any) -> Any:
 U32 = Annotated[int, Field(ge=0, le=2**32 - 1)]
 U64 = Annotated[int, Field(ge=0, le=2**64 - 1)]
 I32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
-MatchValue = Annotated[str, BeforeValidator(_int_to_str)]
+MatchValue = Annotated[str, BeforeValidator(_int_to_str, json_schema_input_type=int | str)]
 ArgType = Annotated[str, AfterValidator(_arg_type)]
 ArgOperator = Annotated[
     str, AfterValidator(_canonical("operator", OPERATOR_ALIASES, [*OPERATORS, "NotSportPriv"]))
