@@ -55,19 +55,27 @@ def check_pod_scope(policy: TracingPolicy, pod_filter: PolicyFilter | None) -> N
             "spec.hostSelector: host processes in a pod-scoped policy are not supported yet",
             kind="unsupported",
         )
+    # every refusal starts with the field path that makes the policy pod-scoped
+    where = (
+        "kind"
+        if policy.namespaced
+        else "spec.podSelector"
+        if policy.spec.pod_selector is not None
+        else "spec.containerSelector"
+    )
     if pod_filter is None:
         raise PolicyError(
-            "TracingPolicyNamespaced needs the policy filter (--enable-policy-filter) and Kubernetes pod "
-            "information (--enable-k8s-api or --enable-cri), which this agent was started without"
+            "kind: TracingPolicyNamespaced needs the policy filter (--enable-policy-filter) and Kubernetes "
+            "pod information (--enable-k8s-api or --enable-cri), which this agent was started without"
             if policy.namespaced
-            else "podSelector/containerSelector need Kubernetes pod information and the policy filter "
-            "(--enable-policy-filter with --enable-k8s-api or --enable-cri), which this agent was started "
-            "without",
+            else f"{where}: podSelector/containerSelector need Kubernetes pod information and the policy "
+            "filter (--enable-policy-filter with --enable-k8s-api or --enable-cri), which this agent was "
+            "started without",
             kind="unsupported",
         )
     if not pod_filter.cgroup_root:
         raise PolicyError(
-            "pod-scoped policies need a cgroup v2 hierarchy (no cgroup2 mount): the kernel names a "
+            f"{where}: pod-scoped policies need a cgroup v2 hierarchy (no cgroup2 mount): the kernel names a "
             "task's cgroup by its v2 id",
             kind="unsupported",
         )
