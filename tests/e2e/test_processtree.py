@@ -5,6 +5,7 @@ installed by `make test`) and its DOM checked for the chain and the highlight.""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import shutil
@@ -42,6 +43,13 @@ class Chain:
     sleeper: str  # the watched copy of sleep
     exec_ids: dict[int, str]  # pid -> exec_id, from the agent's exec events
     pids: tuple[int, int, int]  # shell, /bin/sleep, sleeper
+
+    def children_in_start_order(self) -> list[int]:
+        """The shell's two children as the tree orders siblings, by start time: the exec_id's ktime
+        (the shell starts both in the background, so either may exec first)."""
+        _, sleep, sleeper = self.pids
+        ktime = {p: int(base64.b64decode(self.exec_ids[p]).decode().split(":")[-2]) for p in (sleep, sleeper)}
+        return sorted((sleep, sleeper), key=lambda p: (ktime[p], p))
 
 
 @pytest.fixture(scope="module")
@@ -100,11 +108,9 @@ def test_terminal_tree_of_the_chain(agent: AgentProcess, chain: Chain) -> None:
     sleep_line = f"/bin/sleep 60 pid={sleep} exec_id={ids[sleep]}"
     sleeper_line = f"{chain.sleeper} 60 pid={sleeper} exec_id={ids[sleeper]} [policy event]"
     red = "\x1b[31m{}\x1b[0m"
-    assert _lines(agent, "--pid", str(sh)) == [
-        shell_line,
-        f"├── {sleep_line}",
-        f"└── {red.format(sleeper_line)}",
-    ]
+    shown = {sleep: sleep_line, sleeper: red.format(sleeper_line)}
+    first, second = chain.children_in_start_order()
+    assert _lines(agent, "--pid", str(sh)) == [shell_line, f"├── {shown[first]}", f"└── {shown[second]}"]
     # only the branch that leads to the policy event: init ... pytest, the shell, the sleeper, each
     # the last (only) child of the line above
     branch = _lines(agent, "--policy-events")
@@ -115,7 +121,8 @@ def test_terminal_tree_of_the_chain(agent: AgentProcess, chain: Chain) -> None:
     at = next(i for i, line in enumerate(whole) if line.endswith(f"pid={sh} exec_id={ids[sh]}"))
     lead = whole[at][: whole[at].index("/bin/sh")]
     indent = lead[:-4] + ("│   " if lead.endswith("├── ") else "    ")
-    assert whole[at + 1 : at + 3] == [f"{indent}├── {sleep_line}", f"{indent}└── {sleeper_line}"]
+    plain = {sleep: sleep_line, sleeper: sleeper_line}
+    assert whole[at + 1 : at + 3] == [f"{indent}├── {plain[first]}", f"{indent}└── {plain[second]}"]
 
 
 def test_the_dump_marks_the_process_with_policy_events(agent: AgentProcess, chain: Chain) -> None:
@@ -226,8 +233,7 @@ def test_html_page_rendered_by_chromium(agent: AgentProcess, chain: Chain, workd
     dom = _rendered_dom(page)
     items = _process_items(dom)
     assert [(int(li.attrs["data-pid"]), li.attrs["data-exec-id"]) for li in _child_items(items[sh])] == [
-        (sleep, chain.exec_ids[sleep]),
-        (sleeper, chain.exec_ids[sleeper]),
+        (pid, chain.exec_ids[pid]) for pid in chain.children_in_start_order()
     ]
     assert sh in [int(li.attrs["data-pid"]) for li in _child_items(items[os.getpid()])]
     assert items[sleeper].classes == {"proc", "policy-event"}
