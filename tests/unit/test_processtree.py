@@ -94,6 +94,19 @@ def test_long_arguments_are_cut_on_the_terminal_only() -> None:
     assert '"' + "a" * 200 + '"' in render_html([node], "x")
 
 
+def test_control_characters_in_arguments_stay_on_one_line_and_cannot_drive_the_terminal() -> None:
+    """A `bash -c` script spans lines (CI's runner is one); an argv can carry terminal escapes."""
+    entry = _entry(1, 0, T.format(0), policy=True)
+    entry.head["arguments"] = "-c 'set -e\nmake test'\t\x1b]0;owned\x07\x9b2J\x7f"
+    child = _entry(2, 1, T.format(1))
+    lines = list(text_lines(build_forest(_nodes(entry, child)), color=True))
+    assert lines == [
+        "\x1b[31m/bin/p1 -c 'set -e\\nmake test'\\t\\x1b]0;owned\\x07\\x9b2J\\x7f pid=1 exec_id=e1"
+        " [policy event]\x1b[0m",
+        "└── /bin/p2 pid=2 exec_id=e2",
+    ]
+
+
 def test_html_page_is_self_contained_and_its_data_cannot_close_the_script() -> None:
     hostile = _entry(1, 0, T.format(0), policy=True)
     hostile.head["arguments"] = "</script><script>alert(1)</script>"

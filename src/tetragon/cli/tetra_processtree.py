@@ -25,6 +25,10 @@ __all__ = ["ProcessNode", "add_processtree", "build_forest", "cmd_processtree", 
 
 ARGUMENTS_SHOWN = 80  # characters of `arguments` on a terminal line; the HTML page shows them whole
 _RED, _RESET = "\x1b[31m", "\x1b[0m"
+# C0 and C1 control characters and DEL, shown escaped: a process's arguments are whatever it was
+# given (a `bash -c` script spans lines; an attacker's argv may hold terminal escapes), and one
+# process must stay one line that cannot repaint the terminal
+_ESCAPED = {c: repr(chr(c))[1:-1] for c in (*range(0x20), *range(0x7F, 0xA0))}
 
 
 @dataclass
@@ -114,7 +118,7 @@ def label(node: ProcessNode, width: int | None = ARGUMENTS_SHOWN) -> str:
     if width is not None and len(arguments) > width:
         arguments = arguments[: width - 1] + "…"
     command = f"{node.binary} {arguments}" if arguments else node.binary
-    return f"{command} pid={node.pid} exec_id={node.exec_id}"
+    return f"{command.translate(_ESCAPED)} pid={node.pid} exec_id={node.exec_id}"
 
 
 def text_lines(
