@@ -44,14 +44,15 @@ def _pods() -> list[PodInfo]:
 
 
 class FakeSet:
-    """A policy_cgroups map: cgroup id -> 1."""
+    """A policy_cgroups map: cgroup id -> the policy's filter id (u32)."""
 
     def __init__(self) -> None:
         self.ids: set[int] = set()
+        self.filter_ids: set[int] = set()
 
     def update(self, key: bytes, value: bytes) -> None:
-        assert value == b"\x01"
         self.ids.add(struct.unpack("<Q", key)[0])
+        self.filter_ids.add(struct.unpack("<I", value)[0])
 
     def delete(self, key: bytes) -> bool:
         self.ids.discard(struct.unpack("<Q", key)[0])
@@ -136,6 +137,10 @@ def test_a_policys_set_follows_the_pods(tmp_path: Path) -> None:
     pod_filter.attach(2, PodScope(namespace="batch"), batch_set)
     assert web_set.ids == {ino["nginx"], ino["nginx-sub"], ino["init"]}
     assert batch_set.ids == {ino["report"]}
+    assert (web_set.filter_ids, batch_set.filter_ids) == (
+        {1},
+        {2},
+    )  # what `tetra debug dump policyfilter` shows
     pods = pods[:1]  # the report pod is gone
     pod_filter.refresh()
     assert batch_set.ids == set() and pod_filter.cgroup_ids(2) == set()

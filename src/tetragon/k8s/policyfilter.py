@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tetragon")
 
-_KEY = struct.Struct("<Q")
+_KEY = struct.Struct("<Q")  # a cgroup v2 id
+_FILTER_ID = struct.Struct("<I")  # the value: the policy's filter id (tetra debug dump policyfilter)
 
 
 class CgroupSet(Protocol):
@@ -210,7 +211,7 @@ class PolicyFilter:
                     if scoped.scope.selects(pod, container):
                         want |= by_container.get(container.id, set())
             for cgid in want - scoped.ids:
-                scoped.cgroups.update(_KEY.pack(cgid), b"\x01")
+                scoped.cgroups.update(_KEY.pack(cgid), _FILTER_ID.pack(policy_id))
             for cgid in scoped.ids - want:
                 scoped.cgroups.delete(_KEY.pack(cgid))
             if want != scoped.ids:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from tetragon.abi import generic_cfg_h as G
 from tetragon.bpf.libbpf import BpfError
-from tetragon.k8s.policyfilter import PolicyFilter, check_pod_scope, scope_handle
+from tetragon.k8s.policyfilter import PolicyFilter, check_pod_scope, needs_pod_filter, scope_handle
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.hookinfo import HookInfo
 from tetragon.policy.status import PolicyStatus
@@ -331,6 +331,7 @@ class PolicyManager:
             mode="TP_MODE_MONITOR" if entry.mode == "monitor" else "TP_MODE_ENFORCE",
             kernel_memory_bytes=entry.sensor.memlock() if entry.sensor is not None else 0,
             domain=entry.domain,
+            filter_id=entry.id if needs_pod_filter(entry.policy) else 0,
             npost=stats[G.GSTAT_POSTED],
             nenforce=stats[G.GSTAT_ENFORCED],
             nmonitor=stats[G.GSTAT_MONITORED],
