@@ -71,7 +71,8 @@ def server() -> str:
 
 
 @pytest.fixture(scope="module")
-def containerd(work: Path, server: str) -> Iterator[str]:
+def cri(work: Path, server: str) -> Iterator[CriClient]:
+    """A private containerd whose default runtime runs the hook (a client of its CRI API)."""
     spec = work / "hooked-spec.json"
     _base_spec(spec, ["createRuntime", "--grpc-address", server, "--log-fname", str(work / "hook.log")])
     runtimes = f"""[plugins."io.containerd.grpc.v1.cri".containerd]
@@ -82,20 +83,14 @@ def containerd(work: Path, server: str) -> Iterator[str]:
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.plain]
   runtime_type = "io.containerd.runc.v2"
 """
-    with private_containerd(runtimes) as sock:
-        yield sock
-
-
-@pytest.fixture(scope="module")
-def cri(containerd: str) -> Iterator[CriClient]:
-    with CriClient(f"unix://{containerd}", timeout=60) as client:
+    with private_containerd(runtimes) as sock, CriClient(f"unix://{sock}", timeout=60) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def agent(work: Path, server: str, containerd: str) -> Iterator[AgentProcess]:
+def agent(work: Path, server: str, cri: CriClient) -> Iterator[AgentProcess]:
     require_bpf()
-    flags = ["--enable-cri", "--cri-endpoint", f"unix://{containerd}", "--enable-policy-filter"]
+    flags = ["--enable-cri", "--cri-endpoint", cri.endpoint, "--enable-policy-filter"]
     agent = AgentProcess(work / "agent", *flags, server=server)
     try:
         agent.wait_ready()

@@ -61,17 +61,16 @@ CRIO = {
 
 
 def test_annotations_of_containerd_and_crio_name_the_same_container() -> None:
-    expected = ContainerMeta(
-        container_id="",
-        container_name="main",
-        image="docker.io/library/nginx:1.27",
-        pod_name="web-hooked",
-        pod_namespace="shop",
-        pod_uid=POD_UID,
-        sandbox_id="c1f0" * 16,
+    containerd, crio = ContainerMeta.of(CONTAINERD), ContainerMeta.of(CRIO)
+    assert (containerd.pod_namespace, containerd.pod_name, containerd.pod_uid) == (
+        "shop",
+        "web-hooked",
+        POD_UID,
     )
-    assert ContainerMeta.of(CONTAINERD) == expected
-    assert ContainerMeta.of(CRIO) == replace(expected, container_id=CID)
+    assert (containerd.container_name, containerd.image) == ("main", "docker.io/library/nginx:1.27")
+    assert containerd.sandbox_id == "c1f0" * 16 and not containerd.sandbox
+    assert containerd.container_id == ""  # containerd: the id is the OCI state's
+    assert crio == replace(containerd, container_id=CID)
     assert ContainerMeta.of({"io.kubernetes.cri.container-type": "sandbox"}).sandbox
     assert ContainerMeta.of({"io.kubernetes.cri-o.ContainerType": "sandbox"}).sandbox
     assert ContainerMeta.of({}) == ContainerMeta()  # ctr run / plain runc: nothing about a pod
