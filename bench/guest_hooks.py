@@ -17,9 +17,9 @@ Workload: bench/openclose.c, N x (openat + close) of one file, timed by itself. 
 tp is the agent's `syscall: true` sys_openat (the syscall's tracepoint); kprobe / kprobe_multi are a
 `syscall: false` kprobe on do_sys_openat2 with and without the policy option disable-kprobe-multi. The
 agent cannot serve a kprobe policy with fentry, so fentry has only its empty program. Also measured:
-the agent's CPU seconds per condition (from idle before the N calls to idle after them), and the time to attach a generated_ftrace
-list of 100 functions (the empty kprobe.multi program alone, and `tetra tracingpolicy add` of such a
-policy with kprobe.multi and with one kprobe per function).
+the agent's CPU seconds per condition (from idle before the N calls to idle after them), and the time
+to attach a generated_ftrace list of 100 functions (the empty kprobe.multi program alone, and `tetra
+tracingpolicy add` of such a policy with kprobe.multi and with one kprobe per function).
 """
 
 from __future__ import annotations
