@@ -23,6 +23,7 @@ import gc
 import logging
 import os
 import resource
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ _LARGE_TEXT = 64 << 10
 DEFAULT_MAX_HOOKS_PER_POLICY = 128
 DEFAULT_MAX_HOOKS = 256
 # what a parser, checker or compiler may raise on input nobody anticipated: still the policy's fault
-_INPUT_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, LookupError, OSError)
+_INPUT_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, LookupError, OSError, struct.error)
 
 
 @dataclass
