@@ -78,7 +78,9 @@ def record_max(cfg: G.HookCfg) -> int:
 
 def stash_sizing(cfg: G.HookCfg) -> tuple[int, int, int]:
     """(data bytes, value size, max entries) of the hook's gen_stash map."""
-    data = (record_max(cfg) + 7) & ~7
+    # at most STASH_MAX - 8: the kernel side bounds the copy with a 0x3fff mask, so a 16384-byte
+    # record would be copied as 0 bytes; with this limit it is counted as lost instead
+    data = min((record_max(cfg) + 7) & ~7, STASH_MAX - 8)
     value = STASH_HEADER + data
     entries = max(STASH_MIN_ENTRIES, min(STASH_MAX_ENTRIES, STASH_BUDGET // value))
     return data, value, entries
