@@ -260,3 +260,13 @@ def test_lsm_records_through_the_pipeline(tmp_path: Path, monkeypatch: pytest.Mo
     line = format_compact(events[1], ima_hash=True)
     node = events[1]["node_name"]
     assert line == f"🔒 LSM     {node} /usr/bin/cat bprm_check_security\n   /tmp/nop sha256:{digest.hex()}"
+
+
+@pytest.mark.parametrize("arg_error", [0, 1, 13, -4096, -2147483648])
+def test_override_needs_a_negative_errno(arg_error: int) -> None:
+    """The LSM hook's result is argError: outside [-4095, -1] the kernel would allow the operation
+    while the event said it was overridden."""
+    body = BPRM_CHECK.replace("argError: -1", f"argError: {arg_error}")
+    with pytest.raises(PolicyError, match=rf"Override's argError {arg_error} is no negative errno"):
+        _compile(body)
+    assert _compile(BPRM_CHECK.replace("argError: -1", "argError: -4095")).hooks
