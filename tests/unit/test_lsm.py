@@ -264,7 +264,7 @@ def test_lsm_records_through_the_pipeline(tmp_path: Path, monkeypatch: pytest.Mo
 
 @pytest.mark.parametrize("arg_error", [0, 1, 13, -4096, -2147483648])
 def test_override_needs_a_negative_errno(arg_error: int) -> None:
-    """The LSM hook's result is argError: outside [-4095, -1] the kernel would allow the operation
+    """An LSM hook's result is argError: outside [-4095, -1] the kernel would allow the operation
     while the event said it was overridden."""
     body = BPRM_CHECK.replace("argError: -1", f"argError: {arg_error}")
     with pytest.raises(PolicyError, match=rf"Override's argError {arg_error} is no negative errno"):

@@ -76,11 +76,6 @@ def fill_actions(
                     "the call, which this kernel lacks (argSig: 9 works: a killed process never sees the "
                     "error)"
                 )
-        if name == "Override" and not -4095 <= a.arg_error <= -1:
-            # the hook's result: an LSM hook takes only [-MAX_ERRNO, 0] (0 would allow the operation)
-            raise PolicyError(
-                f"{ctx.where}: Override's argError {a.arg_error} is no negative errno (-4095 to -1)"
-            )
         if name == "Signal" and not a.arg_sig:
             raise PolicyError(f"{ctx.where}: action Signal needs argSig")
         out[k].id = ACTION_IDS[name]
