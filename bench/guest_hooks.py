@@ -132,7 +132,7 @@ def empty_program(obj_path: Path, mech: str) -> Iterator[None]:
 def run_tetra(agent: AgentProcess, *args: str) -> str:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = tetra.main(["--server-address", agent.server, *args])
+        rc = tetra.main(["--server-address", agent.server, "--timeout", "300s", *args])  # TCG, a busy host
     if rc:
         raise RuntimeError(f"tetra {' '.join(args)}: {err.getvalue()}")
     return out.getvalue()
