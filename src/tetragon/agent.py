@@ -180,8 +180,15 @@ class Agent:
         if self.config.enable_policy_filter and self.pod_source is not None:
             from tetragon.k8s.policyfilter import PolicyFilter
 
-            pod_filter = PolicyFilter(self.pod_source.cache.pods)
+            pod_filter = PolicyFilter(
+                self.pod_source.cache.pods, debug=self.config.enable_policy_filter_debug
+            )
             self.pod_source.cache.on_change.append(pod_filter.refresh)
+        elif self.config.enable_policy_filter:
+            log.warning(
+                "--enable-policy-filter without --enable-k8s-api or --enable-cri has no pods to filter "
+                "by: pod-scoped policies will be refused"
+            )
         self.policies = PolicyManager(
             sensor.shared_maps,
             probe_features(),

@@ -5,6 +5,7 @@ kernel half (the check in BPF) runs in tests/e2e/test_k8s_pods.py with real cont
 from __future__ import annotations
 
 import json
+import logging
 import os
 import struct
 from pathlib import Path
@@ -148,3 +149,21 @@ def test_a_policys_set_follows_the_pods(tmp_path: Path) -> None:
     pods = []
     pod_filter.refresh()
     assert web_set.ids == {ino["nginx"], ino["nginx-sub"], ino["init"]}  # detached: not written any more
+
+
+def test_policy_filter_debug_logs_every_change_at_info(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """--enable-policy-filter-debug: which cgroups joined and left a policy's set, at INFO."""
+    ino = _tree(tmp_path)
+    pods = _pods()
+    pod_filter = PolicyFilter(lambda: pods, cgroup_root=str(tmp_path), debug=True)
+    with caplog.at_level(logging.INFO, logger="tetragon"):
+        pod_filter.attach(2, PodScope(namespace="batch"), FakeSet())
+        pods = []
+        pod_filter.refresh()
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert lines == [
+        f"policy 2 runs for 1 cgroups (+[{ino['report']}] -[])",
+        f"policy 2 runs for 0 cgroups (+[] -[{ino['report']}])",
+    ]

@@ -185,8 +185,12 @@ def container_cgroups(root: str) -> dict[str, set[int]]:
 class PolicyFilter:
     """The scoped policies' cgroup sets, kept current with `pods()` (call `refresh` on changes)."""
 
-    def __init__(self, pods: Callable[[], list[PodInfo]], cgroup_root: str | None = None) -> None:
+    def __init__(
+        self, pods: Callable[[], list[PodInfo]], cgroup_root: str | None = None, debug: bool = False
+    ) -> None:
         self.pods = pods
+        # --enable-policy-filter-debug: every change of a policy's cgroup set at INFO, not DEBUG
+        self._change_level = logging.INFO if debug else logging.DEBUG
         self.cgroup_root = cgroup2_root() if cgroup_root is None else cgroup_root
         self._lock = threading.Lock()
         self._policies: dict[int, _Scoped] = {}
@@ -259,7 +263,14 @@ class PolicyFilter:
             for cgid in scoped.ids - want:
                 scoped.cgroups.delete(_KEY.pack(cgid))
             if want != scoped.ids:
-                log.debug("policy %d runs for %d cgroups", policy_id, len(want))
+                log.log(
+                    self._change_level,
+                    "policy %d runs for %d cgroups (+%s -%s)",
+                    policy_id,
+                    len(want),
+                    sorted(want - scoped.ids),
+                    sorted(scoped.ids - want),
+                )
             scoped.ids = want
 
 
