@@ -341,10 +341,13 @@ class PolicyManager:
 
 
 def _hook_count(policy: TracingPolicy) -> int:
-    """How many hooks the compiler will make: one per kprobe, tracepoint and uprobe target."""
+    """How many hooks the compiler will make, at least: one per kprobe, tracepoint, uprobe target,
+    LSM hook and the loader, and one per USDT (a USDT with several probe sites makes one hook each,
+    known only once the binary is read)."""
     spec = policy.spec
     uprobes = sum(max(1, len(u.symbols) + len(u.offsets)) for u in spec.uprobes)
-    return len(spec.kprobes) + len(spec.tracepoints) + uprobes
+    others = len(spec.usdts) + len(spec.lsmhooks) + (1 if spec.loader else 0)
+    return len(spec.kprobes) + len(spec.tracepoints) + uprobes + others
 
 
 def _with_field(exc: PolicyError) -> PolicyError:
