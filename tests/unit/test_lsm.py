@@ -22,7 +22,15 @@ from tetragon.policy.errors import PolicyError
 from tetragon.policy.hookinfo import ArgInfo, HookInfo
 from tetragon.policy.load import parse_policy
 
-GUEST = {"tracepoint": True, "raw_tp": True, "kprobe": True, "signal": True, "fmodret": True, "lsm": True}
+GUEST = {
+    "tracepoint": True,
+    "raw_tp": True,
+    "kprobe": True,
+    "signal": True,
+    "fmodret": True,
+    "lsm": True,
+    "ima": True,
+}
 
 FILE_OPEN = """
   lsmhooks:
@@ -270,3 +278,10 @@ def test_override_needs_a_negative_errno(arg_error: int) -> None:
     with pytest.raises(PolicyError, match=rf"Override's argError {arg_error} is no negative errno"):
         _compile(body)
     assert _compile(BPRM_CHECK.replace("argError: -1", "argError: -4095")).hooks
+
+
+def test_ima_hash_needs_ima() -> None:
+    """Without IMA bpf_ima_file_hash hashes nothing: refused, naming IMA, instead of events that
+    silently lack ima_hash."""
+    with pytest.raises(PolicyError, match=r"selectors\[0\]: IMA is not active"):
+        _compile(BPRM_CHECK, {**GUEST, "ima": False})

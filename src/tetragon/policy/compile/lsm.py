@@ -103,6 +103,8 @@ def compile_lsm(site: PolicySite, hook_id: int, hook: LsmHookSpec, where: str) -
                     "(-4095 to -1), which an LSM hook must return to deny"
                 )
     ima = ima_selectors(hook)
+    if ima and not site.features.get("ima"):
+        raise unsupported(f"{where}.selectors[{ima[0]}]: {missing_feature_message('ima')}")
     program = ima_program(name, where) if ima else "gen_lsm"
     src = ArgSrc(G.MECH_RAW_TP, False, lambda i: (i, 8, False))  # ctx is the hook's u64 args[]
     att = [Attach("lsm", program, (name,))]  # libbpf finds bpf_lsm_<name> in the kernel's BTF
