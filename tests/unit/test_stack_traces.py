@@ -145,6 +145,10 @@ def test_post_carries_the_stack_bits_and_other_hooks_refuse_them() -> None:
     with pytest.raises(PolicyError, match="process_tracepoint events have no stack-trace fields"):
         tracepoint = "  tracepoints:\n  - subsystem: syscalls\n    event: sys_enter_openat\n    selectors:\n"
         _compile(f"{tracepoint}    - {post}\n")
+    # a returned sock's blob comes after the stacks: refused, not misread
+    with pytest.raises(PolicyError, match="cannot be combined with a returnArg of type sock"):
+        ret = "    return: true\n    returnArg: {index: 0, type: sock}\n"
+        _compile(kprobe.replace("    selectors:\n", ret + "    selectors:\n") + f"    - {post}\n")
 
 
 def test_stack_traces_and_kernel_objects_survive_the_grpc_conversion() -> None:
