@@ -55,8 +55,8 @@ _MESSAGES: dict[str, str] = {
     "CONFIG_FUNCTION_TRACER, kernel >= 5.5); kernel function hooks can use kprobes instead",
     "lsm": "BPF LSM is not active (CONFIG_BPF_LSM and `bpf` in the lsm= boot parameter); "
     "LSM hooks can be observed with kprobes on the security_* functions instead",
-    "ima": "IMA is not active (CONFIG_IMA, `ima` or `integrity` in the lsm= boot parameter) or BPF LSM "
-    "is not: bpf_ima_file_hash cannot hash files; a Post without imaHash still reports the file instead",
+    "ima": "IMA is not active (CONFIG_IMA; /sys/kernel/security/ima) or BPF LSM is not: "
+    "bpf_ima_file_hash cannot hash files; a Post without imaHash still reports the file instead",
     "signal": "this kernel has no bpf_send_signal (kernel >= 5.3); "
     "Sigkill/Signal actions are unavailable, use Post to report the event instead",
     "override_return": "this kernel has no bpf_override_return (CONFIG_BPF_KPROBE_OVERRIDE, "
@@ -100,6 +100,11 @@ def active_lsms() -> list[str]:
     return [name for name in text.strip().split(",") if name]
 
 
+def ima_active() -> bool:
+    """Whether IMA is initialized (CONFIG_IMA, not disabled at boot): its securityfs directory."""
+    return (SECURITYFS / "ima").is_dir()
+
+
 def _probe_all() -> dict[str, bool]:
     if not PROBE_OBJECT.exists():
         raise BpfError(f"BPF object {PROBE_OBJECT} is missing: build it with `make -C bpf`")
@@ -112,9 +117,9 @@ def _probe_all() -> dict[str, bool]:
     if results["lsm"] and "bpf" not in lsms:
         log.debug("feature lsm: program attaches, but bpf is not an active LSM")
         results["lsm"] = False
-    # bpf_ima_file_hash (sleepable BPF LSM programs) hashes nothing unless IMA runs: `integrity` in the
-    # lsm list before 6.9, `ima` since
-    results["ima"] = results["lsm"] and bool({"ima", "integrity"} & set(lsms))
+    # bpf_ima_file_hash (sleepable BPF LSM programs) hashes nothing unless IMA runs: it has its
+    # securityfs directory then (an `ima` entry in the lsm list only since 6.9)
+    results["ima"] = results["lsm"] and ima_active()
     return results
 
 
