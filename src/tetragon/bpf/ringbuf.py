@@ -17,6 +17,10 @@ of Y's ring, reserved no later than Y, has a ktime below X's, and the merge take
 - a head still BUSY (being written) ends the drain, as with one ring; the timer brings the next.
 A policy flood with a quiet lifecycle ring is thus read in chunks with the same per-record work as
 one ring; the per-record ktime comparison happens only while both rings hold records.
+One order differs from a single ring's: a `return: true` record keeps its entry's ktime but is
+submitted at the return, so a call that spans its process's exec (sys_execve with return: true) comes
+before that exec when both are read in one drain, and its event names the image that made the call,
+as Tetragon's does (it takes the process at entry); one ring put it after the exec.
 
 The producer side submits with BPF_RB_NO_WAKEUP and forces a wake-up only when a ring's pending data
 crosses a threshold, so the agent also drains on a timer (Agent.run). The consumer position is
