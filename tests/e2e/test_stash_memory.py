@@ -86,6 +86,11 @@ def test_stash_sized_by_the_hook_records(agent: AgentProcess, tmp_path: Path) ->
         assert (stash["value_size"], stash["max_entries"]) == (STASH_VALUE, STASH_ENTRIES)
         memory = int(policy_status(agent, name)["kernelMemoryBytes"])
         assert 0 < memory < MEMORY_BOUND
+        # exactly the maps the policy brought: none left out, none of the agent's counted
+        unique = {m["map_id"]: m for m in new}.values()  # a map the agent holds by two fds counts once
+        assert memory == sum(m["memlock"] for m in unique), sorted(
+            (m["memlock"], map_name(m["map_id"])) for m in unique
+        )
 
         fd = os.open(target, os.O_RDONLY)
         os.close(fd)

@@ -84,6 +84,15 @@ class BpfObject:
             prog = lb.bpf_object__next_program(self._obj(), prog)
         return names
 
+    def map_names(self) -> list[str]:
+        lb = lib()
+        names: list[str] = []
+        m = lb.bpf_object__next_map(self._obj(), None)
+        while m:
+            names.append(lb.bpf_map__name(m).decode())
+            m = lb.bpf_object__next_map(self._obj(), m)
+        return names
+
     def _program(self, name: str) -> int:
         prog = lib().bpf_object__find_program_by_name(self._obj(), name.encode())
         if not prog:

@@ -88,6 +88,8 @@ def _declare(lb: ctypes.CDLL) -> None:
         "bpf_object__find_map_by_name": ([_c_ptr, ctypes.c_char_p], _c_ptr),
         "bpf_object__next_program": ([_c_ptr, _c_ptr], _c_ptr),
         "bpf_program__name": ([_c_ptr], ctypes.c_char_p),
+        "bpf_object__next_map": ([_c_ptr, _c_ptr], _c_ptr),
+        "bpf_map__name": ([_c_ptr], ctypes.c_char_p),
         "bpf_program__set_autoload": ([_c_ptr, ctypes.c_bool], ctypes.c_int),
         "bpf_program__set_attach_target": ([_c_ptr, ctypes.c_int, ctypes.c_char_p], ctypes.c_int),
         "bpf_program__attach": ([_c_ptr], _c_ptr),

@@ -70,6 +70,7 @@ class GenericObject:
             self.obj.only_programs(programs)
             for program, function in (btf_targets or {}).items():
                 self.obj.set_attach_target(program, function)
+            self._reused = frozenset(shared)  # counted by their owners, not in memlock()
             for name, fd in shared.items():
                 self.obj.map(name).reuse_fd(fd)
             stash = self.obj.map("gen_stash")
@@ -114,21 +115,15 @@ class GenericObject:
         return out
 
     def memlock(self) -> int:
-        """Memory of this object's own maps (shared ones are counted once, by their owner)."""
+        """Memory of this object's own maps: every map of the object but the agent's shared ones and
+        the policy's (counted once, by their owners), so that a map a header adds is never left out."""
         total = 0
-        for name in (
-            "gen_heap",
-            "gen_stats",
-            "gen_inmap",
-            "gen_stash",
-            "gen_ratelimit",
-            "gen_rl_scratch",
-            "tg_path_heap",
-            ".rodata",
-        ):
+        for name in self.obj.map_names():
+            if name in self._reused or name in SHARED_MAPS or name in POLICY_MAPS:
+                continue
             try:
                 total += map_memlock(self.obj.map(name).fd)
-            except BpfError:
+            except BpfError:  # not created (autocreate off)
                 continue
         return total
 
