@@ -4,7 +4,8 @@
  * per thread (key pid_tgid) once a selector matched (or the hook has none); the return program
  * (gen_tp_ret at the syscall's exit, gen_kretprobe/gen_kretprobe_multi at the function's return)
  * takes it back, adds the return value and the returnCopy buffers, runs matchReturnArgs and the
- * return actions, and posts it. One record per thread: a kernel function that re-enters itself on
+ * return actions, and posts it. The imaHash LSM programs (generic/lsm.h) park their record here too
+ * while bpf_ima_file_hash sleeps. One record per thread: a kernel function that re-enters itself on
  * the same thread before returning keeps only its innermost entry.
  */
 #ifndef TETRAGON_GENERIC_STASH_H

@@ -5,7 +5,7 @@ GetInfo describes the agent as Tetragon's does: version and name, the kernel fea
 in `google.protobuf.Any` as a wrapper of its type) and its build (`build.go_version` holds the Python
 version that runs it: the field is Tetragon's name for the runtime). ListDomains lists the domains of
 the loaded tracing policies: `static` for those from --tracing-policy / --tracing-policy-dir, `grpc`
-for those added through the API.
+for those added through the API, `k8s` for TracingPolicy objects of the CRD watch.
 """
 
 from __future__ import annotations

@@ -21,7 +21,9 @@ class ArgInfo:
 @dataclass(frozen=True)
 class HookInfo:
     policy_name: str
-    event: str  # "process_kprobe" | "process_tracepoint" | "process_uprobe" | "process_usdt"
+    # "process_kprobe" | "process_tracepoint" | "process_uprobe" | "process_usdt" | "process_lsm" |
+    # "process_loader"
+    event: str
     function_name: str = ""  # process_kprobe: as Tetragon reports it, e.g. "__x64_sys_openat"
     subsys: str = ""  # process_tracepoint
     tp_event: str = ""  # process_tracepoint
