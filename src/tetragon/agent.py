@@ -23,6 +23,7 @@ from tetragon.hostsetup import (
     batch_scheduling,
     check_btf,
     check_privileges,
+    give_memory_back,
     host_namespaces,
     tune_malloc,
     write_run_files,
@@ -312,7 +313,8 @@ class Agent:
                 self.pipeline.pods.tick()  # events whose pod was not known: due for a new look
             now = time.monotonic()
             if now >= next_gc:
-                self.cache.gc(now)
+                if self.cache.gc(now):  # the end of a burst: what it freed goes back to the kernel
+                    give_memory_back()
                 next_gc = now + self.config.process_cache_gc_interval
             if now >= next_clock:
                 self.clock.refresh()

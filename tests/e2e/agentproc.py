@@ -133,6 +133,14 @@ class AgentProcess:
         return int(self.proc.returncode)
 
 
+def rss_mb(pid: int) -> float:
+    """Resident set size of `pid` in MB (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def running_agent(tmp_path_factory: Any, name: str, *flags: str) -> Iterator[AgentProcess]:
     """Body of a module-scoped agent fixture: needs BPF, waits until ready, must exit 0."""
     require_bpf()

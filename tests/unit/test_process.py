@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from tetragon.process.cache import ProcessCache, ProcessEntry
 from tetragon.process.events import ProcessEvents
 from tetragon.process.model import (
@@ -140,6 +142,22 @@ def test_cache_ancestors_and_capacity() -> None:
     c.exit(14)
     c.add(_entry("e", 15, "c"))  # over capacity: the exited entry goes first
     assert len(c) <= 4 and c.get("d") is None and c.evictions >= 1
+
+
+def test_cache_tables_shrink_after_a_burst_is_collected() -> None:
+    c = ProcessCache(capacity=1 << 20, gc_interval=0.0)
+    c.add(_entry("init", 1))
+    burst = 20_000
+    for pid in range(100, 100 + burst):
+        c.add(_entry(f"p{pid}", pid, "init"))
+        c.exit(pid)
+    full = sys.getsizeof(c._by_exec) + sys.getsizeof(c._by_pid)
+    assert c.gc(now=1e12) == burst
+    assert len(c) == 1 and c.get("init").refcnt == 1 and c.by_pid(1) is c.get("init")
+    # a dict keeps its largest table when entries leave: the collection rebuilt both
+    assert sys.getsizeof(c._by_exec) + sys.getsizeof(c._by_pid) < full // 100
+    c.add(_entry("sh", 10, "init"))  # the rebuilt tables are the live ones
+    assert c.by_pid(10).exec_id == "sh" and c.get("init").refcnt == 2
 
 
 def _events() -> ProcessEvents:

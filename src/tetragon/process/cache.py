@@ -16,6 +16,8 @@ import orjson
 
 ProcessDict = dict[str, Any]
 
+# Tables smaller than this are never rebuilt (their slack is a few hundred KB at most)
+_SHRINK_FLOOR = 4096
 _LAST_ANCESTOR_PID = 2  # kthreadd; init is 1: Tetragon's ancestors end with either
 
 # Process fields after `tid` (16), to insert tid at its declaration position.
@@ -163,6 +165,7 @@ class ProcessCache:
         self.gc_interval = gc_interval
         self._by_exec: dict[str, ProcessEntry] = {}
         self._by_pid: dict[int, ProcessEntry] = {}
+        self._high = 0  # the most entries a collection has seen since the tables were last rebuilt
         self.evictions = 0
         self.misses_get = 0
         self.misses_remove = 0
@@ -247,8 +250,9 @@ class ProcessCache:
         return out
 
     def gc(self, now: float | None = None) -> int:
-        """Drop entries whose refcount has been zero for at least one interval."""
+        """Drop entries whose refcount has been zero for at least one interval; returns how many."""
         now = time.monotonic() if now is None else now
+        self._high = max(self._high, len(self._by_exec))
         dead = [
             e
             for e in self._by_exec.values()
@@ -256,7 +260,17 @@ class ProcessCache:
         ]
         for e in dead:
             self._remove(e)
+        if self._high > _SHRINK_FLOOR and len(self._by_exec) * 4 < self._high:
+            self._shrink()
         return len(dead)
+
+    def _shrink(self) -> None:
+        """Rebuild the tables after a burst: a dict never shrinks when entries leave, so the tables
+        of a 100,000-exec burst (megabytes) would stay at their largest for the agent's lifetime.
+        The copies replace the tables in one assignment each: entries() may run on another thread."""
+        self._by_exec = dict(self._by_exec)
+        self._by_pid = dict(self._by_pid)
+        self._high = len(self._by_exec)
 
     def _ref(self, entry: ProcessEntry, delta: int) -> None:
         entry.refcnt += delta

@@ -16,8 +16,6 @@ anything is loaded.
 from __future__ import annotations
 
 import builtins
-import contextlib
-import ctypes
 import dataclasses
 import gc
 import logging
@@ -32,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from tetragon.abi import generic_cfg_h as G
 from tetragon.bpf.libbpf import BpfError
+from tetragon.hostsetup import give_memory_back  # libbpf frees ~0.8 MB per closed hook object
 from tetragon.k8s.policyfilter import PolicyFilter, check_pod_scope, needs_pod_filter, scope_handle
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.hookinfo import HookInfo
@@ -115,7 +114,7 @@ class PolicyManager:
         except PolicyError:
             if len(yaml_text) > _LARGE_TEXT:  # the parse of a large refused document leaves garbage
                 gc.collect()
-                _give_memory_back()
+                give_memory_back()
             raise
 
     def _add(
@@ -170,7 +169,7 @@ class PolicyManager:
                 sensor, entry.sensor = entry.sensor, None
             if sensor is not None:
                 sensor.close()
-                _give_memory_back()
+                give_memory_back()
             log.info("policy %s deleted", name)
 
     def configure(
@@ -199,7 +198,7 @@ class PolicyManager:
                 with self._state:
                     sensor, entry.sensor = entry.sensor, None
                 sensor.close()
-                _give_memory_back()
+                give_memory_back()
 
     def list(self) -> list[PolicyStatus]:
         with self._state:
@@ -268,12 +267,12 @@ class PolicyManager:
                 scope_handle(self.pod_filter, entry.id, entry.policy),
             )
         except BpfError as exc:
-            _give_memory_back()
+            give_memory_back()
             raise PolicyError(
                 f"policy {entry.policy.name}: cannot load into the kernel: {exc}", kind="unsupported"
             ) from exc
         except _INPUT_ERRORS as exc:  # ENAMETOOLONG, a path libbpf cannot encode, ...
-            _give_memory_back()
+            give_memory_back()
             raise _input_error(f"policy {entry.policy.name}: cannot load", exc, kind="unsupported") from None
         with self._state:
             entry.sensor = sensor
@@ -357,13 +356,6 @@ def _with_field(exc: PolicyError) -> PolicyError:
         return exc
     where = "kind" if text.startswith("TracingPolicyNamespaced") else "spec"
     return PolicyError(f"{where}: {text}", exc.kind)
-
-
-def _give_memory_back() -> None:
-    """Return the heap libbpf freed (~0.8 MB per hook object) to the kernel: glibc keeps freed
-    memory mapped otherwise, and the agent's RSS would stay at its largest policy's size."""
-    with contextlib.suppress(OSError, AttributeError):  # AttributeError: not glibc
-        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _open_fds() -> int:
