@@ -242,7 +242,7 @@ class Agent:
         except BpfError as exc:
             raise AgentError(f"cannot load the base sensor: {exc}") from exc
         if self.pod_source is not None:  # pods known before the scan, so its events find them
-            self.pod_source.enricher.sink = lambda event: self.pipeline.emit_all([event], hold=False)
+            self.pod_source.enricher.sink = self.pipeline.release
             self.pod_source.start()
         # attach first, then scan: a process started in between is seen by both, never by neither
         infos = procfs.scan(cfg.procfs)

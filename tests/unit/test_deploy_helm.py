@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.test_k8s_pods import JsonHandler, serve_local, write_kubeconfig
+from tests.k8s_apiserver import JsonHandler, serve_local, write_kubeconfig
 
 helm = pytest.importorskip("helm_sdkpy", reason="helm-sdkpy: pip install --ignore-requires-python helm-sdkpy")
 kubernetes_validate = pytest.importorskip("kubernetes_validate")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.k8s_apiserver import eventually, write_kubeconfig
 from tests.unit.test_k8s_leader import LEASE, NAMESPACE, LeaseServer
-from tests.unit.test_k8s_pods import eventually, write_kubeconfig
 from tetragon.k8s import operator_cli
 
 

@@ -18,7 +18,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from kubernetes import client
 
-from tests.unit.test_k8s_pods import DATA, JsonHandler, eventually, local_api_client, serve_local
+from tests.k8s_apiserver import JsonHandler, eventually, local_api_client, serve_local
+from tests.unit.test_k8s_pods import DATA
 from tetragon.k8s.policyfilter import PolicyFilter
 from tetragon.k8s.policywatch import CrdWatcher, PolicyObjects
 from tetragon.sensors.manager import PolicyManager
