@@ -81,13 +81,20 @@ def eventually(check: Callable[[], bool], what: str, timeout: float = 10.0) -> N
 
 
 class FakeApiServer:
-    """Serves GET /api/v1/pods (list or watch) from recorded documents; records every query.
+    """Serves GET /api/v1/pods (list or watch) from recorded documents; records every pod query.
     `push` adds a watch event that open watches stream at once. The TracingPolicy kinds are served
-    empty, so an agent with --enable-k8s-api can run against it."""
+    too (`policies`: plural -> items, empty unless a test fills them; `push(..., plural)`), and the
+    Events the agent posts are kept in `posted`, so an agent with --enable-k8s-api runs against it."""
 
     def __init__(self, port: int = 0) -> None:
         self.pod_list: dict[str, Any] = {}
         self.watch_events: list[str] = []
+        self.policies: dict[str, list[dict[str, Any]]] = {
+            "tracingpolicies": [],
+            "tracingpoliciesnamespaced": [],
+        }
+        self.policy_watch: dict[str, list[str]] = {plural: [] for plural in self.policies}
+        self.posted: list[dict[str, Any]] = []
         self.queries: list[dict[str, list[str]]] = []
         self.closing = threading.Event()
         self.pushed = threading.Condition()
@@ -97,22 +104,39 @@ class FakeApiServer:
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
                 query = parse_qs(url.query)
-                if url.path.startswith("/apis/cilium.io/v1alpha1/"):
-                    owner.serve_no_policies(self, query)
+                plural = url.path.rsplit("/", 1)[-1]
+                if url.path.startswith("/apis/cilium.io/v1alpha1/") and plural in owner.policies:
+                    if query.get("watch") == ["true"]:
+                        owner.stream_watch(self, query, owner.policy_watch[plural])
+                    else:
+                        items = {"items": owner.policies[plural], "metadata": {"resourceVersion": "1"}}
+                        self.send_json(200, items, close=True)
                     return
                 owner.queries.append(query)
                 if url.path != "/api/v1/pods":
                     self.send_error(404)
                     return
                 if query.get("watch") == ["true"]:
-                    owner.stream_watch(self, query)
+                    owner.stream_watch(self, query, owner.watch_events)
                 else:
                     self.send_json(200, owner.pod_list, close=True)
+
+            def do_POST(self) -> None:
+                parts = urlsplit(self.path).path.split("/")  # /api/v1/namespaces/NS/events
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                if parts[1:4] != ["api", "v1", "namespaces"] or parts[5:] != ["events"]:
+                    self.send_error(404)
+                    return
+                owner.posted.append(body)
+                created = {**body, "metadata": {**body["metadata"], "name": f"e{len(owner.posted)}"}}
+                self.send_json(201, created)
 
         self.server = serve_local(Handler, port)
         self.port = self.server.server_address[1]
 
-    def stream_watch(self, handler: BaseHTTPRequestHandler, query: dict[str, list[str]]) -> None:
+    def stream_watch(
+        self, handler: BaseHTTPRequestHandler, query: dict[str, list[str]], events: list[str]
+    ) -> None:
         since = int(query.get("resourceVersion", ["0"])[0] or 0)
         timeout = float(query.get("timeoutSeconds", ["5"])[0])
         handler.send_response(200)
@@ -125,13 +149,13 @@ class FakeApiServer:
         # like the API server: the stream stays open until its timeout (or until we go down), and
         # streams what is pushed meanwhile
         while not self.closing.is_set():
-            for line in self.watch_events[sent:]:
+            for line in events[sent:]:
                 version = json.loads(line)["object"].get("metadata", {}).get("resourceVersion", "0")
                 if int(version or 0) > since or json.loads(line)["type"] == "ERROR":
                     data = (line + "\n").encode()
                     handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                     handler.wfile.flush()
-            sent = len(self.watch_events)
+            sent = len(events)
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -139,23 +163,13 @@ class FakeApiServer:
                 self.pushed.wait(min(left, 0.1))
         handler.wfile.write(b"0\r\n\r\n")
 
-    def push(self, event: str, obj: dict[str, Any]) -> None:
-        """A watch event (ADDED, MODIFIED, DELETED) for the open watches and later ones."""
-        self.watch_events.append(json.dumps({"type": event, "object": obj}))
+    def push(self, event: str, obj: dict[str, Any], resource: str = "pods") -> None:
+        """A watch event (ADDED, MODIFIED, DELETED) of `resource` (pods or a policy plural) for the
+        open watches and later ones."""
+        events = self.watch_events if resource == "pods" else self.policy_watch[resource]
+        events.append(json.dumps({"type": event, "object": obj}))
         with self.pushed:
             self.pushed.notify_all()
-
-    def serve_no_policies(self, handler: JsonHandler, query: dict[str, list[str]]) -> None:
-        if query.get("watch") != ["true"]:
-            handler.send_json(200, {"items": [], "metadata": {"resourceVersion": "1"}}, close=True)
-            return
-        handler.send_response(200)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Transfer-Encoding", "chunked")
-        handler.send_header("Connection", "close")
-        handler.end_headers()
-        self.closing.wait(float(query.get("timeoutSeconds", ["5"])[0]))
-        handler.wfile.write(b"0\r\n\r\n")
 
     def stop(self) -> None:
         self.closing.set()

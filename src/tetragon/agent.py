@@ -259,7 +259,7 @@ class Agent:
         if cfg.enable_k8s_api and self.policies is not None:
             from tetragon.k8s.policywatch import start_crd_watchers
 
-            self.crd_watchers = start_crd_watchers(cfg.k8s_kubeconfig_path, self.policies)
+            self.crd_watchers = start_crd_watchers(cfg.k8s_kubeconfig_path, self.policies, self.node)
         self._start_grpc()
         self.ready.set()
         self._start_health()  # after ready: its first answer is SERVING

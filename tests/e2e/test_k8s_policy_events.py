@@ -8,12 +8,16 @@ the pod appears: it pushes the watch's ADDED naming only the first container. Un
 first container's leave with `pod` filled (also those made before the push), the second's leave
 without it after the cache's retries and are counted as Tetragon counts them
 (`tetragon_event_cache_fetch_failures_total{entry_type="pod_info",event_type="PROCESS_TRACEPOINT"}`).
+
+The same agent watches TracingPolicy objects from the double: a bad update of a loaded one is refused
+with a Warning Event posted on the object, and the loaded version keeps reporting.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -177,3 +181,60 @@ def test_policy_events_wait_for_their_pod(
         agent.tetra("tracingpolicy", "delete", "execs", check=False)
         cri.stub.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
         cri.stub.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+
+
+CRD_POLICY: dict[str, Any] = {
+    "apiVersion": "cilium.io/v1alpha1",
+    "kind": "TracingPolicy",
+    "metadata": {"name": "crd-execs", "uid": "3e5f7a9b-2c4d-4e6f-8a0b-1c3d5e7f9a2b", "resourceVersion": "30"},
+    "spec": {"tracepoints": [{"subsystem": "syscalls", "event": "sys_enter_execve"}]},
+}
+
+
+def _policy_ids(agent: AgentProcess) -> dict[str, int]:
+    listing = json.loads(agent.tetra("tracingpolicy", "list", "-o", "json").stdout)
+    return {p["name"]: int(p["id"]) for p in listing.get("policies", [])}
+
+
+def test_a_bad_crd_update_keeps_the_policy_running_and_reports_an_event(
+    agent: AgentProcess, apiserver: FakeApiServer
+) -> None:
+    apiserver.push("ADDED", CRD_POLICY, "tracingpolicies")
+    deadline = time.monotonic() + 30
+    while "crd-execs" not in _policy_ids(agent):
+        assert time.monotonic() < deadline, "the CRD policy was not loaded"
+        time.sleep(0.2)
+    loaded_id = _policy_ids(agent)["crd-execs"]
+    bad = copy.deepcopy(CRD_POLICY)
+    bad["metadata"]["resourceVersion"] = "31"
+    bad["spec"]["tracepoints"][0]["selectors"] = [
+        {"matchArgs": [{"index": 0, "operator": "Bogus", "values": ["1"]}]}
+    ]
+    apiserver.push("MODIFIED", bad, "tracingpolicies")
+    deadline = time.monotonic() + 30
+    while not apiserver.posted:
+        assert time.monotonic() < deadline, "no Event about the refused update"
+        time.sleep(0.2)
+    refused_at = time.time()
+    event = apiserver.posted[0]
+    assert (event["reason"], event["type"]) == ("TracingPolicyUpdateRefused", "Warning")
+    assert event["involvedObject"]["name"] == "crd-execs" and "Bogus" in event["message"]
+    assert event["message"].endswith("the previous version stays loaded")
+    # the same policy (never unloaded) keeps reporting execs made after the refusal
+    assert _policy_ids(agent)["crd-execs"] == loaded_id
+    deadline = time.monotonic() + 30
+    while True:
+        subprocess.run(["/bin/true"], check=True)
+        events = agent.read_events()
+        after = [
+            e
+            for e in events
+            if kind(e) == "process_tracepoint"
+            and body(e).get("policy_name") == "crd-execs"
+            and _wall(e["time"]) > refused_at
+        ]
+        if after:
+            break
+        assert time.monotonic() < deadline, "the policy's events stopped after the bad update"
+        time.sleep(0.2)
+    apiserver.push("DELETED", bad, "tracingpolicies")
