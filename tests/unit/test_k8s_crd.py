@@ -44,8 +44,18 @@ def _walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
 
 @pytest.mark.parametrize("kind", list(crdgen.KINDS))
 def test_committed_crd_is_generated(kind: str) -> None:
-    # Re-generate with `python -m tetragon.k8s.crdgen deploy/crds` after changing policy/schema.py.
+    # Re-generate with `python -m tetragon.k8s.crdgen deploy/crds deploy/helm/tetragon/crds` after
+    # changing policy/schema.py.
     assert (CRDS / crdgen.file_name(kind)).read_text() == crdgen.render(kind)
+
+
+def test_the_chart_holds_the_generated_crds() -> None:
+    """Helm installs deploy/helm/tetragon/crds/ on the first install: the same files as deploy/crds/
+    (`python -m tetragon.k8s.crdgen deploy/crds deploy/helm/tetragon/crds`)."""
+    chart_crds = ROOT / "deploy" / "helm" / "tetragon" / "crds"
+    assert sorted(p.name for p in chart_crds.iterdir()) == sorted(crdgen.file_name(k) for k in crdgen.KINDS)
+    for kind in crdgen.KINDS:
+        assert (chart_crds / crdgen.file_name(kind)).read_text() == crdgen.render(kind)
 
 
 @pytest.mark.parametrize("kind", list(crdgen.KINDS))

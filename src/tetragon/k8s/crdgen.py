@@ -133,13 +133,14 @@ def to_json_schema(node: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m tetragon.k8s.crdgen DIR", file=sys.stderr)
+    if not args:
+        print("usage: python -m tetragon.k8s.crdgen DIR...", file=sys.stderr)
         return 2
-    out = Path(args[0])
-    out.mkdir(parents=True, exist_ok=True)
-    for kind in KINDS:
-        (out / file_name(kind)).write_text(render(kind))
+    for directory in args:  # deploy/crds and the chart's crds/
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        for kind in KINDS:
+            (out / file_name(kind)).write_text(render(kind))
     return 0
 
 
