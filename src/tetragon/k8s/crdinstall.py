@@ -29,10 +29,11 @@ def crd_name(kind: str) -> str:
 
 def install_crd(api: client.ApiextensionsV1Api, kind: str, force_update: bool = False) -> str:
     """Creates or updates the CRD of `kind`; returns what was done: created, updated or unchanged."""
-    ours: dict[str, Any] = custom_resource_definition(kind)
+    # plain dicts in and raw JSON out: the client serializes a dict as it would its model (typed as the model)
+    ours: Any = custom_resource_definition(kind)
     name = crd_name(kind)
     try:
-        response = api.read_custom_resource_definition(name, _preload_content=False, _request_timeout=30)
+        response: Any = api.read_custom_resource_definition(name, _preload_content=False, _request_timeout=30)
     except ApiException as err:
         if err.status != HTTP_NOT_FOUND:
             raise
@@ -41,7 +42,7 @@ def install_crd(api: client.ApiextensionsV1Api, kind: str, force_update: bool = 
     installed = json.loads(response.data)
     if not force_update and _same_spec(installed.get("spec") or {}, ours["spec"]):
         return "unchanged"
-    replacement = {**ours, "metadata": {**ours["metadata"], **_kept_metadata(installed)}}
+    replacement: Any = {**ours, "metadata": {**ours["metadata"], **_kept_metadata(installed)}}
     api.replace_custom_resource_definition(name, replacement, _request_timeout=30)
     return "updated"
 

@@ -63,7 +63,8 @@ class PolicyEventReporter:
     def refused(self, kind: str, obj: dict[str, Any], error: str, kept_previous: bool) -> None:
         reason = UPDATE_REFUSED if kept_previous else REFUSED
         after = "; the previous version stays loaded" if kept_previous else ""
-        event = policy_event(kind, obj, reason, f"node {self.node}: {error}{after}", self.node)
+        # a plain dict: the client serializes it as it would its model (typed as the model)
+        event: Any = policy_event(kind, obj, reason, f"node {self.node}: {error}{after}", self.node)
         try:
             self.api.create_namespaced_event(event["metadata"]["namespace"], event, _request_timeout=10)
         except Exception as err:  # the API may be down: the error is in the log and in `errors`
