@@ -12,18 +12,13 @@ and the agent's peak RSS (VmHWM) with the pods known; bench/results/pod_exec_sto
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
-import platform
-import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -34,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
 
-from bench.exec_storm import cpu_seconds, peak_rss_mb, settle  # noqa: E402
+from bench.exec_storm import measure_agent, settle, storm_parser, storm_result, write_result  # noqa: E402
 from tests.containerd_cri import IMAGE, private_containerd, run_pod, start_container  # noqa: E402
 from tests.e2e.agentproc import AgentProcess  # noqa: E402
 from tests.k8s_apiserver import FakeApiServer, write_kubeconfig  # noqa: E402
@@ -127,33 +122,17 @@ def count_events(export: Path, docker: str) -> dict[str, int]:
 
 def agent_run(cri: CriClient, container_id: str, n: int, tmp: Path, kubeconfig: Path) -> dict[str, Any]:
     agent = AgentProcess(tmp, "--enable-k8s-api", "--k8s-kubeconfig-path", str(kubeconfig))
-    try:
-        agent.wait_ready(120)
-        time.sleep(0.5)
-        cpu0 = cpu_seconds(agent.proc.pid)
-        wall = run_storm(cri, container_id, n)
-        assert agent.export is not None
-        deadline = time.monotonic() + 60
-        counts = count_events(agent.export, container_id[:31])
-        while time.monotonic() < deadline and min(counts["execs"], counts["exits"]) < n:
-            time.sleep(1.0)
-            counts = count_events(agent.export, container_id[:31])
-        cpu = cpu_seconds(agent.proc.pid) - cpu0
-        rss = peak_rss_mb(agent.proc.pid)
-    finally:
-        rc = agent.stop()
-    m = re.search(r"ring buffer: received (\d+) records, lost (\d+)", agent.stderr())
-    if rc != 0 or m is None:
-        raise RuntimeError(f"agent exited with {rc}:\n{agent.stderr()[-2000:]}")
-    return {"wall": wall, **counts, "lost": int(m.group(2)), "agent_cpu_s": cpu, "peak_rss_mb": rss}
+    return measure_agent(
+        agent,
+        lambda: run_storm(cri, container_id, n),
+        lambda export: count_events(export, container_id[:31]),
+        n,
+    )
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--n", type=int, default=20000, help="fork+exec per run")
-    ap.add_argument("--reps", type=int, default=5, help="runs per condition (median taken)")
+    ap = storm_parser("pod_exec_storm", __doc__)
     ap.add_argument("--pods", type=int, default=1000, help="pods of the node the agent knows")
-    ap.add_argument("--out", default=str(BENCH / "results" / "pod_exec_storm.json"))
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("pod_exec_storm: needs root", file=sys.stderr)
@@ -191,37 +170,9 @@ def main() -> int:
             cri.stub.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=sandbox[0]), timeout=60)
             cri.stub.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sandbox[0]), timeout=60)
             apiserver.stop()
-    base_med = statistics.median(base)
-    agent_med = statistics.median(r["wall"] for r in runs)
-    with_pod = [r["execs_with_pod"] + r["exits_with_pod"] for r in runs]
-    result = {
-        "benchmark": "pod_exec_storm",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "kernel": platform.release(),
-        "n": args.n,
-        "reps": args.reps,
-        "pods_known": args.pods,
-        "baseline_wall_s": base,
-        "agent_wall_s": [r["wall"] for r in runs],
-        "ratio": agent_med / base_med,
-        "paired_ratios": [r["wall"] / b for r, b in zip(runs, base, strict=True)],
-        "events_expected_per_run": 2 * args.n,
-        "events_received_per_run": [r["execs"] + r["exits"] for r in runs],
-        "events_with_pod_per_run": with_pod,
-        "lost_per_run": [r["lost"] for r in runs],
-        "agent_cpu_s_per_run": [r["agent_cpu_s"] for r in runs],
-        "agent_peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(
-        f"pod_exec_storm n={args.n} reps={args.reps} pods={args.pods}: ratio {result['ratio']:.3f} "
-        f"(base {base_med:.3f}s, agent {agent_med:.3f}s), events {min(result['events_received_per_run'])}"
-        f"/{2 * args.n}, with pod {min(with_pod)}, lost {max(result['lost_per_run'])}, agent cpu "
-        f"{statistics.median(result['agent_cpu_s_per_run']):.2f}s, "
-        f"peak rss {result['agent_peak_rss_mb']:.1f} MB"
-    )
-    print(f"wrote {args.out}")
+    result = storm_result("pod_exec_storm", args.n, base, runs, pods_known=args.pods)
+    with_pod = result["events_with_pod_per_run"] = [r["execs_with_pod"] + r["exits_with_pod"] for r in runs]
+    write_result(result, Path(args.out), f" ({min(with_pod)} with the pod)")
     return 0
 
 

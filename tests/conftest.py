@@ -30,8 +30,14 @@ CONFORMANCE_OFF = (
     "(holding policies/ and events/events.json) to run it"
 )
 _examples_value = os.environ.get(EXAMPLES_VAR, "")
+
+
+def _directory_of(value: str) -> Path | None:
+    return Path(value).resolve() if value else None
+
+
 # Tetragon's examples, or None when the conformance tier is off (its tests skip before they run).
-TETRAGON_EXAMPLES: Path | None = Path(_examples_value).resolve() if _examples_value else None
+TETRAGON_EXAMPLES = _directory_of(_examples_value)
 
 
 # Tetragon's Kubernetes interfaces (crds/ with its TracingPolicy CRDs): the CRD part of the tier, which
@@ -39,11 +45,10 @@ TETRAGON_EXAMPLES: Path | None = Path(_examples_value).resolve() if _examples_va
 # under CI=true, or set to a directory without the CRDs, the run stops with an error.
 K8S_REFERENCE_VAR = "TETRAGON_K8S_REFERENCE"
 K8S_REFERENCE_OFF = (
-    f"Tetragon CRD conformance not run: set {K8S_REFERENCE_VAR}=/path/to/tetragon-k8s "
-    "(holding crds/cilium.io_tracingpolicies.yaml) to run it"
+    f"Tetragon CRD conformance not run: set {K8S_REFERENCE_VAR}=/path/to/tetragon-k8s to run it"
 )
 _k8s_reference_value = os.environ.get(K8S_REFERENCE_VAR, "")
-TETRAGON_K8S_REFERENCE: Path | None = Path(_k8s_reference_value).resolve() if _k8s_reference_value else None
+TETRAGON_K8S_REFERENCE = _directory_of(_k8s_reference_value)
 TETRAGON_CRD_FILES = ("crds/cilium.io_tracingpolicies.yaml", "crds/cilium.io_tracingpoliciesnamespaced.yaml")
 
 

@@ -107,11 +107,18 @@ def test_generator_writes_both_files(tmp_path: Path) -> None:
 @pytest.mark.conformance
 @pytest.mark.parametrize("path", conformance_params(EXAMPLE_FILES), ids=lambda p: p.name if p else "")
 def test_example_validates_against_our_crd(path: Path) -> None:
+    for doc in _policy_docs(path):
+        assert _errors(_validator(doc["kind"]), doc) == []
+
+
+def _policy_docs(path: Path) -> list[dict[str, Any]]:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") in crdgen.KINDS]
     assert docs
-    for doc in docs:
-        errors = [f"{list(e.path)}: {e.message}" for e in _validator(doc["kind"]).iter_errors(doc)]
-        assert errors == []
+    return docs
+
+
+def _errors(validator: jsonschema.Draft4Validator, doc: dict[str, Any]) -> list[str]:
+    return [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(doc)]
 
 
 @pytest.mark.parametrize("kind", list(crdgen.KINDS))
@@ -141,11 +148,8 @@ def _tetragon_validator(kind: str) -> jsonschema.Draft4Validator:
 @pytest.mark.parametrize("path", conformance_params(EXAMPLE_FILES), ids=lambda p: p.name if p else "")
 def test_example_validates_against_tetragons_crd_and_ours(path: Path) -> None:
     """Tetragon's CEL rules (x-kubernetes-validations) are not run here: JSON-schema validation only."""
-    docs = [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") in crdgen.KINDS]
-    assert docs
-    for doc in docs:
-        theirs = [f"{list(e.path)}: {e.message}" for e in _tetragon_validator(doc["kind"]).iter_errors(doc)]
-        ours = [f"{list(e.path)}: {e.message}" for e in _validator(doc["kind"]).iter_errors(doc)]
+    for doc in _policy_docs(path):
+        theirs, ours = _errors(_tetragon_validator(doc["kind"]), doc), _errors(_validator(doc["kind"]), doc)
         assert (theirs, ours) == ([], [])
 
 
