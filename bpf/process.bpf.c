@@ -288,7 +288,7 @@ int BPF_PROG(tg_process_exec, struct task_struct *task, pid_t old_pid, struct li
 
 	BOUND(off, 0x7fff);
 	e->common.size = off;
-	tg_submit(buf->data, off, STAT_EXEC_SENT, STAT_EXEC_LOST);
+	tg_submit(&tg_rb_events, buf->data, off, STAT_EXEC_SENT, STAT_EXEC_LOST);
 	update_execve_map(buf, e, bprm, pb);
 	return 0;
 }
@@ -310,7 +310,7 @@ int BPF_PROG(tg_process_fork, struct task_struct *parent, struct task_struct *ch
 	struct pid *tpid = child->thread_pid;
 	unsigned int level = tpid->level;
 	m.nspid = BPF_CORE_READ(tpid, numbers[level & 31].nr);
-	tg_submit(&m, sizeof(m), STAT_CLONE_SENT, STAT_CLONE_LOST);
+	tg_submit(&tg_rb_events, &m, sizeof(m), STAT_CLONE_SENT, STAT_CLONE_LOST);
 
 	/* the child runs its parent's image until it execs: same tg_execve_map entry, own ids */
 	__u32 zero = 0;
@@ -342,7 +342,7 @@ int BPF_PROG(tg_process_exit, struct task_struct *task)
 	m.pid = task->tgid;
 	m.tid = task->pid;
 	m.exit_code = task->exit_code;
-	tg_submit(&m, sizeof(m), STAT_EXIT_SENT, STAT_EXIT_LOST);
+	tg_submit(&tg_rb_events, &m, sizeof(m), STAT_EXIT_SENT, STAT_EXIT_LOST);
 	if (bpf_map_delete_elem(&tg_execve_map, &m.pid))
 		tg_count(STAT_EXECVE_MAP_DELETE_ERR); /* tetragon_map_errors_delete_total{map="execve_map"} */
 	return 0;

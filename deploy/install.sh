@@ -20,7 +20,7 @@ echo "installing tetragon-py from $SRC into $DESTDIR$VENV"
 "$DESTDIR$VENV/bin/pip" install -q $PIP_ARGS "$SRC"
 
 mkdir -p "$DESTDIR$PREFIX/bin"
-for cmd in tetragon tetra; do
+for cmd in tetragon tetra tetragon-oci-hook; do
 	ln -sf "$VENV/bin/$cmd" "$DESTDIR$PREFIX/bin/$cmd"
 done
 

@@ -120,7 +120,7 @@ def build_image(path: Path) -> None:
         _add(tf, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
 
 
-def _containerd_config(base: Path) -> str:
+def _containerd_config(base: Path, extra: str = "") -> str:
     return f"""version = 2
 root = "{base}/root"
 state = "{base}/state"
@@ -131,7 +131,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{IMAGE}"
   restrict_oom_score_adj = true
-"""
+{extra}"""
 
 
 def _processes_of(base: Path) -> list[int]:
@@ -156,11 +156,12 @@ def _unmount_under(base: Path) -> None:
 
 
 @contextmanager
-def private_containerd() -> Iterator[str]:
-    """A private containerd with the CRI plugin and the test image; yields its socket path."""
+def private_containerd(extra_config: str = "") -> Iterator[str]:
+    """A private containerd with the CRI plugin and the test image; yields its socket path.
+    `extra_config`: more TOML for its config (e.g. runtimes with a base_runtime_spec)."""
     # a short directory: the socket path must fit in sun_path (108 bytes)
     base = Path(tempfile.mkdtemp(prefix="tg-ctd-"))
-    (base / "config.toml").write_text(_containerd_config(base))
+    (base / "config.toml").write_text(_containerd_config(base, extra_config))
     build_image(base / "image.tar")
     sock = base / "c.sock"
     log = (base / "containerd.log").open("wb")
@@ -192,9 +193,15 @@ def private_containerd() -> Iterator[str]:
 
 
 def run_pod(
-    stub: object, name: str, labels: dict[str, str], uid: str = POD_UID, namespace: str = "shop"
+    stub: object,
+    name: str,
+    labels: dict[str, str],
+    uid: str = POD_UID,
+    namespace: str = "shop",
+    runtime_handler: str = "",
 ) -> tuple[str, api_pb2.PodSandboxConfig]:
-    """A pod sandbox through CRI, as the kubelet would make it (host network, no CNI)."""
+    """A pod sandbox through CRI, as the kubelet would make it (host network, no CNI), run by the
+    runtime named `runtime_handler` in containerd's config (its default runtime when "")."""
     config = api_pb2.PodSandboxConfig(
         metadata=api_pb2.PodSandboxMetadata(name=name, uid=uid, namespace=namespace, attempt=0),
         labels={**labels, "io.kubernetes.pod.name": name},
@@ -205,7 +212,8 @@ def run_pod(
             ),
         ),
     )
-    reply = stub.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=config), timeout=60)  # type: ignore[attr-defined]
+    request = api_pb2.RunPodSandboxRequest(config=config, runtime_handler=runtime_handler)
+    reply = stub.RunPodSandbox(request, timeout=60)  # type: ignore[attr-defined]
     return reply.pod_sandbox_id, config
 
 

@@ -297,7 +297,7 @@ struct gen_perf_event {
 
 /* imaHash: the last bytes of a GEN_F_IMA record (after the argument blobs) */
 struct gen_ima {
-	__s32 algo; /* enum hash_algo of the kernel (4 = sha256), or the helper's negative error */
+	__s32 algo; /* enum hash_algo of the kernel (4 = sha256); a record is flagged only when > 0 */
 	__u8 hash[64];
 };
 

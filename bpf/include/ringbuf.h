@@ -1,20 +1,33 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * The event ring buffer and its batched wake-up policy.
+ * The event ring buffers and their batched wake-up policy.
+ *
+ * Two rings, so that no policy's volume can cost the agent a process's exec or exit (its process cache
+ * would go wrong): `tg_rb_events` carries the base sensor's process lifecycle records (exec, clone,
+ * exit), `tg_rb_policy` every policy's records. The base sensor creates both, the generic objects reuse
+ * them; each is --rb-size bytes. The agent reads both from one epoll and merges them by msg_common.ktime
+ * (src/tetragon/bpf/ringbuf.py), so a policy event still finds the exec before it and the exit after it.
  *
  * A wake-up of the consumer costs the producing task an irq_work (~7.5 us here) and, when the agent
  * is idle, a full reschedule (~40 us), so records are submitted with BPF_RB_NO_WAKEUP and only the
- * record that makes the pending data cross `tg_wakeup_bytes` forces one. The agent also drains on a
- * timer (50 ms while records come, backing off to 1 s while the ring stays empty: DRAIN_BACKOFF_CAP in
- * src/tetragon/agent.py), so nothing waits longer than that timer.
+ * record that makes its ring's pending data cross `tg_wakeup_bytes` forces one. The agent also drains
+ * on a timer (50 ms while records come, backing off to 1 s while the rings stay empty:
+ * DRAIN_BACKOFF_CAP in src/tetragon/agent.py), so nothing waits longer than that timer.
  */
 #ifndef TETRAGON_RINGBUF_H
 #define TETRAGON_RINGBUF_H
 
+/* process lifecycle records: the base sensor's only (Tetragon's name for its one event ring) */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 8 * 1024 * 1024); /* resized by the agent from --rb-size */
 } tg_rb_events SEC(".maps");
+
+/* policy (generic) records of every policy */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 * 1024 * 1024); /* resized by the agent from --rb-size */
+} tg_rb_policy SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -23,7 +36,7 @@ struct {
 	__type(value, __u64);
 } tg_stats SEC(".maps");
 
-const volatile __u64 tg_wakeup_bytes = 256 * 1024;
+const volatile __u64 tg_wakeup_bytes = 256 * 1024; /* both rings have the same size */
 
 static __always_inline void tg_count(__u32 slot)
 {
@@ -32,15 +45,15 @@ static __always_inline void tg_count(__u32 slot)
 		*v += 1; /* per-CPU slot: no atomic needed */
 }
 
-/* returns 1 when the record is in the ring, 0 when it was lost (no room) */
-static __always_inline int tg_submit(void *data, __u64 size, __u32 sent_slot, __u32 lost_slot)
+/* returns 1 when the record is in `ring`, 0 when it was lost (no room) */
+static __always_inline int tg_submit(void *ring, void *data, __u64 size, __u32 sent_slot, __u32 lost_slot)
 {
-	__u64 avail = bpf_ringbuf_query(&tg_rb_events, BPF_RB_AVAIL_DATA);
+	__u64 avail = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA);
 	__u64 flags = BPF_RB_NO_WAKEUP;
 
 	if (avail < tg_wakeup_bytes && avail + size >= tg_wakeup_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
-	if (bpf_ringbuf_output(&tg_rb_events, data, size, flags) == 0) {
+	if (bpf_ringbuf_output(ring, data, size, flags) == 0) {
 		tg_count(sent_slot);
 		return 1;
 	}

@@ -136,10 +136,22 @@ class Agent:
             process_cache=self.cache,
             config=self.config,
         )
+        self.grpc.runtime_hooks = self._runtime_hooks()
         try:
             self.grpc.start()
         except ServerStartError as exc:
             raise AgentError(str(exc)) from exc
+
+    def _runtime_hooks(self) -> Any:
+        """RuntimeHook's answerer (tetragon-oci-hook): the policy filter and the pod source."""
+        from tetragon.api.runtime_hook import RuntimeHooks
+
+        source = self.pod_source
+        return RuntimeHooks(
+            self.policies.pod_filter if self.policies is not None else None,
+            source.cache.by_uid if source is not None else None,
+            source.poke if source is not None else None,
+        )
 
     def _start_health(self) -> None:
         """As Tetragon: a health server that cannot listen is logged, the agent runs on."""
@@ -168,8 +180,15 @@ class Agent:
         if self.config.enable_policy_filter and self.pod_source is not None:
             from tetragon.k8s.policyfilter import PolicyFilter
 
-            pod_filter = PolicyFilter(self.pod_source.cache.pods)
+            pod_filter = PolicyFilter(
+                self.pod_source.cache.pods, debug=self.config.enable_policy_filter_debug
+            )
             self.pod_source.cache.on_change.append(pod_filter.refresh)
+        elif self.config.enable_policy_filter:
+            log.warning(
+                "--enable-policy-filter without --enable-k8s-api or --enable-cri has no pods to filter "
+                "by: pod-scoped policies will be refused"
+            )
         self.policies = PolicyManager(
             sensor.shared_maps,
             probe_features(),

@@ -12,6 +12,7 @@ tests/unit/test_k8s_enrich.py.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 import urllib.request
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.conftest import VENV_BIN
@@ -273,10 +275,49 @@ def test_pod_scoped_policies_filter_in_the_kernel_by_cgroup(
             '"namespace": "default"' in status["ns-default"]
             or '"namespace":"default"' in status["ns-default"]
         )
+        _check_policyfilter_dump(agent, container, sidecar)
     finally:
         for name in policies:
             agent.tetra("tracingpolicy", "delete", name, check=False)
             agent.tetra("tracingpolicy", "delete", name, "-n", "default", check=False)
+
+
+def _container_cgroup_ids(container: str) -> set[int]:
+    """The cgroup v2 ids of the container's cgroup directory (the runtime names it after the id),
+    found by walking the cgroup v2 file system (on a hybrid host not /sys/fs/cgroup itself), not
+    through the agent."""
+    mounts = [line.split() for line in Path("/proc/self/mounts").read_text().splitlines()]
+    [cgroup2] = [m[1] for m in mounts if m[2] == "cgroup2"]
+    found: set[int] = set()
+    for root, dirs, _ in os.walk(cgroup2):
+        for d in dirs:
+            if container in d:
+                found.add(os.stat(os.path.join(root, d)).st_ino)
+    return found
+
+
+def _check_policyfilter_dump(agent: AgentProcess, container: str, sidecar: str) -> None:
+    """`tetra debug dump policyfilter`: each scoped policy's filter id (`tracingpolicy list`'s
+    FILTERID) with the cgroup ids of the containers it selects, and the reverse map."""
+    listed = orjson.loads(agent.tetra("tracingpolicy", "list", "-o", "json").stdout)["policies"]
+    filter_id = {p["name"]: int(p.get("filterId", 0)) for p in listed}  # MessageToDict: camelCase
+    assert 0 not in (filter_id["pod-web"], filter_id["only-nginx"], filter_id["ns-default"])
+    nginx, side = _container_cgroup_ids(container), _container_cgroup_ids(sidecar)
+    assert nginx and side and not nginx & side
+    out = agent.tetra("debug", "dump", "policyfilter", "--pid", str(agent.proc.pid)).stdout.splitlines()
+    split = out.index("--- Reverse Map ---")
+    assert out[0] == "--- Direct Map ---"
+    direct = {
+        int(k): {int(v) for v in vs.split(",")} for k, vs in (line.split(": ") for line in out[1:split])
+    }
+    assert nginx | side <= direct[filter_id["pod-web"]]
+    assert nginx <= direct[filter_id["only-nginx"]] and not side & direct[filter_id["only-nginx"]]
+    assert filter_id["ns-default"] not in direct  # the pod is in `shop`: an empty set has no line
+    reverse = {
+        int(k): {int(v) for v in vs.split(",")} for k, vs in (line.split(": ") for line in out[split + 1 :])
+    }
+    for cgid in nginx:
+        assert {filter_id["pod-web"], filter_id["only-nginx"]} <= reverse[cgid]
 
 
 def test_tetra_getevents_filters_by_namespace_pod_and_container(agent: AgentProcess, container: str) -> None:

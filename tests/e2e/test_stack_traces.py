@@ -57,3 +57,33 @@ def test_kernel_and_user_stacks_of_a_syscall(agent: AgentProcess, tmp_path: Path
         # pointers, which Debian's libc and libffi do not keep: what follows may be noise, as for Tetragon
         assert user[0]["symbol"] == "mkdirat" and user[0]["module"] == libc, user
         assert int(user[0]["offset"]) > 0
+
+
+def test_stacks_of_a_return_hook_wait_in_the_stash_with_the_arguments(
+    agent: AgentProcess, tmp_path: Path
+) -> None:
+    """return: true: the entry record, stacks included, waits per thread for the syscall's exit. With
+    an integer argument only, the stash is sized for ~100 bytes unless it counts the stack blobs too
+    (then every record was lost)."""
+    text = f"""apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: stacks-return
+spec:
+  kprobes:
+  - call: sys_mkdirat
+    syscall: true
+    return: true
+    returnArg: {{index: 0, type: int}}
+    args: [{{index: 2, type: int}}]
+    selectors:
+    - matchArgs: [{{index: 2, operator: Equal, values: ["{0o751}"]}}]
+      matchActions: [{{action: Post, kernelStackTrace: true, userStackTrace: true}}]
+"""
+    target = tmp_path / "made-with-return"
+    with policy(agent, tmp_path, text) as name, worker() as w:
+        assert w.run(f"result = libc.mkdirat(-100, {str(target).encode()!r}, 0o751)") == 0
+        ev = wait_kprobe(agent, name, lambda e: e.get("args") == [{"int_arg": 0o751}])
+        assert ev["process"]["pid"] == w.pid and ev["return"] == {"int_arg": 0}
+        assert "do_syscall_64" in [f["symbol"] for f in ev["kernel_stack_trace"]]
+        assert ev["user_stack_trace"][0]["symbol"] == "mkdirat"

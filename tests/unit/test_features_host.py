@@ -100,6 +100,7 @@ def _expected() -> dict[str, bool | None]:
         "kprobe_multi": None if config is None else kprobe and config.get("CONFIG_FPROBE") == "y",
         "fentry": trampolines,
         "lsm": trampolines and "bpf" in active_lsms(),
+        "ima": trampolines and "bpf" in active_lsms() and Path("/sys/kernel/security/ima").is_dir(),
         "signal": version >= (5, 3),
         "override_return": None
         if config is None
@@ -124,6 +125,7 @@ def test_keys_are_the_documented_features_in_order(measured: dict[str, bool]) ->
             "kprobe_multi",
             "fentry",
             "lsm",
+            "ima",
             "signal",
             "override_return",
             "fmodret",

@@ -180,3 +180,25 @@ def test_call_not_found_drops_a_missing_function_and_keeps_the_rest() -> None:
     # without kprobes nothing is dropped: the policy is refused for what it needs
     with pytest.raises(PolicyError, match="kprobe"):
         _compile(body, HOST)
+
+
+def test_call_not_found_keeps_a_syscall_hook_and_drops_a_name_that_is_no_syscall() -> None:
+    """`sys_openat` is no entry of available_filter_functions (`__x64_sys_openat` is): a syscall hook
+    is served by the syscall's tracepoint and kept; only a name that is no syscall is dropped."""
+    body = """  kprobes:
+  - call: sys_openat
+    syscall: true
+    args: [{index: 0, type: int}]
+    ignore: {callNotFound: true}
+  - call: sys_no_such_call
+    syscall: true
+    args: [{index: 0, type: int}]
+    ignore: {callNotFound: true}
+"""
+    plan = _compile(body)  # with kprobes (the fake tracefs)
+    assert [h.hook_id for h in plan.hooks] == [0]
+    assert any("sys_no_such_call is not a traceable kernel function here" in w for w in plan.warnings)
+    # without kprobes (this host) the syscall hook is kept too; the other one needs a kprobe: refused
+    assert [h.hook_id for h in _compile(body.split("  - call: sys_no_such_call")[0], HOST).hooks] == [0]
+    with pytest.raises(PolicyError, match="kprobe"):
+        _compile(body, HOST)

@@ -5,6 +5,7 @@ kernel half (the check in BPF) runs in tests/e2e/test_k8s_pods.py with real cont
 from __future__ import annotations
 
 import json
+import logging
 import os
 import struct
 from pathlib import Path
@@ -45,14 +46,15 @@ def _pods() -> list[PodInfo]:
 
 
 class FakeSet:
-    """A policy_cgroups map: cgroup id -> 1."""
+    """A policy_cgroups map: cgroup id -> the policy's filter id (u32)."""
 
     def __init__(self) -> None:
         self.ids: set[int] = set()
+        self.filter_ids: set[int] = set()
 
     def update(self, key: bytes, value: bytes) -> None:
-        assert value == b"\x01"
         self.ids.add(struct.unpack("<Q", key)[0])
+        self.filter_ids.add(struct.unpack("<I", value)[0])
 
     def delete(self, key: bytes) -> bool:
         self.ids.discard(struct.unpack("<Q", key)[0])
@@ -154,6 +156,10 @@ def test_a_policys_set_follows_the_pods(tmp_path: Path) -> None:
     pod_filter.attach(2, PodScope(namespace="batch"), batch_set)
     assert web_set.ids == {ino["nginx"], ino["nginx-sub"], ino["init"]}
     assert batch_set.ids == {ino["report"]}
+    assert (web_set.filter_ids, batch_set.filter_ids) == (
+        {1},
+        {2},
+    )  # what `tetra debug dump policyfilter` shows
     pods = pods[:1]  # the report pod is gone
     pod_filter.refresh()
     assert batch_set.ids == set() and pod_filter.cgroup_ids(2) == set()
@@ -161,3 +167,21 @@ def test_a_policys_set_follows_the_pods(tmp_path: Path) -> None:
     pods = []
     pod_filter.refresh()
     assert web_set.ids == {ino["nginx"], ino["nginx-sub"], ino["init"]}  # detached: not written any more
+
+
+def test_policy_filter_debug_logs_every_change_at_info(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """--enable-policy-filter-debug: which cgroups joined and left a policy's set, at INFO."""
+    ino = _tree(tmp_path)
+    pods = _pods()
+    pod_filter = PolicyFilter(lambda: pods, cgroup_root=str(tmp_path), debug=True)
+    with caplog.at_level(logging.INFO, logger="tetragon"):
+        pod_filter.attach(2, PodScope(namespace="batch"), FakeSet())
+        pods = []
+        pod_filter.refresh()
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert lines == [
+        f"policy 2 runs for 1 cgroups (+[{ino['report']}] -[])",
+        f"policy 2 runs for 0 cgroups (+[] -[{ino['report']}])",
+    ]

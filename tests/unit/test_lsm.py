@@ -22,7 +22,15 @@ from tetragon.policy.errors import PolicyError
 from tetragon.policy.hookinfo import ArgInfo, HookInfo
 from tetragon.policy.load import parse_policy
 
-GUEST = {"tracepoint": True, "raw_tp": True, "kprobe": True, "signal": True, "fmodret": True, "lsm": True}
+GUEST = {
+    "tracepoint": True,
+    "raw_tp": True,
+    "kprobe": True,
+    "signal": True,
+    "fmodret": True,
+    "lsm": True,
+    "ima": True,
+}
 
 FILE_OPEN = """
   lsmhooks:
@@ -260,3 +268,20 @@ def test_lsm_records_through_the_pipeline(tmp_path: Path, monkeypatch: pytest.Mo
     line = format_compact(events[1], ima_hash=True)
     node = events[1]["node_name"]
     assert line == f"🔒 LSM     {node} /usr/bin/cat bprm_check_security\n   /tmp/nop sha256:{digest.hex()}"
+
+
+@pytest.mark.parametrize("arg_error", [0, 1, 13, -4096, -2147483648])
+def test_override_needs_a_negative_errno(arg_error: int) -> None:
+    """An LSM hook's result is argError: outside [-4095, -1] the kernel would allow the operation
+    while the event said it was overridden."""
+    body = BPRM_CHECK.replace("argError: -1", f"argError: {arg_error}")
+    with pytest.raises(PolicyError, match=rf"Override's argError {arg_error} is no negative errno"):
+        _compile(body)
+    assert _compile(BPRM_CHECK.replace("argError: -1", "argError: -4095")).hooks
+
+
+def test_ima_hash_needs_ima() -> None:
+    """Without IMA bpf_ima_file_hash hashes nothing: refused, naming IMA, instead of events that
+    silently lack ima_hash."""
+    with pytest.raises(PolicyError, match=r"selectors\[0\]: IMA is not active"):
+        _compile(BPRM_CHECK, {**GUEST, "ima": False})

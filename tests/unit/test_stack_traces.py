@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import struct
 from pathlib import Path
 
@@ -59,6 +60,30 @@ def test_kernel_symbols_name_the_function_and_the_offset_into_it(tmp_path: Path)
     assert ksyms.entry(0xFFFFFFFF81002008) == {"offset": "4104", "symbol": "do_one"}  # data is no function
     assert ksyms.entry(0xFFFFFFFFC0001004) == {"offset": "4", "symbol": "mod_fn"}
     assert ksyms.entry(0x1000) == {"offset": "4096"}
+
+
+def test_hidden_kernel_addresses_do_not_reread_kallsyms_per_frame(tmp_path: Path) -> None:
+    """kptr_restrict: every address reads as 0, so every frame is "past the end"; the file is read
+    again at most every RELOAD_S."""
+    kallsyms = tmp_path / "kallsyms"
+    kallsyms.write_text("0000000000000000 T _stext\n0000000000000000 t do_one\n")
+    ksyms = KernelSymbols(kallsyms)
+    assert ksyms.entry(0xFFFFFFFF81001010) == {"offset": str(0xFFFFFFFF81001010)}
+    kallsyms.unlink()  # read again, it would raise
+    assert ksyms.entry(0xFFFFFFFF81001020) == {"offset": str(0xFFFFFFFF81001020)}
+
+
+def test_one_elf_file_is_parsed_once_whatever_path_reaches_it(tmp_path: Path) -> None:
+    """Each process reaches libc through its own /proc/<pid>/map_files/<range>: the symbols are
+    cached by the file's identity, not by the path."""
+    from tetragon.events import stack_traces
+
+    paths = [tmp_path / "a", tmp_path / "b"]
+    shutil.copy("/bin/true", paths[0])
+    os.link(paths[0], paths[1])  # another name, the same inode
+    before = len(stack_traces._elf_cache)
+    parsed = [stack_traces._elf_symbols_of(str(p)) for p in paths]
+    assert parsed[0] is parsed[1] and len(stack_traces._elf_cache) == before + 1
 
 
 def test_user_frames_are_symbolized_from_the_processs_own_mappings() -> None:
@@ -120,6 +145,10 @@ def test_post_carries_the_stack_bits_and_other_hooks_refuse_them() -> None:
     with pytest.raises(PolicyError, match="process_tracepoint events have no stack-trace fields"):
         tracepoint = "  tracepoints:\n  - subsystem: syscalls\n    event: sys_enter_openat\n    selectors:\n"
         _compile(f"{tracepoint}    - {post}\n")
+    # a returned sock's blob comes after the stacks: refused, not misread
+    with pytest.raises(PolicyError, match="cannot be combined with a returnArg of type sock"):
+        ret = "    return: true\n    returnArg: {index: 0, type: sock}\n"
+        _compile(kprobe.replace("    selectors:\n", ret + "    selectors:\n") + f"    - {post}\n")
 
 
 def test_stack_traces_and_kernel_objects_survive_the_grpc_conversion() -> None:

@@ -36,4 +36,22 @@ def test_buffers_count_their_max_data_and_return_copies_nothing() -> None:
 
 def test_a_reader_without_a_bound_gets_the_whole_stash() -> None:
     assert record_max(hook(G.RD_INT, 250)) == STASH_MAX
-    assert stash_sizing(hook(G.RD_FILENAME, G.RD_FILENAME))[0] == STASH_MAX
+    # the data area stops 8 bytes short: the kernel's copy is bounded by a 0x3fff mask
+    assert stash_sizing(hook(G.RD_FILENAME, G.RD_FILENAME))[0] == STASH_MAX - 8
+
+
+def test_stack_traces_a_selector_posts_are_stashed_with_the_arguments() -> None:
+    """put_stacks appends the blobs before stash_put: a return: true hook with kernelStackTrace /
+    userStackTrace needs room for them, or every record would be lost."""
+    cfg = hook(G.RD_INT)
+    base = record_max(cfg)
+    cfg.nselectors = 2
+    cfg.sel[0].nactions = 1
+    cfg.sel[0].actions[0].stack = G.STACK_KERNEL
+    blob = 8 + 8 * 127  # gen_arg header + GEN_STACK_DEPTH return addresses
+    assert record_max(cfg) == base + blob
+    cfg.sel[1].nactions = 2
+    cfg.sel[1].actions[1].stack = G.STACK_KERNEL | G.STACK_USER
+    assert record_max(cfg) == base + 2 * blob  # the most any one selector asks for
+    cfg.nselectors = 1
+    assert record_max(cfg) == base + blob

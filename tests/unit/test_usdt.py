@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import os
 import re
 import struct
 import subprocess
@@ -251,3 +252,40 @@ def test_usdt_event_shape() -> None:
     )
     assert body["args"] == [{"int_arg": -3}] and body["action"] == "KPROBE_ACTION_POST"
     roundtrip(ev)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\x7fELF\x02\x01" + b"\0" * 34,  # the identification, then headers cut short
+        # one section header, 1 TiB into a file of 64 bytes
+        b"\x7fELF\x02\x01" + b"\0" * 26 + struct.pack("<QQ6xHHHHH", 0, 1 << 40, 0, 0, 64, 1, 0),
+    ],
+)
+def test_a_malformed_elf_is_refused_with_a_policy_error(tmp_path: Path, content: bytes) -> None:
+    binary = tmp_path / "bad"
+    binary.write_bytes(content)
+    with pytest.raises(ValueError, match="truncated or malformed ELF"):
+        find_sites(str(binary), "p", "n")
+    text = f"""apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: bad-elf
+spec:
+  usdts:
+  - path: {binary}
+    provider: p
+    name: n
+"""
+    with pytest.raises(PolicyError, match="truncated or malformed ELF"):
+        compile_policy(parse_policy(text), 1, "enforce", {"uprobe": True, "tracepoint": True})
+
+
+def test_a_fifo_or_device_is_refused_without_reading_it(tmp_path: Path) -> None:
+    """Read under the policy lock: a FIFO nobody writes must not block it, /dev/zero must not fill
+    memory."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (str(fifo), "/dev/zero"):
+        with pytest.raises(ValueError, match="not a regular file"):
+            find_sites(path, "p", "n")

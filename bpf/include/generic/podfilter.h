@@ -4,7 +4,9 @@
  * runs for tasks whose cgroup (v2, the id bpf_get_current_cgroup_id returns) is in the policy's
  * `policy_cgroups` set. The agent fills the set, shared by all objects of one policy, with the
  * cgroups of the selected containers as pods come and go (k8s/policyfilter.py). `pod_filter` is
- * set before load: for every other policy the verifier prunes the check away.
+ * set before load: for every other policy the verifier prunes the check away. An entry's value is
+ * the policy's filter id (its id), which `tetra debug dump policyfilter` prints; the hook only
+ * looks at whether the key is there.
  */
 #ifndef TETRAGON_GENERIC_PODFILTER_H
 #define TETRAGON_GENERIC_PODFILTER_H
@@ -16,7 +18,7 @@ struct {
 	__uint(max_entries, 32768);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u64);
-	__type(value, __u8);
+	__type(value, __u32); /* the policy's filter id */
 } policy_cgroups SEC(".maps");
 
 /* 1 when the current task may run the policy's hook */

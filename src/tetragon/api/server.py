@@ -40,6 +40,7 @@ from tetragon.api.interceptor import AccessInterceptor
 from tetragon.api.listen import ServerStartError, check_tcp_free, remove_stale_socket, tls_credentials
 from tetragon.api.policy_service import POLICY_UNSUPPORTED, PolicyRpcs
 from tetragon.api.reaper import ConnectionReaper
+from tetragon.api.runtime_hook import RuntimeHooks, runtime_hook
 from tetragon.events.bus import EventBus
 from tetragon.export.fieldfilters import compile_field_filters
 from tetragon.export.filters import compile_filters
@@ -233,7 +234,7 @@ class _Servicer(sensors_pb2_grpc.FineGuidanceSensorsServicer):
         return policy_domains(self._owner.policy_handler)
 
     def RuntimeHook(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "runtime hooks are not supported yet")
+        return runtime_hook(self._owner.runtime_hooks, request, context)
 
 
 class GrpcServer:
@@ -258,6 +259,7 @@ class GrpcServer:
         self.version = version
         self.health = health
         self.policy_handler = policy_handler
+        self.runtime_hooks: RuntimeHooks | None = None  # the OCI hook's side (api/runtime_hook.py)
         self.stopping = threading.Event()
         self.port: int | None = None  # the bound TCP port (useful with host:0)
         self.options = options or ServerOptions()

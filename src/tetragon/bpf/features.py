@@ -28,6 +28,7 @@ FEATURES: tuple[str, ...] = (
     "kprobe_multi",
     "fentry",
     "lsm",
+    "ima",
     "signal",
     "override_return",
     "fmodret",
@@ -54,6 +55,8 @@ _MESSAGES: dict[str, str] = {
     "CONFIG_FUNCTION_TRACER, kernel >= 5.5); kernel function hooks can use kprobes instead",
     "lsm": "BPF LSM is not active (CONFIG_BPF_LSM and `bpf` in the lsm= boot parameter); "
     "LSM hooks can be observed with kprobes on the security_* functions instead",
+    "ima": "IMA is not active (CONFIG_IMA; /sys/kernel/security/ima) or BPF LSM is not: "
+    "bpf_ima_file_hash cannot hash files; a Post without imaHash still reports the file instead",
     "signal": "this kernel has no bpf_send_signal (kernel >= 5.3); "
     "Sigkill/Signal actions are unavailable, use Post to report the event instead",
     "override_return": "this kernel has no bpf_override_return (CONFIG_BPF_KPROBE_OVERRIDE, "
@@ -97,17 +100,26 @@ def active_lsms() -> list[str]:
     return [name for name in text.strip().split(",") if name]
 
 
+def ima_active() -> bool:
+    """Whether IMA is initialized (CONFIG_IMA, not disabled at boot): its securityfs directory."""
+    return (SECURITYFS / "ima").is_dir()
+
+
 def _probe_all() -> dict[str, bool]:
     if not PROBE_OBJECT.exists():
         raise BpfError(f"BPF object {PROBE_OBJECT} is missing: build it with `make -C bpf`")
     # libbpf resolves perf tracepoints through tracefs; the lsm list lives in securityfs
     _ensure_mounted("tracefs", TRACEFS, "events")
     _ensure_mounted("securityfs", SECURITYFS, "lsm")
-    results = {feature: _loads_and_attaches(feature) for feature in FEATURES}
+    results = {feature: False if feature == "ima" else _loads_and_attaches(feature) for feature in FEATURES}
+    lsms = active_lsms()
     # an lsm program loads and attaches even when BPF LSM is not in lsm=, but is then never called
-    if results["lsm"] and "bpf" not in active_lsms():
+    if results["lsm"] and "bpf" not in lsms:
         log.debug("feature lsm: program attaches, but bpf is not an active LSM")
         results["lsm"] = False
+    # bpf_ima_file_hash (sleepable BPF LSM programs) hashes nothing unless IMA runs: it has its
+    # securityfs directory then (an `ima` entry in the lsm list only since 6.9)
+    results["ima"] = results["lsm"] and ima_active()
     return results
 
 

@@ -216,7 +216,7 @@ FLAGS: dict[str, Flag] = {
         "rb_size",
         t.int_range(4096, _GIB, also=(0,)),
         0,
-        "ring buffer bytes (0: 8 MiB), rounded up to a power of two",
+        "bytes of each event ring buffer, lifecycle and policy (0: 8 MiB), rounded up to a power of two",
     ),
     "procfs": Flag("procfs", t.procfs_dir, "/proc", "procfs mount to scan at start"),
     "btf": Flag("btf", t.btf_file, "", "kernel BTF file (default /sys/kernel/btf/vmlinux)"),

@@ -2,7 +2,8 @@
 one ProcessInternal JSON object a line, through GetDebug(CONFIG_FLAG_DUMP_PROCESS_CACHE).
 `tetra debug progs` (alias `top`): the agent's BPF programs with the kernel's run count and run time;
 `tetra debug maps`: its BPF maps with their entries and kernel memory; `tetra debug dump execve`: the
-kernel's process map (tg_execve_map), one JSON object a line. These three read locally (root) from the
+kernel's process map (tg_execve_map), one JSON object a line; `tetra debug dump policyfilter`: the
+pod-scoped policies' cgroup sets in Tetragon's layout. These four read locally (root) from the
 agent process's BPF fds, as Tetragon's read its pinned programs and maps. `tetra debug enable-stats`:
 the kernel's BPF run-time statistics on until Ctrl-C (or `--duration`), so that `progs` shows run time
 of an agent started without --enable-bpf-stats."""
@@ -43,6 +44,9 @@ def _add_dump(parent: Any, add_globals: AddGlobals) -> None:
     execve = sub.add_parser("execve", help="dump the kernel's process map (tg_execve_map), JSON lines")
     add_globals(execve, True)
     _add_agent_pid(execve)
+    pf = sub.add_parser("policyfilter", help="dump the pod-scoped policies' cgroup sets (policy filter)")
+    add_globals(pf, True)
+    _add_agent_pid(pf)
 
 
 def _add_agent_pid(parser: argparse.ArgumentParser) -> None:
@@ -126,6 +130,25 @@ def cmd_dump_execve(args: argparse.Namespace, stdout: TextIO) -> int:
     return 0
 
 
+def cmd_dump_policyfilter(args: argparse.Namespace, stdout: TextIO) -> int:
+    """Tetragon's layout: the direct map (filter id: cgroup ids), then the reverse one (cgroup id:
+    filter ids); `(empty)` for an empty one. Filter ids are `tetra tracingpolicy list`'s FILTERID column."""
+    from tetragon.metrics.bpfmaps import policy_filter_entries
+
+    direct = _from_agent(args, policy_filter_entries, "the policy filter")
+    reverse: dict[int, set[int]] = {}
+    for filter_id, cgroups in direct.items():
+        for cgid in cgroups:
+            reverse.setdefault(cgid, set()).add(filter_id)
+    for title, table in (("Direct", direct), ("Reverse", reverse)):
+        write_line(stdout, f"--- {title} Map ---")
+        if not table:
+            write_line(stdout, "(empty)")
+        for key in sorted(table):
+            write_line(stdout, f"{key}: {','.join(str(v) for v in sorted(table[key]))}")
+    return 0
+
+
 def cmd_enable_stats(args: argparse.Namespace, stdout: TextIO) -> int:
     """Holds the kernel's BPF_ENABLE_STATS fd until SIGINT/SIGTERM or --duration, then closes it (the
     kernel keeps counting only while some holder has one open)."""
@@ -158,6 +181,8 @@ def cmd_debug(args: argparse.Namespace, stdout: TextIO) -> int:
         return cmd_maps(args, stdout)
     if getattr(args, "dump_command", None) == "execve":
         return cmd_dump_execve(args, stdout)
+    if getattr(args, "dump_command", None) == "policyfilter":
+        return cmd_dump_policyfilter(args, stdout)
     if getattr(args, "dump_command", None) != "processcache":
         raise CliError("unknown debug command")
     request = sensors_pb2.GetDebugRequest(

@@ -14,8 +14,8 @@ from __future__ import annotations
 import bisect
 import os
 import struct
+import time
 from collections.abc import Callable
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +48,22 @@ def stack_blobs(buf: bytes, nargs: int, size: int) -> dict[int, list[int]]:
 
 class KernelSymbols:
     """/proc/kallsyms, sorted by address (read on first use; again when an address is past its end,
-    as a module loaded since would be)."""
+    as a module loaded since would be, at most every RELOAD_S: with kptr_restrict every address reads
+    as 0, and the file must not be read again for every frame)."""
+
+    RELOAD_S = 10.0
 
     def __init__(self, path: Path = PROC / "kallsyms") -> None:
         self.path = path
         self._addrs: list[int] = []
         self._names: list[str] = []
+        self._loaded_at = -self.RELOAD_S
 
     def _load(self) -> None:
+        now = time.monotonic()
+        if now - self._loaded_at < self.RELOAD_S:
+            return
+        self._loaded_at = now
         syms = []
         with open(self.path) as f:
             for line in f:
@@ -76,10 +84,26 @@ class KernelSymbols:
         return {"offset": str(offset), "symbol": self._names[i]} if offset else {"symbol": self._names[i]}
 
 
-@lru_cache(maxsize=64)
-def _elf_symbols(
-    path: str, mtime: float
-) -> tuple[list[tuple[int, int]], list[str], list[tuple[int, int, int]]]:
+_ElfSymbols = tuple[list[tuple[int, int]], list[str], list[tuple[int, int, int]]]
+_ELF_CACHE_SIZE = 64
+# per file identity (device, inode, mtime, size), not per path: each process reaches libc through its
+# own /proc/<pid>/map_files/<range>, and parsing it again per process stalled the pipeline
+_elf_cache: dict[tuple[int, int, int, int], _ElfSymbols] = {}
+
+
+def _elf_symbols_of(path: str) -> _ElfSymbols:
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    found = _elf_cache.pop(key, None)
+    if found is None:
+        found = _elf_symbols(path)
+        if len(_elf_cache) >= _ELF_CACHE_SIZE:
+            del _elf_cache[next(iter(_elf_cache))]  # the least recently used
+    _elf_cache[key] = found
+    return found
+
+
+def _elf_symbols(path: str) -> _ElfSymbols:
     """Function symbols of an ELF file, sorted ((address, size), name), and its PT_LOAD segments
     (file offset, virtual address, file size): file offsets become symbol addresses through them."""
     from elftools.elf.elffile import ELFFile  # only when a user stack is rendered
@@ -108,7 +132,7 @@ def _elf_symbols(
 def _elf_symbol(path: str, file_off: int) -> tuple[str, int] | None:
     """The function symbol holding a file offset of an ELF file, and the offset into it."""
     try:
-        spans, names, loads = _elf_symbols(path, os.stat(path).st_mtime)
+        spans, names, loads = _elf_symbols_of(path)
     except Exception:  # not an ELF file, unreadable, gone: the frame keeps its module offset
         return None
     vaddr = next((file_off - off + va for off, va, size in loads if off <= file_off < off + size), file_off)

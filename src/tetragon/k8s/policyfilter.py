@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tetragon")
 
-_KEY = struct.Struct("<Q")
+_KEY = struct.Struct("<Q")  # a cgroup v2 id
+_FILTER_ID = struct.Struct("<I")  # the value: the policy's filter id (tetra debug dump policyfilter)
 
 # Tetragon: pod/container selectors with `hostSelector: {}` select the matching containers and every
 # process outside pods. The in-kernel filter here is a set of container cgroup ids, which has no entry
@@ -146,6 +147,16 @@ class _Scoped:
     ids: set[int] = field(default_factory=set)
 
 
+@dataclass(frozen=True)
+class _Created:
+    """A container the runtime announced (OCI hook) before the pod source lists it."""
+
+    pod: PodInfo
+    container: ContainerInfo
+    cgroup_id: int
+    cgroup_dir: str
+
+
 def cgroup2_root(mounts: str = "/proc/self/mounts") -> str:
     """Where the cgroup v2 hierarchy is mounted ("" when it is not)."""
     try:
@@ -181,11 +192,16 @@ def container_cgroups(root: str) -> dict[str, set[int]]:
 class PolicyFilter:
     """The scoped policies' cgroup sets, kept current with `pods()` (call `refresh` on changes)."""
 
-    def __init__(self, pods: Callable[[], list[PodInfo]], cgroup_root: str | None = None) -> None:
+    def __init__(
+        self, pods: Callable[[], list[PodInfo]], cgroup_root: str | None = None, debug: bool = False
+    ) -> None:
         self.pods = pods
+        # --enable-policy-filter-debug: every change of a policy's cgroup set at INFO, not DEBUG
+        self._change_level = logging.INFO if debug else logging.DEBUG
         self.cgroup_root = cgroup2_root() if cgroup_root is None else cgroup_root
         self._lock = threading.Lock()
         self._policies: dict[int, _Scoped] = {}
+        self._created: dict[str, _Created] = {}  # container id -> announced, not listed yet
 
     def attach(self, policy_id: int, scope: PodScope, cgroups: CgroupSet) -> None:
         """A scoped policy's set, filled now with the containers it selects."""
@@ -208,20 +224,60 @@ class PolicyFilter:
             scoped = self._policies.get(policy_id)
             return set(scoped.ids) if scoped is not None else set()
 
+    def add_created_container(
+        self, pod: PodInfo, container: ContainerInfo, cgroup_id: int, cgroup_dir: str
+    ) -> list[int]:
+        """A container being created (the OCI hook, before its first instruction): its cgroup joins
+        the sets of the policies that select it now, and stays there until the pod source lists the
+        container (then it is found by the tree walk) or the cgroup is gone. Returns those policies."""
+        with self._lock:
+            self._created[container.id] = _Created(pod, container, cgroup_id, cgroup_dir)
+            self._created_now(self.pods())
+            selected = []
+            for policy_id, scoped in self._policies.items():
+                if scoped.scope.selects(pod, container):
+                    if cgroup_id not in scoped.ids:
+                        scoped.cgroups.update(_KEY.pack(cgroup_id), _FILTER_ID.pack(policy_id))
+                        scoped.ids.add(cgroup_id)
+                    selected.append(policy_id)
+            return selected
+
+    def _created_now(self, pods: list[PodInfo]) -> list[_Created]:
+        """The announced containers still waiting for the pod source, each with its pod as the pod
+        source knows it by now (labels may have changed); the others are forgotten."""
+        listed = {c.id for pod in pods for c in pod.containers}
+        by_uid = {pod.uid: pod for pod in pods}
+        waiting = []
+        for cid, created in list(self._created.items()):
+            if cid in listed or not os.path.isdir(created.cgroup_dir):
+                del self._created[cid]
+            else:
+                pod = by_uid.get(created.pod.uid, created.pod)
+                waiting.append(_Created(pod, created.container, created.cgroup_id, created.cgroup_dir))
+        return waiting
+
     def _sync(self, by_container: dict[str, set[int]]) -> None:
         pods = self.pods()
+        created = self._created_now(pods)
         for policy_id, scoped in self._policies.items():
-            want: set[int] = set()
+            want = {c.cgroup_id for c in created if scoped.scope.selects(c.pod, c.container)}
             for pod in pods:
                 for container in pod.containers:
                     if scoped.scope.selects(pod, container):
                         want |= by_container.get(container.id, set())
             for cgid in want - scoped.ids:
-                scoped.cgroups.update(_KEY.pack(cgid), b"\x01")
+                scoped.cgroups.update(_KEY.pack(cgid), _FILTER_ID.pack(policy_id))
             for cgid in scoped.ids - want:
                 scoped.cgroups.delete(_KEY.pack(cgid))
             if want != scoped.ids:
-                log.debug("policy %d runs for %d cgroups", policy_id, len(want))
+                log.log(
+                    self._change_level,
+                    "policy %d runs for %d cgroups (+%s -%s)",
+                    policy_id,
+                    len(want),
+                    sorted(want - scoped.ids),
+                    sorted(scoped.ids - want),
+                )
             scoped.ids = want
 
 

@@ -1,6 +1,6 @@
-"""The BPF maps a process (the agent) holds open, read from outside it (root), for `tetra debug maps`
-and `tetra debug dump execve`: each map is found by the ids in /proc/<pid>/fdinfo and opened by id,
-as `bpftool map` does; Tetragon's tetra reads its pinned maps instead.
+"""The BPF maps a process (the agent) holds open, read from outside it (root), for `tetra debug maps`,
+`tetra debug dump execve` and `tetra debug dump policyfilter`: each map is found by the ids in
+/proc/<pid>/fdinfo and opened by id, as `bpftool map` does; Tetragon's tetra reads its pinned maps.
 
 `memlock` is the kernel's charge for the map (fdinfo `memlock:`), the figure Tetragon's
 `tetra debug maps` sums; `entries` counts the keys of hash-like maps (arrays always hold max_entries).
@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from tetragon.abi import generic_cfg_h as G
 from tetragon.metrics.bpfstats import _lib, _map_entries, _MapInfo
 
-__all__ = ["ExecveEntry", "MapSummary", "execve_map_entries", "maps_of_process", "open_map"]
+__all__ = [
+    "ExecveEntry",
+    "MapSummary",
+    "execve_map_entries",
+    "maps_of_process",
+    "open_map",
+    "policy_filter_entries",
+]
 
 # enum bpf_map_type (include/uapi/linux/bpf.h), the kinds this agent creates and a few more
 MAP_TYPES = {
@@ -35,6 +42,7 @@ MAP_TYPES = {
 }
 _ARRAYS = {2, 3, 4, 6, 12, 27}
 EXECVE_MAP = "tg_execve_map"
+POLICY_CGROUPS_MAP = "policy_cgroups"
 
 
 @dataclass(frozen=True)
@@ -124,28 +132,48 @@ def maps_of_process(pid: int) -> list[MapSummary]:
     return out
 
 
+def _map_items(fd: int, key_size: int, value_size: int, limit: int) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) of a hash-like map, at most `limit`; a key deleted while walking is skipped."""
+    lb = _lib()
+    key, next_key = ctypes.create_string_buffer(key_size), ctypes.create_string_buffer(key_size)
+    value = ctypes.create_string_buffer(value_size)
+    current = None
+    for _ in range(limit):
+        if lb.bpf_map_get_next_key(fd, current, next_key) != 0:
+            break
+        ctypes.memmove(key, next_key, key_size)
+        current = key
+        if lb.bpf_map_lookup_elem(fd, key, value) == 0:
+            yield key.raw, value.raw
+
+
+def _named_maps(pid: int, name: str) -> list[MapSummary]:
+    return [m for m in maps_of_process(pid) if m.name == name]
+
+
 def execve_map_entries(pid: int) -> list[ExecveEntry]:
     """The entries of the agent's tg_execve_map, by pid."""
-    summary = next((m for m in maps_of_process(pid) if m.name == EXECVE_MAP), None)
+    summary = next(iter(_named_maps(pid, EXECVE_MAP)), None)
     if summary is None:
         raise OSError(2, f"pid {pid} holds no {EXECVE_MAP}")
-    lb = _lib()
     out = []
     with open_map(summary.id) as fd:
-        key, next_key = ctypes.c_uint32(), ctypes.c_uint32()
-        value = G.GenProc()
-        current: ctypes.c_uint32 | None = None
-        for _ in range(summary.max_entries):
-            if lb.bpf_map_get_next_key(
-                fd, None if current is None else ctypes.byref(current), ctypes.byref(next_key)
-            ):
-                break
-            key.value = next_key.value
-            current = key
-            if lb.bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(value)) != 0:
-                continue  # deleted since its key was read
+        for key, raw in _map_items(fd, summary.key_size, summary.value_size, summary.max_entries):
+            value = G.GenProc.from_buffer_copy(raw)
             binary = bytes(value.bin[: min(value.bin_len, G.GEN_BIN_LEN)]).decode(errors="replace")
+            pid_ = int.from_bytes(key, "little")
             out.append(
-                ExecveEntry(key.value, value.ppid, value.exec_pid, value.nspid, binary, value.cap_effective)
+                ExecveEntry(pid_, value.ppid, value.exec_pid, value.nspid, binary, value.cap_effective)
             )
     return sorted(out, key=lambda e: e.pid)
+
+
+def policy_filter_entries(pid: int) -> dict[int, set[int]]:
+    """The pod-scoped policies' cgroup sets (each policy's `policy_cgroups`, bpf/include/generic/
+    podfilter.h): filter id -> cgroup v2 ids. A policy whose set is empty has no entry to name it."""
+    out: dict[int, set[int]] = {}
+    for summary in _named_maps(pid, POLICY_CGROUPS_MAP):
+        with open_map(summary.id) as fd:
+            for key, value in _map_items(fd, summary.key_size, summary.value_size, summary.max_entries):
+                out.setdefault(int.from_bytes(value, "little"), set()).add(int.from_bytes(key, "little"))
+    return out

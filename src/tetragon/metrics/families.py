@@ -30,6 +30,13 @@ METRICS: dict[str, tuple[str, str, Labels]] = {
         "The amount of kernel memory in bytes used by policy's sensors non-shared BPF maps (memlock).",
         ("policy", "policy_namespace"),
     ),
+    # not in Tetragon (its one ring has only tetragon_bpf_missed_events_total, per record op): the policy
+    # events each policy lost in the kernel, its hooks' GSTAT_LOST summed (bpf/include/generic/record.h)
+    "tetragon_policy_events_lost_total": (
+        COUNTER,
+        "Policy events lost in the kernel: no room in the policy ring buffer (or in a return probe's stash).",
+        ("policy", "policy_namespace"),
+    ),
     "tetragon_events_exported_total": (COUNTER, "Total number of events exported", ()),
     "tetragon_events_exported_bytes_total": (COUNTER, "Number of bytes exported for events", ()),
     "tetragon_events_last_exported_timestamp": (
@@ -145,6 +152,7 @@ SOURCE_KEYS: dict[str, str] = {
     "missing_process_info": "tetragon_events_missing_process_info_total",
     "tracingpolicy_loaded": "tetragon_tracingpolicy_loaded",
     "tracingpolicy_memory": "tetragon_tracingpolicy_kernel_memory_bytes",
+    "policy_events_lost": "tetragon_policy_events_lost_total",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tetragon.abi import events_h as L
+from tetragon.abi import generic_cfg_h as G
 
 if TYPE_CHECKING:
     from tetragon.sensors.base import BaseSensor
@@ -38,8 +39,11 @@ def policy_values(policies: PolicyManager | None) -> dict[str, Any]:
         return {}
     states: dict[str, int] = {"enabled": 0, "disabled": 0, "load_error": 0, "error": 0}
     memory: dict[tuple[str, str], int] = {}
+    lost: dict[tuple[str, str], int] = {}
     for st in policies.list():
         state = st.state.removeprefix("TP_STATE_").lower()
         states[state] = states.get(state, 0) + 1
         memory[(st.name, st.namespace)] = st.kernel_memory_bytes
-    return {"tracingpolicy_loaded": states, "tracingpolicy_memory": memory}
+        if st.counters is not None:  # loaded: its hooks' kernel counters
+            lost[(st.name, st.namespace)] = st.counters[G.GSTAT_LOST]
+    return {"tracingpolicy_loaded": states, "tracingpolicy_memory": memory, "policy_events_lost": lost}

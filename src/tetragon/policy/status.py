@@ -18,6 +18,7 @@ class PolicyStatus:
     mode: str = "TP_MODE_ENFORCE"  # TracingPolicyMode enum name
     kernel_memory_bytes: int = 0
     domain: str = ""  # "grpc" or "static" (file, dir)
+    filter_id: int = 0  # the policy filter's id of a pod-scoped policy (its id); 0: not scoped
     npost: int = 0  # events posted
     nenforce: int = 0  # enforcement actions carried out
     nmonitor: int = 0  # enforcement actions skipped in monitor mode

@@ -14,10 +14,11 @@ which is where the BPF program reads them (bpf/include/generic/usdt.h).
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 
 from tetragon.abi import usdt_h as U
 
@@ -243,10 +244,34 @@ def _file_offset(elf: _Elf, vaddr: int, what: str) -> int:
     raise ElfError(f"{what} address {vaddr:#x} is in no loaded segment")
 
 
+ELF_MAX_BYTES = 1 << 30  # a larger "binary" is refused rather than read into the agent's memory
+
+
+def read_elf_file(path: str) -> bytes:
+    """The bytes of a regular file of at most ELF_MAX_BYTES. Opened without blocking (a FIFO must not
+    hang the policy lock) and checked with fstat before anything is read (no /dev/zero)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ElfError("not a regular file")
+        if st.st_size > ELF_MAX_BYTES:
+            raise ElfError(f"larger than {ELF_MAX_BYTES >> 20} MiB")
+        return f.read(ELF_MAX_BYTES + 1)
+
+
 def find_sites(path: str, provider: str, name: str) -> list[UsdtSite]:
     """The probe points of provider:name in the ELF file at `path` ([] when it has none); OSError
-    when the file cannot be read, ElfError / ValueError when its notes cannot be used."""
-    data = Path(path).read_bytes()
+    when the file cannot be read, ElfError when it is no usable ELF file (truncated or malformed
+    headers included: they raise ElfError, never struct.error or IndexError)."""
+    data = read_elf_file(path)
+    try:
+        return _sites_of(data, provider, name)
+    except (struct.error, IndexError) as exc:
+        raise ElfError(f"truncated or malformed ELF file ({exc})") from None
+
+
+def _sites_of(data: bytes, provider: str, name: str) -> list[UsdtSite]:
     elf = _read_elf(data)
     sites = []
     for n in read_notes(data):

@@ -1,4 +1,5 @@
-"""Base sensor: loads bpf/process.bpf.c, attaches its tracepoints, owns the event ring buffer."""
+"""Base sensor: loads bpf/process.bpf.c, attaches its tracepoints, owns the event ring buffers (the
+process lifecycle ring it writes, the policy ring the generic sensors write) and their reader."""
 
 from __future__ import annotations
 
@@ -17,11 +18,15 @@ log = logging.getLogger(__name__)
 OBJ_DIR = Path(__file__).resolve().parent.parent / "_bpfobj"
 PROGRAMS = ("tg_process_exec", "tg_process_fork", "tg_process_exit")
 DEFAULT_RB_SIZE = 8 * 1024 * 1024
+# each is --rb-size bytes: a policy's volume never takes room from the process lifecycle records
+LIFECYCLE_RING, POLICY_RING = "tg_rb_events", "tg_rb_policy"
 MAX_WAKEUP_BYTES = 256 * 1024
 
 
 def ring_size(requested: int) -> int:
-    """--rb-size in bytes: 0 = default; otherwise rounded up to a power of two of at least one page."""
+    """Each ring's size from --rb-size in bytes: 0 = default; otherwise rounded up to a power of two of at
+    least one page. Tetragon's one ring is --rb-size-total (or --rb-size per CPU); here there are two
+    rings of this size, so the kernel memory for events is twice it."""
     if requested <= 0:
         return DEFAULT_RB_SIZE
     size = 4096
@@ -31,7 +36,7 @@ def ring_size(requested: int) -> int:
 
 
 class BaseSensor:
-    """Owns the base object, its three links and the ring-buffer reader; close() undoes all of it."""
+    """Owns the base object, its three links, both rings and their reader; close() undoes all of it."""
 
     name = "__base__"
 
@@ -43,14 +48,15 @@ class BaseSensor:
         self.reader: RingBufferReader | None = None
         try:
             size = ring_size(rb_size)
-            self.obj.map("tg_rb_events").set_max_entries(size)
+            for ring in (LIFECYCLE_RING, POLICY_RING):
+                self.obj.map(ring).set_max_entries(size)
             self.obj.set_global(
                 ".rodata", "tg_wakeup_bytes", struct.pack("<Q", min(MAX_WAKEUP_BYTES, size // 4))
             )
             self.obj.load()
             for prog in PROGRAMS:
                 self.obj.attach(prog)
-            self.reader = RingBufferReader(self.obj.map("tg_rb_events"))
+            self.reader = RingBufferReader(self.obj.map(LIFECYCLE_RING), self.obj.map(POLICY_RING))
         except BaseException:
             self.obj.close()
             raise
@@ -65,16 +71,21 @@ class BaseSensor:
         return out
 
     def sent(self) -> int:
+        """Records the kernel put in either ring."""
         s = self.stats()
         return s[L.STAT_EXEC_SENT] + s[L.STAT_EXIT_SENT] + s[L.STAT_CLONE_SENT] + s[L.STAT_GENERIC_SENT]
 
     def lost(self) -> int:
+        """Records that found no room in their ring: lifecycle ones (its own volume) and policy ones."""
         s = self.stats()
         return s[L.STAT_EXEC_LOST] + s[L.STAT_EXIT_LOST] + s[L.STAT_CLONE_LOST] + s[L.STAT_GENERIC_LOST]
 
     def shared_maps(self) -> dict[str, int]:
-        """fds of the maps the generic sensors reuse: ring buffer, counters, process map."""
-        return {name: self.obj.map(name).fd for name in ("tg_rb_events", "tg_stats", "tg_execve_map")}
+        """fds of the maps the generic sensors reuse: both rings (they write only the policy ring; the
+        lifecycle ring is in their object too, and reusing it keeps libbpf from making another),
+        counters, process map."""
+        names = (LIFECYCLE_RING, POLICY_RING, "tg_stats", "tg_execve_map")
+        return {name: self.obj.map(name).fd for name in names}
 
     def seed_process(
         self, pid: int, ppid: int, nspid: int, binary: str, ns: tuple[int, ...], cap_eff: int

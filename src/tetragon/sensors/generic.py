@@ -1,7 +1,7 @@
 """Generic sensors: one BPF object per TracingPolicy hook, plus the policy's enforcer.
 
 Every object is bpf/generic.bpf.c with the hook's configuration in .rodata and only the programs its
-mechanism needs. The event ring buffer, the base sensor's counters and tg_execve_map are reused from
+mechanism needs. The event ring buffers, the base sensor's counters and tg_execve_map are reused from
 the base sensor (same fds), and `policy_conf` / `tg_enforcer` / `tg_socktrack` are shared by all
 objects of one policy, so one write switches the whole policy between enforce and monitor and a sock
 one hook tracks is known to the others.
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OBJ = Path(__file__).resolve().parent.parent / "_bpfobj" / "generic.bpf.o"
-SHARED_MAPS = ("tg_rb_events", "tg_stats", "tg_execve_map")
+SHARED_MAPS = ("tg_rb_events", "tg_rb_policy", "tg_stats", "tg_execve_map")
 POLICY_MAPS = ("policy_conf", "tg_enforcer", "policy_cgroups", "tg_socktrack")
 # programs that complete an entry stashed by the hook's entry program (attached before it)
 RETURN_PROGRAMS = frozenset({"gen_tp_ret", "gen_kretprobe", "gen_kretprobe_multi"})

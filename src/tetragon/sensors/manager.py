@@ -23,6 +23,7 @@ import gc
 import logging
 import os
 import resource
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from tetragon.abi import generic_cfg_h as G
 from tetragon.bpf.libbpf import BpfError
-from tetragon.k8s.policyfilter import PolicyFilter, check_pod_scope, scope_handle
+from tetragon.k8s.policyfilter import PolicyFilter, check_pod_scope, needs_pod_filter, scope_handle
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.hookinfo import HookInfo
 from tetragon.policy.status import PolicyStatus
@@ -55,7 +56,7 @@ _LARGE_TEXT = 64 << 10
 DEFAULT_MAX_HOOKS_PER_POLICY = 128
 DEFAULT_MAX_HOOKS = 256
 # what a parser, checker or compiler may raise on input nobody anticipated: still the policy's fault
-_INPUT_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, LookupError, OSError)
+_INPUT_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, LookupError, OSError, struct.error)
 
 
 @dataclass
@@ -347,6 +348,7 @@ class PolicyManager:
             mode="TP_MODE_MONITOR" if entry.mode == "monitor" else "TP_MODE_ENFORCE",
             kernel_memory_bytes=entry.sensor.memlock() if entry.sensor is not None else 0,
             domain=entry.domain,
+            filter_id=entry.id if needs_pod_filter(entry.policy) else 0,
             npost=stats[G.GSTAT_POSTED],
             nenforce=stats[G.GSTAT_ENFORCED],
             nmonitor=stats[G.GSTAT_MONITORED],
@@ -355,10 +357,13 @@ class PolicyManager:
 
 
 def _hook_count(policy: TracingPolicy) -> int:
-    """How many hooks the compiler will make: one per kprobe, tracepoint and uprobe target."""
+    """How many hooks the compiler will make, at least: one per kprobe, tracepoint, uprobe target,
+    LSM hook and the loader, and one per USDT (a USDT with several probe sites makes one hook each,
+    known only once the binary is read)."""
     spec = policy.spec
     uprobes = sum(max(1, len(u.symbols) + len(u.offsets)) for u in spec.uprobes)
-    return len(spec.kprobes) + len(spec.tracepoints) + uprobes
+    others = len(spec.usdts) + len(spec.lsmhooks) + (1 if spec.loader else 0)
+    return len(spec.kprobes) + len(spec.tracepoints) + uprobes + others
 
 
 def _with_field(exc: PolicyError) -> PolicyError:

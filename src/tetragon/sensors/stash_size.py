@@ -54,15 +54,33 @@ def _payload_max(arg: G.ArgCfg) -> int:
     return _FIXED_PAYLOAD.get(int(arg.reader), STASH_MAX)
 
 
+_STACK_BLOB = E.GEN_ARG.size + 8 * E.GEN_STACK_DEPTH  # bpf/include/generic/stacks.h: one stack's blob
+
+
+def _stack_blobs_max(cfg: G.HookCfg) -> int:
+    """Bytes of the stack blobs a matched Post's kernelStackTrace / userStackTrace append to the
+    entry record (before it is stashed), the most any selector of the hook asks for."""
+    most = 0
+    for sel in cfg.sel[: cfg.nselectors]:
+        stack = 0
+        for action in sel.actions[: sel.nactions]:
+            stack |= action.stack
+        most = max(most, bin(stack & (G.STACK_KERNEL | G.STACK_USER)).count("1") * _STACK_BLOB)
+    return most
+
+
 def record_max(cfg: G.HookCfg) -> int:
-    """The largest entry record of this hook: the message header and each argument's blob."""
-    size = E.MSG_GENERIC.size + sum(E.GEN_ARG.size + _payload_max(cfg.args[i]) for i in range(cfg.nargs))
-    return min(size, STASH_MAX)
+    """The largest entry record of this hook: the message header, each argument's blob and the stack
+    traces a selector's Post asks for."""
+    args = sum(E.GEN_ARG.size + _payload_max(cfg.args[i]) for i in range(cfg.nargs))
+    return min(E.MSG_GENERIC.size + args + _stack_blobs_max(cfg), STASH_MAX)
 
 
 def stash_sizing(cfg: G.HookCfg) -> tuple[int, int, int]:
     """(data bytes, value size, max entries) of the hook's gen_stash map."""
-    data = (record_max(cfg) + 7) & ~7
+    # at most STASH_MAX - 8: the kernel side bounds the copy with a 0x3fff mask, so a 16384-byte
+    # record would be copied as 0 bytes; with this limit it is counted as lost instead
+    data = min((record_max(cfg) + 7) & ~7, STASH_MAX - 8)
     value = STASH_HEADER + data
     entries = max(STASH_MIN_ENTRIES, min(STASH_MAX_ENTRIES, STASH_BUDGET // value))
     return data, value, entries

@@ -52,7 +52,8 @@ def compile_policy(
     site = PolicySite(policy, policy_id, mode, features, tracefs)
     hooks: list[HookPlan] = []
     for i, kp in enumerate(sp.kprobes):
-        if kp.ignore and kp.ignore.call_not_found and kernel_function_missing(kp.call, features, tracefs):
+        missing = kp.ignore and kp.ignore.call_not_found
+        if missing and kernel_function_missing(kp.call, features, tracefs, syscall=bool(kp.syscall)):
             site.warnings.append(
                 f"spec.kprobes[{i}]: {kp.call} is not a traceable kernel function here: ignored"
             )

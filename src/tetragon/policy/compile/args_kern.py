@@ -10,6 +10,7 @@ from tetragon.abi import generic_cfg_h as G
 from tetragon.policy.compile.plan import unsupported
 from tetragon.policy.names import LIST_PREFIX
 from tetragon.policy.schema import KProbeArg
+from tetragon.policy.syscalls import is_syscall
 
 KERN_OBJ_READERS = {
     "dentry": G.RD_DENTRY,
@@ -37,9 +38,15 @@ def fill_kern_obj_arg(out: G.ArgCfg, arg: KProbeArg, t: str, mech: int, max_data
         out.max_data = max_data
 
 
-def kernel_function_missing(call: str, features: dict[str, bool], tracefs: Path) -> bool:
+def kernel_function_missing(
+    call: str, features: dict[str, bool], tracefs: Path, syscall: bool = False
+) -> bool:
     """`ignore: callNotFound`: the kernel has kprobes but `call` is none of its traceable functions (a
-    kernel without kprobes keeps the hook, so that the policy is refused for the missing kprobes)."""
+    kernel without kprobes keeps the hook, so that the policy is refused for the missing kprobes). A
+    syscall hook (`sys_openat`, served by the syscall's tracepoint) is never missing: its traceable
+    function has the arch prefix (`__x64_sys_openat`), never the bare name. Other names are functions."""
+    if syscall and is_syscall(call):
+        return False
     if not features.get("kprobe") or call.startswith(LIST_PREFIX):
         return False
     try:

@@ -20,6 +20,7 @@ from tetragon.bpf.features import missing_feature_message
 from tetragon.policy.compile.args import ArgSrc
 from tetragon.policy.compile.hooks import UPROBE_ARGS, PolicySite, _function_arg_pos, _Mechanism, _plan
 from tetragon.policy.compile.plan import Attach, HookPlan, unsupported
+from tetragon.policy.errors import PolicyError
 from tetragon.policy.schema import LsmHookSpec
 
 # LSM hooks whose first argument is the file whose IMA hash imaHash reports (the kernel's
@@ -93,7 +94,17 @@ def compile_lsm(site: PolicySite, hook_id: int, hook: LsmHookSpec, where: str) -
     for i, arg in enumerate(hook.args):
         if arg.index >= UPROBE_ARGS:
             raise unsupported(f"{where}.args[{i}]: LSM hook arguments are the first 6 (index 0-5)")
+    for k, sel in enumerate(hook.selectors):
+        for a in sel.match_actions:
+            if a.action == "Override" and not -4095 <= a.arg_error <= -1:
+                # the hook's result: the LSM framework takes [-MAX_ERRNO, 0], and 0 allows the operation
+                raise PolicyError(
+                    f"{where}.selectors[{k}]: Override's argError {a.arg_error} is no negative errno "
+                    "(-4095 to -1), which an LSM hook must return to deny"
+                )
     ima = ima_selectors(hook)
+    if ima and not site.features.get("ima"):
+        raise unsupported(f"{where}.selectors[{ima[0]}]: {missing_feature_message('ima')}")
     program = ima_program(name, where) if ima else "gen_lsm"
     src = ArgSrc(G.MECH_RAW_TP, False, lambda i: (i, 8, False))  # ctx is the hook's u64 args[]
     att = [Attach("lsm", program, (name,))]  # libbpf finds bpf_lsm_<name> in the kernel's BTF

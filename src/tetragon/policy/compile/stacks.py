@@ -18,8 +18,8 @@ def stack_bits(action: ActionSelector) -> int:
 
 def check_stack_traces(hook: Any, event: str, where: str) -> None:
     """Refuse stack traces where the event has no field for them (only process_kprobe has), in
-    matchReturnActions (the stacks are taken at entry), or next to a returnCopy argument (whose blob
-    the return appends after them)."""
+    matchReturnActions (the stacks are taken at entry), or next to a returnCopy argument or a
+    returned sock (whose blobs the return appends after them)."""
     wants = [a for sel in hook.selectors for a in sel.match_actions if stack_bits(a)]
     at_return = [a for sel in hook.selectors for a in sel.match_return_actions if stack_bits(a)]
     if at_return:
@@ -33,3 +33,7 @@ def check_stack_traces(hook: Any, event: str, where: str) -> None:
         )
     if any(arg.return_copy for arg in hook.args):
         raise PolicyError(f"{where}: stack traces cannot be combined with a returnCopy argument")
+    return_arg = getattr(hook, "return_arg", None)
+    if return_arg is not None and return_arg.type == "sock":
+        # the returned sock's blob is appended at return, after the stacks, and would be read as one
+        raise PolicyError(f"{where}: stack traces cannot be combined with a returnArg of type sock")
