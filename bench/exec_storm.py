@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,21 +96,30 @@ def count_events(export: Path, binary: str) -> tuple[int, int]:
 
 
 def agent_run(storm: Path, n: int, binary: str, tmp: Path) -> dict[str, Any]:
-    agent = AgentProcess(tmp)
+    def count(export: Path) -> dict[str, int]:
+        execs, exits = count_events(export, binary)
+        return {"execs": execs, "exits": exits}
+
+    return measure_agent(AgentProcess(tmp), lambda: run_storm(storm, n, binary), count, n)
+
+
+def measure_agent(
+    agent: AgentProcess, storm: Callable[[], float], count: Callable[[Path], dict[str, int]], n: int
+) -> dict[str, Any]:
+    """One storm with the agent running: its wall, the events `count` finds in the export once the agent
+    has written them (execs, exits, ...), lost records, the agent's CPU seconds and peak RSS."""
     try:
-        agent.wait_ready(60)
+        agent.wait_ready(120)
         time.sleep(0.5)  # let the /proc scan's aftermath settle
         cpu0 = cpu_seconds(agent.proc.pid)
-        wall = run_storm(storm, n, binary)
+        wall = storm()
         # wait until the agent has drained and written everything (timer drain: <= 50 ms + export)
-        deadline = time.monotonic() + 30
-        execs = exits = 0
         assert agent.export is not None
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 60
+        counts = count(agent.export)
+        while time.monotonic() < deadline and min(counts["execs"], counts["exits"]) < n:
             time.sleep(1.0)
-            execs, exits = count_events(agent.export, binary)
-            if execs >= n and exits >= n:
-                break
+            counts = count(agent.export)
         cpu = cpu_seconds(agent.proc.pid) - cpu0
         rss = peak_rss_mb(agent.proc.pid)
     finally:
@@ -119,8 +129,7 @@ def agent_run(storm: Path, n: int, binary: str, tmp: Path) -> dict[str, Any]:
         raise RuntimeError(f"agent exited with {rc}:\n{agent.stderr()[-2000:]}")
     return {
         "wall": wall,
-        "execs": execs,
-        "exits": exits,
+        **counts,
         "lost": int(m.group(2)),
         "records": int(m.group(1)),
         "agent_cpu_s": cpu,
@@ -128,12 +137,18 @@ def agent_run(storm: Path, n: int, binary: str, tmp: Path) -> dict[str, Any]:
     }
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
+def storm_parser(benchmark: str, doc: str | None) -> argparse.ArgumentParser:
+    """The options every storm benchmark takes: --n, --reps, --out (bench/results/BENCHMARK.json)."""
+    ap = argparse.ArgumentParser(prog=benchmark, description=doc)
     ap.add_argument("--n", type=int, default=20000, help="fork+exec per run")
     ap.add_argument("--reps", type=int, default=5, help="runs per condition (median taken)")
+    ap.add_argument("--out", default=str(BENCH / "results" / f"{benchmark}.json"))
+    return ap
+
+
+def main() -> int:
+    ap = storm_parser("exec_storm", __doc__)
     ap.add_argument("--binary", default="/bin/true")
-    ap.add_argument("--out", default=str(BENCH / "results" / "exec_storm.json"))
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("exec_storm: needs root", file=sys.stderr)
@@ -159,39 +174,53 @@ def main() -> int:
                         f" cpu {r['agent_cpu_s']:.2f}s rss {r['peak_rss_mb']:.1f}MB",
                         flush=True,
                     )
+    result = storm_result("exec_storm", args.n, base, runs, binary=args.binary)
+    result["targets"] = {"ratio": 1.02, "lost": 0, "rss_mb": 100}
+    write_result(result, Path(args.out))
+    return 0
+
+
+def storm_result(
+    benchmark: str, n: int, base: list[float], runs: list[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    """The JSON of a storm benchmark: baseline walls and agent runs (wall, execs, exits, lost, agent CPU,
+    peak RSS) of the same number of repetitions."""
     base_med = statistics.median(base)
     agent_med = statistics.median(r["wall"] for r in runs)
-    result = {
-        "benchmark": "exec_storm",
+    return {
+        "benchmark": benchmark,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "kernel": platform.release(),
-        "n": args.n,
-        "reps": args.reps,
-        "binary": args.binary,
+        "n": n,
+        "reps": len(runs),
+        **extra,
         "baseline_wall_s": base,
         "agent_wall_s": [r["wall"] for r in runs],
         "baseline_median_s": base_med,
         "agent_median_s": agent_med,
         "ratio": agent_med / base_med,
         "paired_ratios": [r["wall"] / b for r, b in zip(runs, base, strict=True)],
-        "events_expected_per_run": 2 * args.n,
+        "events_expected_per_run": 2 * n,
         "events_received_per_run": [r["execs"] + r["exits"] for r in runs],
         "lost_per_run": [r["lost"] for r in runs],
         "agent_cpu_s_per_run": [r["agent_cpu_s"] for r in runs],
         "agent_peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
-        "targets": {"ratio": 1.02, "lost": 0, "rss_mb": 100},
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def write_result(result: dict[str, Any], out: Path, more: str = "") -> None:
+    """Writes the JSON and prints its one-line summary (`more` after the events)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(
-        f"exec_storm n={args.n} reps={args.reps}: ratio {result['ratio']:.3f} "
-        f"(base {base_med:.3f}s, agent {agent_med:.3f}s), events {min(result['events_received_per_run'])}"
-        f"/{2 * args.n}, lost {max(result['lost_per_run'])}, agent cpu "
-        f"{statistics.median(result['agent_cpu_s_per_run']):.2f}s, "
+        f"{result['benchmark']} n={result['n']} reps={result['reps']}: ratio {result['ratio']:.3f} "
+        f"(base {result['baseline_median_s']:.3f}s, agent {result['agent_median_s']:.3f}s), "
+        f"events {min(result['events_received_per_run'])}/{result['events_expected_per_run']}{more}, "
+        f"lost {max(result['lost_per_run'])}, "
+        f"agent cpu {statistics.median(result['agent_cpu_s_per_run']):.2f}s, "
         f"peak rss {result['agent_peak_rss_mb']:.1f} MB"
     )
-    print(f"wrote {args.out}")
-    return 0
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -30,8 +30,47 @@ CONFORMANCE_OFF = (
     "(holding policies/ and events/events.json) to run it"
 )
 _examples_value = os.environ.get(EXAMPLES_VAR, "")
+
+
+def _directory_of(value: str) -> Path | None:
+    return Path(value).resolve() if value else None
+
+
 # Tetragon's examples, or None when the conformance tier is off (its tests skip before they run).
-TETRAGON_EXAMPLES: Path | None = Path(_examples_value).resolve() if _examples_value else None
+TETRAGON_EXAMPLES = _directory_of(_examples_value)
+
+
+# Tetragon's Kubernetes interfaces (crds/ with its TracingPolicy CRDs): the CRD part of the tier, which
+# checks the examples against Tetragon's own schema too. Unset, those tests skip with one line; unset
+# under CI=true, or set to a directory without the CRDs, the run stops with an error.
+K8S_REFERENCE_VAR = "TETRAGON_K8S_REFERENCE"
+K8S_REFERENCE_OFF = (
+    f"Tetragon CRD conformance not run: set {K8S_REFERENCE_VAR}=/path/to/tetragon-k8s to run it"
+)
+_k8s_reference_value = os.environ.get(K8S_REFERENCE_VAR, "")
+TETRAGON_K8S_REFERENCE = _directory_of(_k8s_reference_value)
+TETRAGON_CRD_FILES = ("crds/cilium.io_tracingpolicies.yaml", "crds/cilium.io_tracingpoliciesnamespaced.yaml")
+
+
+def _k8s_reference_error() -> str | None:
+    if TETRAGON_K8S_REFERENCE is None:
+        return (
+            f"CI=true needs {K8S_REFERENCE_VAR}=/path/to/tetragon-k8s: the CRD tier may not skip"
+            if IN_CI
+            else None
+        )
+    missing = [p for p in TETRAGON_CRD_FILES if not (TETRAGON_K8S_REFERENCE / p).exists()]
+    if missing:
+        return f"{K8S_REFERENCE_VAR}={_k8s_reference_value}: {' and '.join(missing)} not found there"
+    return None
+
+
+def tetragon_k8s_reference(*parts: str) -> Path:
+    """A path inside Tetragon's Kubernetes interfaces; a test that runs without them skips here."""
+    if TETRAGON_K8S_REFERENCE is None:
+        pytest.skip(K8S_REFERENCE_OFF)
+    assert TETRAGON_K8S_REFERENCE is not None
+    return TETRAGON_K8S_REFERENCE.joinpath(*parts)
 
 
 def _examples_error() -> str | None:
@@ -119,9 +158,9 @@ def require_cc() -> str:
 
 # --- hooks -----------------------------------------------------------------------------------------
 def pytest_configure(config: pytest.Config) -> None:
-    error = _examples_error()
-    if error:
-        raise pytest.UsageError(error)
+    for error in (_examples_error(), _k8s_reference_error()):
+        if error:
+            raise pytest.UsageError(error)
 
 
 _SKIPS = (pytest.skip.Exception, unittest.SkipTest)

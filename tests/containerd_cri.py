@@ -24,11 +24,13 @@ from pathlib import Path
 
 import pytest
 
+from tetragon.k8s.cri import CriClient
 from tetragon.k8s.gen.cri import api_pb2
 
 IMAGE = "localhost/tetragon-test-busybox:latest"
 BUSYBOX = Path("/bin/busybox")
 POD_UID = "5b0c3e1a-7d24-4f6b-9a8e-2c1d0f3b4a59"
+LOOP = "while :; do /bin/sleep 1; done"  # a path: busybox runs a bare `sleep` without exec
 
 
 def _static_busybox() -> bool:
@@ -213,3 +215,20 @@ def run_pod(
     request = api_pb2.RunPodSandboxRequest(config=config, runtime_handler=runtime_handler)
     reply = stub.RunPodSandbox(request, timeout=60)  # type: ignore[attr-defined]
     return reply.pod_sandbox_id, config
+
+
+def start_container(cri: CriClient, sandbox: tuple[str, api_pb2.PodSandboxConfig], name: str) -> str:
+    """A container of the pod running LOOP, through CRI as the kubelet starts one."""
+    sandbox_id, sandbox_config = sandbox
+    config = api_pb2.ContainerConfig(
+        metadata=api_pb2.ContainerMetadata(name=name),
+        image=api_pb2.ImageSpec(image=IMAGE),
+        command=["/bin/sh", "-c", LOOP],
+        labels={"io.kubernetes.container.name": name},
+    )
+    request = api_pb2.CreateContainerRequest(
+        pod_sandbox_id=sandbox_id, config=config, sandbox_config=sandbox_config
+    )
+    created = cri.stub.CreateContainer(request, timeout=60)
+    cri.stub.StartContainer(api_pb2.StartContainerRequest(container_id=created.container_id), timeout=60)
+    return str(created.container_id)

@@ -262,7 +262,7 @@ class Agent:
         except BpfError as exc:
             raise AgentError(f"cannot load the base sensor: {exc}") from exc
         if self.pod_source is not None:  # pods known before the scan, so its events find them
-            self.pod_source.enricher.sink = lambda event: self.pipeline.emit_all([event], hold=False)
+            self.pod_source.enricher.sink = self.pipeline.release
             self.pod_source.start()
         # attach first, then scan: a process started in between is seen by both, never by neither
         infos = procfs.scan(cfg.procfs)
@@ -279,7 +279,7 @@ class Agent:
         if cfg.enable_k8s_api and self.policies is not None:
             from tetragon.k8s.policywatch import start_crd_watchers
 
-            self.crd_watchers = start_crd_watchers(cfg.k8s_kubeconfig_path, self.policies)
+            self.crd_watchers = start_crd_watchers(cfg.k8s_kubeconfig_path, self.policies, self.node)
         self._start_grpc()
         self.ready.set()
         self._start_health()  # after ready: its first answer is SERVING

@@ -105,7 +105,7 @@ class Pipeline:
         self._selector_actions: dict[tuple[int, int, int], Sequence[Any]] = {}
         self._plans_generation = -1  # HookSource.generation the plans were made under
         # the process and parent of the last thread seen: (pid, tid, process, parent)
-        self._thread: tuple[int, int, ProcessEntry | None, ProcessEntry | None] | None = None
+        self._thread: tuple[int, int, ProcessEntry | None, ProcessEntry | None, str] | None = None
         self._stamps = WallStamps()  # `time` of line-path events, formatted per second
         self._user_actions: ThreadPoolExecutor | None = None  # made on first use
 
@@ -175,6 +175,13 @@ class Pipeline:
         if self.exporter is not None:
             self.exporter.flush()
 
+    def release(self, event: Event, policy_hook: tuple[str, str] | None) -> None:
+        """An event the pod event cache lets go (with its pod, or without after the last retry): to
+        the sinks, and counted now, under the pod it has (a policy event also under its hook)."""
+        if policy_hook is not None and self.metrics is not None:
+            self.metrics.add_policy_event_counts({(policy_hook, self.metrics.event_key(event)): 1})
+        self.emit_all([event], hold=False)
+
     def _emit(self, event: Event) -> None:
         if self.metrics is not None:
             key = self.metrics.event_key(event)
@@ -210,11 +217,14 @@ class Pipeline:
         if thread is None or thread[0] != pid or thread[1] != tid:
             entry = self.events.current(pid)
             parent = self.cache.get(entry.parent_exec_id) if entry is not None else None
+            waiting = ""  # the container whose pod the thread's events wait for (pod event cache)
             if entry is not None:
                 entry.policy_event = True  # here, not per event: once per thread and batch
-            thread = self._thread = (pid, tid, entry, parent)
+                if self.pods is not None:
+                    waiting = self.pods.awaits_pod(entry, parent)
+            thread = self._thread = (pid, tid, entry, parent, waiting)
         else:
-            entry, parent = thread[2], thread[3]
+            entry, parent, waiting = thread[2], thread[3], thread[4]
         if entry is None:
             self.events.missing_process_info += 1
         ancestors: list[ProcessEntry] | None = None
@@ -223,7 +233,10 @@ class Pipeline:
         # the one place the event's form is chosen (see the module docstring)
         exporter = self.exporter
         subscribers = self.bus.subscriber_count
-        if subscribers or exporter is None or not exporter.takes_lines:
+        held = bool(waiting) and (subscribers > 0 or exporter is not None)
+        if held:  # as a dict into the event cache, counted when it leaves with its pod
+            self._generic_event(plan, buf, head, entry, parent, ancestors, True, waiting)
+        elif subscribers or exporter is None or not exporter.takes_lines:
             self._generic_event(plan, buf, head, entry, parent, ancestors, True)
         else:
             line = None
@@ -245,7 +258,7 @@ class Pipeline:
                     exporter.write_line(line, stamps.seconds)
             if line is None:
                 self._generic_event(plan, buf, head, entry, parent, ancestors, False)
-        if self.metrics is not None:
+        if self.metrics is not None and not held:
             # counted per batch under (hook, process); the metrics' event key is made once per batch
             mkey = (plan, entry.exec_id if entry is not None else None)
             slot = self._policy_counts.get(mkey)
@@ -269,9 +282,11 @@ class Pipeline:
         parent: ProcessEntry | None,
         ancestors: list[ProcessEntry] | None,
         as_dict: bool,
+        hold_for: str = "",
     ) -> None:
         """The event as a dict for every sink (as_dict), or, for an export file that is its only
-        sink, serialized with the process, parent and ancestors embedded pre-serialized."""
+        sink, serialized with the process, parent and ancestors embedded pre-serialized. With
+        `hold_for` (a container id, as_dict) the dict waits in the pod event cache instead."""
         _, _, size, ktime, _, tid, _, _, action, return_action, _, nargs, flags, _, ret = head
         args = plan.args(buf, nargs, size)
         exporter = self.exporter
@@ -304,6 +319,10 @@ class Pipeline:
             event = with_stack_traces(event, buf, nargs, size, head.pid)
         if flags & L.GEN_F_IMA:
             add_ima_hash(event, buf, size)
+        if hold_for:
+            assert self.pods is not None
+            self.pods.hold_policy_event(event, hold_for, plan.policy_hook)
+            return
         if as_dict:
             if exporter is not None:
                 exporter.write(event)

@@ -24,7 +24,15 @@ import orjson
 import pytest
 
 from tests.conftest import VENV_BIN
-from tests.containerd_cri import IMAGE, POD_UID, needs_containerd, private_containerd, run_pod
+from tests.containerd_cri import (
+    IMAGE,
+    LOOP,
+    POD_UID,
+    needs_containerd,
+    private_containerd,
+    run_pod,
+    start_container,
+)
 from tests.e2e.agentproc import AgentProcess, Event, body, free_port, kind, running_agent
 from tetragon.k8s.cri import CriClient
 from tetragon.k8s.gen.cri import api_pb2
@@ -34,7 +42,6 @@ pytestmark = needs_containerd
 
 POD_NAME = "web-7d4b9c8f6-x2x9k"
 LABELS = {"app": "web", "pod-template-hash": "7d4b9c8f6"}
-LOOP = "while :; do /bin/sleep 1; done"  # a path: busybox runs a bare `sleep` without exec
 
 
 @pytest.fixture(scope="module")
@@ -83,23 +90,6 @@ def agent(
         "--metrics-server",
         f"127.0.0.1:{metrics_port}",
     )
-
-
-def start_container(cri: CriClient, sandbox: tuple[str, api_pb2.PodSandboxConfig], name: str) -> str:
-    """A container of the pod running LOOP, through CRI as the kubelet starts one."""
-    sandbox_id, sandbox_config = sandbox
-    config = api_pb2.ContainerConfig(
-        metadata=api_pb2.ContainerMetadata(name=name),
-        image=api_pb2.ImageSpec(image=IMAGE),
-        command=["/bin/sh", "-c", LOOP],
-        labels={"io.kubernetes.container.name": name},
-    )
-    request = api_pb2.CreateContainerRequest(
-        pod_sandbox_id=sandbox_id, config=config, sandbox_config=sandbox_config
-    )
-    created = cri.stub.CreateContainer(request, timeout=60)
-    cri.stub.StartContainer(api_pb2.StartContainerRequest(container_id=created.container_id), timeout=60)
-    return str(created.container_id)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.test_k8s_pods import JsonHandler, serve_local, write_kubeconfig
+from tests.k8s_apiserver import JsonHandler, serve_local, write_kubeconfig
 
 helm = pytest.importorskip("helm_sdkpy", reason="helm-sdkpy: pip install --ignore-requires-python helm-sdkpy")
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
@@ -44,6 +44,7 @@ RESOURCES = {
         ("rolebindings", "RoleBinding", True),
     ],
     "coordination.k8s.io/v1": [("leases", "Lease", True)],
+    "apiextensions.k8s.io/v1": [("customresourcedefinitions", "CustomResourceDefinition", False)],
     "monitoring.coreos.com/v1": [("servicemonitors", "ServiceMonitor", True)],
 }
 
@@ -71,6 +72,9 @@ def _group_list() -> dict[str, Any]:
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
 
+CREATED_CRDS: list[dict[str, Any]] = []  # what Helm's install created from the chart's crds/
+
+
 class _Handler(JsonHandler):
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -95,6 +99,8 @@ class _Handler(JsonHandler):
                 obj = json.loads(body)
             except ValueError:
                 obj = {"kind": "Secret", "apiVersion": "v1", "metadata": {"name": "release"}}
+            if obj.get("kind") == "CustomResourceDefinition":
+                CREATED_CRDS.append(obj)
             self.send_json(201, obj)
         else:
             self.send_json(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404})
@@ -133,6 +139,23 @@ def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
     found = [d for d in by_kind(docs, kind) if d["metadata"]["name"] == name]
     assert len(found) == 1, f"{kind}/{name}: {len(found)} rendered"
     return found[0]
+
+
+def test_install_creates_the_crds(kubeconfig: str) -> None:
+    from tetragon.k8s import crdgen
+    from tetragon.k8s.crdinstall import as_stored
+
+    render(kubeconfig)
+    created = {crd["metadata"]["name"]: crd for crd in CREATED_CRDS}
+    assert set(created) == {"tracingpolicies.cilium.io", "tracingpoliciesnamespaced.cilium.io"}
+    # Helm sends the numbers as Go float64s, as the API server keeps them
+    expected = crdgen.custom_resource_definition("TracingPolicy")
+    assert as_stored(created["tracingpolicies.cilium.io"]) == as_stored(expected)
+
+
+def test_agent_may_post_events_about_policies(kubeconfig: str) -> None:
+    role = one(render(kubeconfig), "ClusterRole", "tetragon")
+    assert {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]} in role["rules"]
 
 
 def test_chart_lints_clean() -> None:

@@ -1,13 +1,15 @@
 """The TracingPolicy CRDs (deploy/crds/) generated from the agent's model: current, structural, and
 accepting Tetragon's example policies (conformance tier) as the model does.
 
-Tetragon's own CRDs are not in the repository nor in $TETRAGON_EXAMPLES (which holds only policies/ and
-events/), so these tests check Tetragon's examples against our schema only.
+Tetragon's own CRDs come from $TETRAGON_K8S_REFERENCE (its `crds/`; .ci/run sets it): every example
+validates against theirs and ours, and ours admits what theirs admits, checked over the two schemas
+node by node. Without the variable those tests skip with one line; under CI=true they must run.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.conftest import ROOT, conformance_params, tetragon_policy_files
+from tests.conftest import ROOT, conformance_params, tetragon_k8s_reference, tetragon_policy_files
 from tetragon.k8s import crdgen
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.load import parse_policy
@@ -44,8 +46,18 @@ def _walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
 
 @pytest.mark.parametrize("kind", list(crdgen.KINDS))
 def test_committed_crd_is_generated(kind: str) -> None:
-    # Re-generate with `python -m tetragon.k8s.crdgen deploy/crds` after changing policy/schema.py.
+    # Re-generate with `python -m tetragon.k8s.crdgen deploy/crds deploy/helm/tetragon/crds` after
+    # changing policy/schema.py.
     assert (CRDS / crdgen.file_name(kind)).read_text() == crdgen.render(kind)
+
+
+def test_the_chart_holds_the_generated_crds() -> None:
+    """Helm installs deploy/helm/tetragon/crds/ on the first install: the same files as deploy/crds/
+    (`python -m tetragon.k8s.crdgen deploy/crds deploy/helm/tetragon/crds`)."""
+    chart_crds = ROOT / "deploy" / "helm" / "tetragon" / "crds"
+    assert sorted(p.name for p in chart_crds.iterdir()) == sorted(crdgen.file_name(k) for k in crdgen.KINDS)
+    for kind in crdgen.KINDS:
+        assert (chart_crds / crdgen.file_name(kind)).read_text() == crdgen.render(kind)
 
 
 @pytest.mark.parametrize("kind", list(crdgen.KINDS))
@@ -95,11 +107,18 @@ def test_generator_writes_both_files(tmp_path: Path) -> None:
 @pytest.mark.conformance
 @pytest.mark.parametrize("path", conformance_params(EXAMPLE_FILES), ids=lambda p: p.name if p else "")
 def test_example_validates_against_our_crd(path: Path) -> None:
+    for doc in _policy_docs(path):
+        assert _errors(_validator(doc["kind"]), doc) == []
+
+
+def _policy_docs(path: Path) -> list[dict[str, Any]]:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") in crdgen.KINDS]
     assert docs
-    for doc in docs:
-        errors = [f"{list(e.path)}: {e.message}" for e in _validator(doc["kind"]).iter_errors(doc)]
-        assert errors == []
+    return docs
+
+
+def _errors(validator: jsonschema.Draft4Validator, doc: dict[str, Any]) -> list[str]:
+    return [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(doc)]
 
 
 @pytest.mark.parametrize("kind", list(crdgen.KINDS))
@@ -109,3 +128,91 @@ def test_crd_is_a_valid_kubernetes_manifest(kind: str) -> None:
     from tests.unit.test_deploy_helm import K8S_VERSION
 
     kubernetes_validate.validate(crdgen.custom_resource_definition(kind), K8S_VERSION, strict=True)
+
+
+def _schema(crd: dict[str, Any]) -> dict[str, Any]:
+    return dict(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+
+
+@functools.cache
+def _tetragon_crd(kind: str) -> dict[str, Any]:
+    return dict(yaml.safe_load(tetragon_k8s_reference("crds", crdgen.file_name(kind)).read_text()))
+
+
+@functools.cache
+def _tetragon_validator(kind: str) -> jsonschema.Draft4Validator:
+    return jsonschema.Draft4Validator(crdgen.to_json_schema(_schema(_tetragon_crd(kind))))
+
+
+@pytest.mark.conformance
+@pytest.mark.parametrize("path", conformance_params(EXAMPLE_FILES), ids=lambda p: p.name if p else "")
+def test_example_validates_against_tetragons_crd_and_ours(path: Path) -> None:
+    """Tetragon's CEL rules (x-kubernetes-validations) are not run here: JSON-schema validation only."""
+    for doc in _policy_docs(path):
+        theirs, ours = _errors(_tetragon_validator(doc["kind"]), doc), _errors(_validator(doc["kind"]), doc)
+        assert (theirs, ours) == ([], [])
+
+
+# The bounds of the integers Tetragon decodes fields into (its CRD says int32/int64 in `format`, which the
+# API server does not check): ours may state them, as they are what Tetragon itself can take.
+_WIDTH_BOUNDS = {"int32": {0, -(2**31), 2**31 - 1, 2**32 - 1}, "int64": {0, -(2**63), 2**63 - 1, 2**64 - 1}}
+
+
+def _stricter(theirs: dict[str, Any], ours: dict[str, Any], path: str) -> list[str]:
+    """Where our schema node refuses something Tetragon's admits: a field it lacks, another type, a
+    missing enum value, a requirement or bound of its own (a string `format` or `pattern` included)."""
+    if ours.get("x-kubernetes-preserve-unknown-fields") and "properties" not in ours:
+        return []  # opaque here: admits anything
+    found: list[str] = []
+    for name, sub in (theirs.get("properties") or {}).items():
+        if name not in (ours.get("properties") or {}):
+            found.append(f"{path}.{name}: missing")
+        else:
+            found += _stricter(sub, ours["properties"][name], f"{path}.{name}")
+    for key, mark in (("items", "[]"), ("additionalProperties", "{}")):
+        if isinstance(theirs.get(key), dict):
+            if not isinstance(ours.get(key), dict):
+                found.append(f"{path}{mark}: not described")
+            else:
+                found += _stricter(theirs[key], ours[key], path + mark)
+    if (
+        ours.get("type")
+        and ours.get("type") != theirs.get("type")
+        and not ours.get("x-kubernetes-int-or-string")
+    ):
+        found.append(f"{path}: type {ours.get('type')}, theirs {theirs.get('type')}")
+    if "enum" in ours and not set(theirs.get("enum", [None])) <= set(ours["enum"]):
+        found.append(f"{path}: enum lacks {sorted(set(theirs.get('enum', ['(any)'])) - set(ours['enum']))}")
+    if set(ours.get("required", [])) - set(theirs.get("required", [])):
+        found.append(f"{path}: requires {sorted(set(ours['required']) - set(theirs.get('required', [])))}")
+    widths = _WIDTH_BOUNDS.get(theirs.get("format", ""), set())
+    for key, tighter in (
+        ("maximum", lambda o, t: o < t),
+        ("maxItems", lambda o, t: o < t),
+        ("maxLength", lambda o, t: o < t),
+        ("minimum", lambda o, t: o > t),
+        ("minItems", lambda o, t: o > t),
+        ("minLength", lambda o, t: o > t),
+    ):
+        width = key in ("minimum", "maximum") and ours.get(key) in widths
+        if key in ours and not width and (key not in theirs or tighter(ours[key], theirs[key])):
+            found.append(f"{path}: {key} {ours[key]}, theirs {theirs.get(key)}")
+    for key in ("pattern", "format"):
+        if key in ours and ours[key] != theirs.get(key) and ours.get("type") == "string":
+            found.append(f"{path}: {key} {ours[key]}, theirs {theirs.get(key)}")
+    return found
+
+
+@pytest.mark.conformance
+@pytest.mark.parametrize("kind", list(crdgen.KINDS))
+def test_our_crd_admits_what_tetragons_admits(kind: str) -> None:
+    ours = _schema(yaml.safe_load((CRDS / crdgen.file_name(kind)).read_text()))
+    assert _stricter(_schema(_tetragon_crd(kind)), ours, kind) == []
+    # and the checker finds what it looks for: a field, an enum value, a bound our schema lacks
+    narrowed = json.loads(json.dumps(ours))
+    tracepoint = narrowed["properties"]["spec"]["properties"]["tracepoints"]["items"]
+    del tracepoint["properties"]["subsystem"]
+    tracepoint["properties"]["args"]["items"]["properties"]["sizeArgIndex"]["maximum"] = 15
+    found = _stricter(_schema(_tetragon_crd(kind)), narrowed, kind)
+    assert f"{kind}.spec.tracepoints[].subsystem: missing" in found
+    assert f"{kind}.spec.tracepoints[].args[].sizeArgIndex: maximum 15, theirs None" in found

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_k8s_pods import DATA, DEBUG, WEB_NGINX, FakeApiServer, eventually, write_kubeconfig
+from tests.k8s_apiserver import FakeApiServer, eventually, write_kubeconfig
+from tests.unit.test_k8s_pods import DATA, DEBUG, WEB_NGINX
 from tetragon.config import AgentConfig
 from tetragon.jsontypes import Event
 from tetragon.k8s.enrich import PodEnricher, PodSource
@@ -89,7 +90,7 @@ def test_exec_in_a_pod_from_the_api_carries_it(apiserver: FakeApiServer, tmp_pat
 def _enricher(retries: int = 3) -> tuple[PodEnricher, list[Event]]:
     out: list[Event] = []
     enricher = PodEnricher(PodCache(), ProcessCache(), retries=retries, retry_delay=0.0)
-    enricher.sink = out.append
+    enricher.sink = lambda event, policy_hook: out.append(event)
     return enricher, out
 
 
@@ -145,6 +146,58 @@ def test_a_parent_whose_pod_came_meanwhile_is_filled_without_waiting() -> None:
     assert child["process_exec"]["parent"]["pod"]["container"]["pid"] == 1
     enricher.flush()
     assert out[0]["process_exec"]["process"]["pod"]["name"] == "web-7d4b9c8f6-x2x9k"
+
+
+def _kprobe_event(process: dict[str, Any], parent: dict[str, Any]) -> Event:
+    body = {"process": dict(process), "parent": dict(parent), "function_name": "security_file_open"}
+    return {"process_kprobe": body, "node_name": "node1", "time": "2026-12-07T20:00:00Z"}
+
+
+def test_a_policy_event_before_its_pod_is_known_waits_and_gets_it() -> None:
+    """As Tetragon's event cache does for every event kind: a kprobe event of a process whose pod is not
+    known yet waits, leaves with `pod` (process and parent) once the pod is known, with its hook."""
+    enricher, _ = _enricher()
+    out: list[tuple[Event, Any]] = []
+    enricher.sink = lambda event, policy_hook: out.append((event, policy_hook))
+    events = _processes(enricher)
+    enricher.hold(events.on_exec(_exec(400, WEB_NGINX, nspid=1)))
+    enricher.hold(events.on_exec(_exec(401, WEB_NGINX, ppid=400, nspid=2)))
+    entry, parent = enricher.processes.by_pid(401), enricher.processes.by_pid(400)
+    assert entry is not None and parent is not None
+    waiting = enricher.awaits_pod(entry, parent)
+    assert waiting == WEB_NGINX[:31]
+    enricher.hold_policy_event(_kprobe_event(entry.to_dict(), parent.to_dict()), waiting, ("p", "kprobe:f"))
+    enricher.tick()
+    assert out == []
+    enricher.pods.upsert(_web())
+    enricher.tick()
+    kinds = [(next(iter(e)), hook) for e, hook in out]
+    assert kinds == [("process_exec", None), ("process_exec", None), ("process_kprobe", ("p", "kprobe:f"))]
+    kprobe = out[2][0]["process_kprobe"]
+    assert kprobe["process"]["pod"]["container"]["pid"] == 2
+    assert kprobe["parent"]["pod"]["container"]["pid"] == 1
+    assert list(kprobe["process"]).index("pod") == list(kprobe["process"]).index("docker") - 1
+    # known now: the next policy event of the process waits for nothing
+    assert enricher.awaits_pod(entry, parent) == ""
+
+
+def test_a_policy_event_whose_pod_never_comes_is_counted_under_its_type() -> None:
+    enricher, out = _enricher(retries=2)
+    events = _processes(enricher)
+    events.on_exec(_exec(500, DEBUG))  # its exec event is not taken in here: only the kprobe waits
+    entry = enricher.processes.by_pid(500)
+    assert entry is not None
+    waiting = enricher.awaits_pod(entry, None)
+    enricher.hold_policy_event(_kprobe_event(entry.to_dict(), {}), waiting, ("p", "kprobe:f"))
+    for _ in range(3):
+        enricher.tick()
+    assert len(out) == 1 and "pod" not in out[0]["process_kprobe"]["process"]
+    _, stats = enricher.cache_stats()
+    assert stats.failures_by_type == {"PROCESS_KPROBE": 1} and stats.fetch_failures == 1
+    # a host process (no container) never waits
+    events.on_exec(_exec(501, ""))
+    host = enricher.processes.by_pid(501)
+    assert host is not None and enricher.awaits_pod(host, None) == ""
 
 
 def test_flags_the_agent_takes_only_as_false_are_refused_in_one_line() -> None:

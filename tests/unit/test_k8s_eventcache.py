@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.unit.test_k8s_pods import DATA, DEBUG, WEB_NGINX, FakeApiServer, _api, _load, eventually
+from tests.k8s_apiserver import FakeApiServer, eventually
+from tests.unit.test_k8s_pods import DATA, DEBUG, WEB_NGINX, _api, _load
 from tetragon.k8s.eventcache import PodEventCache
 from tetragon.k8s.podinfo import PodInfo, pod_from_json
 from tetragon.k8s.pods import PodCache, PodWatcher

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.unit.test_k8s_pods import JsonHandler, eventually, local_api_client, serve_local
+from tests.k8s_apiserver import JsonHandler, eventually, local_api_client, serve_local
 from tetragon.k8s.leader import LeaseElector
 
 NAMESPACE = "kube-system"

@@ -8,18 +8,19 @@ outage and started again on the same port with what changed meanwhile.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import yaml
 from kubernetes import client
 
+from tests.k8s_apiserver import (
+    FakeApiServer,
+    eventually,
+    local_api_client,
+)
 from tetragon.k8s.podinfo import pod_from_json, split_container_id, workload_of
 from tetragon.k8s.pods import PodCache, PodWatcher
 
@@ -29,116 +30,6 @@ WEB_INIT = "7e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d0c1b2a3f4e5d6c7b8a9f0e1d"
 REPORT = "9d2e4b7a1c3f5e6d8b0a2c4e6f8a1b3d5c7e9f0a2b4c6d8e1f3a5b7c9d0e2f4a"
 DEBUG = "c0ffee00112233445566778899aabbccddeeff00112233445566778899aabbcc"
 API = "d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2"
-
-
-class JsonHandler(BaseHTTPRequestHandler):
-    """Base of the API server doubles of these tests: HTTP/1.1, quiet, JSON answers."""
-
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def send_json(self, code: int, obj: dict[str, Any], close: bool = False) -> None:
-        body = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        if close:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def send_status(self, code: int, reason: str) -> None:
-        status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason}
-        self.send_json(code, status)
-
-
-def serve_local(handler: type[BaseHTTPRequestHandler], port: int = 0) -> ThreadingHTTPServer:
-    """An HTTP server on 127.0.0.1 in a daemon thread."""
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    return server
-
-
-def local_api_client(port: int) -> client.ApiClient:
-    configuration = client.Configuration()
-    configuration.host = f"http://127.0.0.1:{port}"
-    configuration.retries = False
-    return client.ApiClient(configuration)
-
-
-def write_kubeconfig(path: Path, port: int) -> Path:
-    """A kubeconfig for the double on this port, as a user's would be (token auth)."""
-    cluster = {"server": f"http://127.0.0.1:{port}"}
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "test", "cluster": cluster}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
-        "current-context": "test",
-        "users": [{"name": "test", "user": {"token": "test"}}],
-    }
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def eventually(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
-class FakeApiServer:
-    """Serves GET /api/v1/pods (list or watch) from recorded documents; records every query."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.pod_list: dict[str, Any] = {}
-        self.watch_events: list[str] = []
-        self.queries: list[dict[str, list[str]]] = []
-        self.closing = threading.Event()
-        owner = self
-
-        class Handler(JsonHandler):
-            def do_GET(self) -> None:
-                url = urlsplit(self.path)
-                query = parse_qs(url.query)
-                owner.queries.append(query)
-                if url.path != "/api/v1/pods":
-                    self.send_error(404)
-                    return
-                if query.get("watch") == ["true"]:
-                    owner.stream_watch(self, query)
-                else:
-                    self.send_json(200, owner.pod_list, close=True)
-
-        self.server = serve_local(Handler, port)
-        self.port = self.server.server_address[1]
-
-    def stream_watch(self, handler: BaseHTTPRequestHandler, query: dict[str, list[str]]) -> None:
-        since = int(query.get("resourceVersion", ["0"])[0] or 0)
-        timeout = float(query.get("timeoutSeconds", ["5"])[0])
-        handler.send_response(200)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Transfer-Encoding", "chunked")
-        handler.send_header("Connection", "close")
-        handler.end_headers()
-        for line in self.watch_events:
-            version = json.loads(line)["object"].get("metadata", {}).get("resourceVersion", "0")
-            if int(version or 0) > since or json.loads(line)["type"] == "ERROR":
-                data = (line + "\n").encode()
-                handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-                handler.wfile.flush()
-        # like the API server: the stream stays open until its timeout (or until we go down)
-        self.closing.wait(timeout)
-        handler.wfile.write(b"0\r\n\r\n")
-
-    def stop(self) -> None:
-        self.closing.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def _api(port: int) -> client.CoreV1Api:

@@ -15,6 +15,7 @@ import pytest
 from tests.unit.test_k8s_pods import DATA, REPORT, WEB_INIT, WEB_NGINX
 from tetragon.k8s.podinfo import PodInfo, pod_from_json
 from tetragon.k8s.policyfilter import (
+    HOST_SELECTOR_REFUSED,
     PodScope,
     PolicyFilter,
     check_pod_scope,
@@ -103,6 +104,23 @@ def test_policies_are_refused_in_one_line_without_the_filter() -> None:
     no_v2 = PolicyFilter(list, cgroup_root="")
     with pytest.raises(PolicyError, match="need a cgroup v2 hierarchy"):
         check_pod_scope(_policy("", "TracingPolicyNamespaced", "shop"), no_v2)  # type: ignore[arg-type]
+
+
+def test_host_selector_with_pod_selectors_is_refused_exactly() -> None:
+    """Tetragon's matrix: pod/container selectors with `hostSelector: {}` mean the selected containers plus
+    every process outside pods; the in-kernel cgroup set cannot say "outside pods", so it is refused, in
+    one line that says which pair and why. hostSelector alone narrows nothing and loads."""
+    pod_filter = PolicyFilter(list, cgroup_root="/sys/fs/cgroup")
+    for selector in (
+        "podSelector:\n    matchLabels:\n      app: web\n",
+        "containerSelector:\n    matchLabels: {}\n",
+    ):
+        with pytest.raises(PolicyError) as exc:
+            check_pod_scope(_policy(f"  hostSelector: {{}}\n  {selector}"), pod_filter)  # type: ignore[arg-type]
+        assert str(exc.value) == HOST_SELECTOR_REFUSED
+        assert str(exc.value).startswith("spec.hostSelector: {} with podSelector/containerSelector")
+        assert "\n" not in str(exc.value)
+    check_pod_scope(_policy("  hostSelector: {}\n"), pod_filter)  # type: ignore[arg-type]
 
 
 def _tree(root: Path) -> dict[str, int]:

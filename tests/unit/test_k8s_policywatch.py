@@ -18,8 +18,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from kubernetes import client
 
-from tests.unit.test_k8s_pods import DATA, JsonHandler, eventually, local_api_client, serve_local
+from tests.k8s_apiserver import FakeApiServer, JsonHandler, eventually, local_api_client, serve_local
+from tests.unit.test_k8s_pods import DATA
 from tetragon.k8s.policyfilter import PolicyFilter
+from tetragon.k8s.policyreport import PolicyEventReporter
 from tetragon.k8s.policywatch import CrdWatcher, PolicyObjects
 from tetragon.sensors.manager import PolicyManager
 
@@ -148,3 +150,94 @@ def test_bad_object_is_reported_and_others_unaffected(manager: PolicyManager) ->
     objects.apply("MODIFIED", "TracingPolicy", lines[3]["object"])  # the same bad spec: not retried
     objects.apply(lines[4]["type"], "TracingPolicy", lines[4]["object"])
     assert set(_loaded(manager)) == {("", "exec-b")}
+
+
+def _bad_update(obj: dict[str, Any], version: str) -> dict[str, Any]:
+    """The object with a spec the agent refuses (an operator that does not exist) at `version`."""
+    bad = json.loads(json.dumps(obj))
+    bad["metadata"].update(resourceVersion=version, generation=bad["metadata"]["generation"] + 1)
+    bad["spec"]["tracepoints"][0]["selectors"] = [
+        {"matchArgs": [{"index": 0, "operator": "Bogus", "values": ["1"]}]}
+    ]
+    return bad
+
+
+@pytest.fixture
+def apiserver() -> Iterator[FakeApiServer]:
+    server = FakeApiServer()
+    yield server
+    server.stop()
+
+
+def test_a_bad_update_keeps_the_loaded_version_and_is_posted_as_an_event(
+    manager: PolicyManager, apiserver: FakeApiServer
+) -> None:
+    """The new spec is checked before the old one is unloaded: the old one never stops (same id, same
+    spec); the error is a Warning Event on the object, as `kubectl describe` shows it."""
+    reporter = PolicyEventReporter(client.CoreV1Api(local_api_client(apiserver.port)), "node1")
+    objects = PolicyObjects(manager, reporter)
+    exec_a = _doc("tracingpolicies-list.json")["items"][0]
+    web = _doc("tracingpoliciesnamespaced-list.json")["items"][0]
+    objects.replace("TracingPolicy", [exec_a])
+    objects.replace("TracingPolicyNamespaced", [web])
+    before = _loaded(manager)
+    objects.apply("MODIFIED", "TracingPolicy", _bad_update(exec_a, "150"))
+    assert _loaded(manager) == before  # not reloaded: its BPF programs never went away
+    assert manager._policies[("exec-a", "")].policy.spec.tracepoints[0].selectors[0].match_args == []
+    error = objects.error("TracingPolicy", "", "exec-a")
+    assert error is not None and "Bogus" in error
+    event = apiserver.posted[-1]
+    assert event["involvedObject"] == {
+        "apiVersion": "cilium.io/v1alpha1",
+        "kind": "TracingPolicy",
+        "name": "exec-a",
+        "uid": exec_a["metadata"]["uid"],
+        "resourceVersion": "150",
+    }
+    assert event["metadata"] == {"generateName": "exec-a.", "namespace": "default"}  # cluster-scoped
+    assert (event["type"], event["reason"]) == ("Warning", "TracingPolicyUpdateRefused")
+    assert event["message"] == f"node node1: {error}; the previous version stays loaded"
+    assert (event["source"], event["reportingInstance"]) == (
+        {"component": "tetragon", "host": "node1"},
+        "node1",
+    )
+    # the same bad spec again (a relist) is not reported twice; a good update replaces the old one
+    objects.apply("MODIFIED", "TracingPolicy", _bad_update(exec_a, "151"))
+    assert len(apiserver.posted) == 1
+    fixed = json.loads(json.dumps(exec_a))
+    fixed["spec"]["tracepoints"][0]["event"] = "sched_process_exit"
+    objects.apply("MODIFIED", "TracingPolicy", fixed)
+    assert _loaded(manager)[("", "exec-a")] > before[("", "exec-a")]
+    assert objects.error("TracingPolicy", "", "exec-a") is None
+    # a namespaced object's Event is in its namespace; a new bad object was never loaded
+    objects.apply("MODIFIED", "TracingPolicyNamespaced", _bad_update(web, "250"))
+    assert apiserver.posted[-1]["metadata"]["namespace"] == "web"
+    assert apiserver.posted[-1]["involvedObject"]["namespace"] == "web"
+    assert ("web", "web-exec") in _loaded(manager)
+    new_bad = _bad_update({**exec_a, "metadata": {**exec_a["metadata"], "name": "new-bad"}}, "160")
+    objects.apply("ADDED", "TracingPolicy", new_bad)
+    assert apiserver.posted[-1]["reason"] == "TracingPolicyRefused"
+    assert not apiserver.posted[-1]["message"].endswith("stays loaded")
+    assert ("", "new-bad") not in _loaded(manager)
+
+
+def test_an_update_that_fails_to_load_brings_the_previous_version_back(
+    manager: PolicyManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked fine but refused by the kernel (the verifier, an attach): the old version is loaded again."""
+    from tetragon.policy.errors import PolicyError
+
+    objects = PolicyObjects(manager)
+    exec_a = _doc("tracingpolicies-list.json")["items"][0]
+    objects.replace("TracingPolicy", [exec_a])
+
+    def load(self: PolicyManager, entry: Any) -> None:
+        if entry.policy.spec.tracepoints[0].event == "sched_process_exit":
+            raise PolicyError("sched_process_exit: attach failed")
+
+    monkeypatch.setattr(PolicyManager, "_load", load)
+    changed = json.loads(json.dumps(exec_a))
+    changed["spec"]["tracepoints"][0]["event"] = "sched_process_exit"
+    objects.apply("MODIFIED", "TracingPolicy", changed)
+    assert manager._policies[("exec-a", "")].policy.spec.tracepoints[0].event == "sched_process_exec"
+    assert "attach failed" in (objects.error("TracingPolicy", "", "exec-a") or "")

@@ -30,12 +30,17 @@ def test_declared_families_are_tetragons() -> None:
 def test_event_cache_and_queue_families_scrape() -> None:
     metrics = AgentMetrics(process_collectors=False)
     metrics.register_source(lambda: {"ringbuf_received": 7})
-    metrics.watch_event_cache(lambda: (3, EventCacheStats(inserts=5, fetch_retries=2, fetch_failures=1)))
+    stats = (
+        3,
+        EventCacheStats(inserts=5, fetch_retries=2, fetch_failures=1, failures_by_type={"PROCESS_KPROBE": 1}),
+    )
+    metrics.watch_event_cache(lambda: stats)
     text = generate_latest(metrics.registry).decode()
     assert "tetragon_event_cache_entries 3.0" in text
     assert "tetragon_event_cache_inserts_total 5.0" in text
     assert 'tetragon_event_cache_fetch_retries_total{entry_type="pod_info"} 2.0' in text
-    assert 'tetragon_event_cache_fetch_failures_total{entry_type="pod_info",event_type="unknown"} 1.0' in text
+    failures = 'tetragon_event_cache_fetch_failures_total{entry_type="pod_info",event_type="PROCESS_KPROBE"}'
+    assert f"{failures} 1.0" in text
     assert "tetragon_observer_ringbuf_queue_events_received_total 7.0" in text
     assert "# TYPE tetragon_map_errors_update_total counter" in text
 

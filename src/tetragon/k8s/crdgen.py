@@ -35,6 +35,10 @@ KINDS = {
 }
 _DROPPED_KEYS = ("title", "additionalProperties")
 _PRESERVE = {"x-kubernetes-preserve-unknown-fields": True}
+# Integer bounds the CRD keeps: those of the 32/64-bit integers Tetragon decodes the fields into. A
+# narrower limit of this agent's (sizeArgIndex <= 15) is left to its own check, so the API server admits
+# every object Tetragon's CRD admits and the agent refuses it with its field path.
+_TYPE_BOUNDS = frozenset((0, -(2**31), 2**31 - 1, 2**32 - 1, -(2**63), 2**63 - 1, 2**64 - 1))
 
 
 def _structural(node: Any, defs: dict[str, Any]) -> Any:
@@ -61,6 +65,8 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
         if key in _DROPPED_KEYS and not (key == "additionalProperties" and isinstance(value, dict)):
             continue
         if key == "default" and value is None:
+            continue
+        if key in ("minimum", "maximum") and value not in _TYPE_BOUNDS:
             continue
         if key == "properties":
             out[key] = {name: _structural(sub, defs) for name, sub in value.items()}
@@ -133,13 +139,14 @@ def to_json_schema(node: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m tetragon.k8s.crdgen DIR", file=sys.stderr)
+    if not args:
+        print("usage: python -m tetragon.k8s.crdgen DIR...", file=sys.stderr)
         return 2
-    out = Path(args[0])
-    out.mkdir(parents=True, exist_ok=True)
-    for kind in KINDS:
-        (out / file_name(kind)).write_text(render(kind))
+    for directory in args:  # deploy/crds and the chart's crds/
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        for kind in KINDS:
+            (out / file_name(kind)).write_text(render(kind))
     return 0
 
 

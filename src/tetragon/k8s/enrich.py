@@ -3,9 +3,11 @@
 `PodEnricher` keeps a PodCache current from one source (the API server's pod watch of this node, or,
 without it, the node's CRI runtime polled, and polled at once when an unknown container shows up) and
 gives a process in a container its `pod` when it is built (`pod_of`, called by process.events for
-every exec with a container id). An exec or exit event whose pod is not known yet waits in the event
-cache (`hold`) and is sent, with its pod when it appears, by `tick`, which the agent calls from its
-drain loop: the pipeline thread is the only one that touches events and process entries.
+every exec with a container id). An event whose process (or parent) is in a container whose pod is not
+known yet waits in the event cache, as in Tetragon: exec and exit events (`hold`) and policy events
+(`awaits_pod`, then `hold_policy_event`). It is sent, with its pod when it appears or without it after
+the last retry (counted under its event type), by `tick`, which the agent calls from its drain loop:
+the pipeline thread is the only one that touches events and process entries.
 
 When the pod is found late, the process's cache entry gets it too, so its later events (and its
 forked children, which copy it) carry it.
@@ -23,7 +25,7 @@ from tetragon.jsontypes import Event
 from tetragon.k8s.eventcache import EventCacheStats, PodEventCache
 from tetragon.k8s.podinfo import PodInfo
 from tetragon.k8s.pods import PodCache
-from tetragon.process.cache import ProcessCache, with_pod
+from tetragon.process.cache import ProcessCache, ProcessEntry, with_pod
 
 if TYPE_CHECKING:
     from tetragon.config import AgentConfig
@@ -33,9 +35,17 @@ log = logging.getLogger("tetragon")
 CRI_POLL_INTERVAL = 5.0
 API_SYNC_WAIT = 5.0  # seconds the start-up waits for the first pod list before the /proc scan
 
+PolicyHook = tuple[str, str]  # (policy, hook) a policy event is counted under
+Held = tuple[Event, PolicyHook | None]  # an event in the cache, with its policy hook if it is a policy event
+
+
+def _event_type(held: Held) -> str:
+    """Tetragon's EventType name of a held event (its `event_type` metric label): PROCESS_KPROBE, ..."""
+    return next(iter(held[0])).upper()
+
 
 class PodEnricher:
-    """Gives processes their pod from `pods`; holds exec/exit events whose pod is not known yet."""
+    """Gives processes their pod from `pods`; holds the events whose pod is not known yet."""
 
     def __init__(
         self,
@@ -50,13 +60,15 @@ class PodEnricher:
         self.pods = pods
         self.processes = processes
         self.poke = poke  # asks the source for a relist now (CRI), when a container is unknown
-        self.sink: Callable[[Event], None] | None = None  # where released events go (the pipeline)
-        self.event_cache: PodEventCache[Event] = PodEventCache(
+        # where released events go (the pipeline), with the (policy, hook) of a policy event
+        self.sink: Callable[[Event, PolicyHook | None], None] | None = None
+        self.event_cache: PodEventCache[Held] = PodEventCache(
             self.pods.by_container,
             self._release,
             retries=retries,
             retry_delay=retry_delay,
             max_entries=max_entries,
+            event_type=_event_type,
         )
         # pid in the container of host pids whose pod was not known at exec: `pod.container.pid`
         # when it is found later (bounded like the event cache)
@@ -98,8 +110,31 @@ class PodEnricher:
                 body[part] = filled
         if not waiting:
             return False
-        self.event_cache.add(event, waiting)
+        self.event_cache.add((event, None), waiting)
         return True
+
+    def awaits_pod(self, entry: ProcessEntry, parent: ProcessEntry | None) -> str:
+        """For a policy event of `entry`: the container id whose pod its event must wait for, or "".
+        A pod known by now is given to the entries here (their events then go out at once)."""
+        waiting = ""
+        for process in (entry, parent):
+            if process is None:
+                continue
+            head = process.head
+            docker = head.get("docker")
+            if not docker or "pod" in head:
+                continue
+            pod = self.pods.by_container(docker)
+            if pod is None:
+                waiting = waiting or docker
+                continue
+            nspid = self._nspid.get(process.pid)
+            process.set_pod(pod.pod_json(docker, nspid, head.get("binary", ""), head.get("arguments", "")))
+        return waiting
+
+    def hold_policy_event(self, event: Event, container_id: str, policy_hook: PolicyHook) -> None:
+        """Takes a policy event (built as a dict) that `awaits_pod` said must wait for `container_id`."""
+        self.event_cache.add((event, policy_hook), container_id)
 
     def tick(self) -> int:
         """Sends the held events that are due (with their pod, or without after the last retry)."""
@@ -114,15 +149,16 @@ class PodEnricher:
     def cache_stats(self) -> tuple[int, EventCacheStats]:
         return len(self.event_cache), self.event_cache.stats
 
-    def _release(self, event: Event, pod: PodInfo | None) -> None:
+    def _release(self, held: Held, pod: PodInfo | None) -> None:
+        event, policy_hook = held
         if pod is not None:
-            body = event.get("process_exec") or event["process_exit"]
+            body = event[next(iter(event))]
             for part in ("process", "parent"):
                 process = body.get(part)
                 if process is not None and "pod" not in process:
                     body[part] = self._with_pod(process)
         if self.sink is not None:
-            self.sink(event)
+            self.sink(event, policy_hook)
 
     def _with_pod(self, process: dict[str, Any]) -> dict[str, Any]:
         """The process with its pod when it is known now; its cache entry gets the pod too."""

@@ -6,7 +6,7 @@ are looked up again; one whose pod appears is sent with it, one still unknown af
 attempts is sent without it (Tetragon's `--event-cache-retries` 15 and `--event-cache-retry-delay`
 2s). The cache holds at most `max_entries` events: when full, the oldest is sent as it is, so nothing
 is lost and memory stays bounded. `stats` counts what Tetragon's `tetragon_event_cache_*` metrics
-count (inserts, fetch retries, fetch failures, entries) plus the overflows.
+count (inserts, fetch retries, fetch failures by event type, entries) plus the overflows.
 
 The caller owns the thread: `process()` does one pass over the due entries and is meant to be called
 from the agent's pipeline loop (or a timer).
@@ -18,7 +18,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from tetragon.k8s.podinfo import PodInfo
@@ -31,6 +31,8 @@ class EventCacheStats:
     inserts: int = 0
     fetch_retries: int = 0  # lookups that found no pod and will be tried again
     fetch_failures: int = 0  # events sent without their pod after the last retry
+    # the same by event type (Tetragon's `event_type` label: PROCESS_EXEC, PROCESS_KPROBE, ...)
+    failures_by_type: dict[str, int] = field(default_factory=dict)
     overflows: int = 0  # events sent early because the cache was full
     resolved: int = 0  # events sent with the pod found on a retry
 
@@ -55,6 +57,7 @@ class PodEventCache(Generic[E]):
         retry_delay: float = 2.0,
         max_entries: int = 10000,
         clock: Callable[[], float] = time.monotonic,
+        event_type: Callable[[E], str] = lambda event: "unknown",
     ) -> None:
         self.lookup = lookup
         self.emit = emit
@@ -62,6 +65,7 @@ class PodEventCache(Generic[E]):
         self.retry_delay = retry_delay
         self.max_entries = max(1, max_entries)
         self.clock = clock
+        self.event_type = event_type
         self.stats = EventCacheStats()
         self._lock = threading.Lock()
         self._pending: OrderedDict[int, _Pending[E]] = OrderedDict()
@@ -110,6 +114,8 @@ class PodEventCache(Generic[E]):
                     continue
             if pod is None:
                 self.stats.fetch_failures += 1
+                kind = self.event_type(entry.event)
+                self.stats.failures_by_type[kind] = self.stats.failures_by_type.get(kind, 0) + 1
             else:
                 self.stats.resolved += 1
             out.append((entry.event, pod))

@@ -3,8 +3,8 @@
 `tetragon-operator serve` takes Tetragon's operator flags. With `--leader-elect` its replicas elect
 one leader on the Lease `tetragon-operator-resource-lock` (k8s/leader.py), and only the leader works.
 Its work is to install the CRDs (`skip-crd-creation`, `skip-tracing-policy-crd`, `skip-pod-info-crd`,
-`force-update-crds` in --config-dir); the CRD schemas come with the CRD support of the agent, until
-then the leader only reports what it would install. Metrics are served on --metrics-bind-address.
+`force-update-crds` in --config-dir): the TracingPolicy CRDs the agent's model generates, created or
+brought up to date (k8s/crdinstall.py). Metrics are served on --metrics-bind-address.
 """
 
 from __future__ import annotations
@@ -81,22 +81,36 @@ def _start_metrics(address: str) -> None:
     start_http_server(int(port), addr=host or "0.0.0.0")
 
 
-def lead(args: argparse.Namespace) -> None:
-    """The leader's work."""
+def crds_to_install(args: argparse.Namespace) -> list[str]:
     crds = [] if args.skip_crd_creation else ["TracingPolicy", "TracingPolicyNamespaced", "PodInfo"]
     if args.skip_tracing_policy_crd:
         crds = [c for c in crds if not c.startswith("TracingPolicy")]
     if args.skip_pod_info_crd:
         crds = [c for c in crds if c != "PodInfo"]
-    log.info(
-        "leading; CRDs to install: %s (CRD installation comes with the agent's CRD support)", crds or "none"
-    )
+    return crds
+
+
+def lead(args: argparse.Namespace) -> dict[str, str]:
+    """The leader's work: the CRDs installed; what was done per kind."""
+    from tetragon.k8s.crdinstall import install_crds
+
+    crds = crds_to_install(args)
+    log.info("leading; CRDs to install: %s", crds or "none")
+    if not crds:
+        return {}
+    api = client.ApiextensionsV1Api(_api_client(args.kube_config))
+    return install_crds(api, crds, args.force_update_crds)
+
+
+def _lead_in_background(args: argparse.Namespace) -> None:
+    """The leader's work off the elector's thread, which must keep renewing the lease meanwhile."""
+    threading.Thread(target=lead, args=(args,), name="operator-lead", daemon=True).start()
 
 
 def serve(args: argparse.Namespace, stop: threading.Event) -> int:
     _start_metrics(args.metrics_bind_address)
     if not args.leader_elect:
-        lead(args)
+        _lead_in_background(args)
         stop.wait()
         return 0
     namespace = args.leader_election_namespace or os.environ.get("POD_NAMESPACE", "")
@@ -110,7 +124,7 @@ def serve(args: argparse.Namespace, stop: threading.Event) -> int:
         lease_duration=args.leader_election_lease_duration,
         renew_deadline=args.leader_election_renew_deadline,
         retry_period=args.leader_election_retry_period,
-        on_started_leading=lambda: lead(args),
+        on_started_leading=lambda: _lead_in_background(args),
         on_stopped_leading=lambda: log.info("no longer leading"),
     )
     elector.start()

@@ -33,6 +33,16 @@ log = logging.getLogger("tetragon")
 _KEY = struct.Struct("<Q")  # a cgroup v2 id
 _FILTER_ID = struct.Struct("<I")  # the value: the policy's filter id (tetra debug dump policyfilter)
 
+# Tetragon: pod/container selectors with `hostSelector: {}` select the matching containers and every
+# process outside pods. The in-kernel filter here is a set of container cgroup ids, which has no entry
+# that could stand for "outside every pod" (host cgroups come and go unseen), so the pair is refused.
+HOST_SELECTOR_REFUSED = (
+    "spec.hostSelector: {} with podSelector/containerSelector (the selected containers plus every process "
+    "outside pods) is not supported: the in-kernel policy filter runs a pod-scoped policy only in the "
+    "cgroups of the containers it selects and cannot also match processes outside pods; drop hostSelector "
+    "to trace the selected containers only"
+)
+
 
 class CgroupSet(Protocol):
     """The policy's `policy_cgroups` map (a libbpf Map)."""
@@ -52,10 +62,7 @@ def check_pod_scope(policy: TracingPolicy, pod_filter: PolicyFilter | None) -> N
     if not needs_pod_filter(policy):
         return
     if policy.spec.host_selector is not None:
-        raise PolicyError(
-            "spec.hostSelector: host processes in a pod-scoped policy are not supported yet",
-            kind="unsupported",
-        )
+        raise PolicyError(HOST_SELECTOR_REFUSED, kind="unsupported")
     # every refusal starts with the field path that makes the policy pod-scoped
     where = (
         "kind"

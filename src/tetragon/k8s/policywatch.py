@@ -2,9 +2,12 @@
 
 `PolicyObjects` decides: an ADDED object is added to the policy manager, a MODIFIED one whose spec
 changed replaces it (a status-only change is ignored), a DELETED one is deleted; after a (re)list the
-objects of that kind no longer listed are deleted. A bad object has its error logged and kept in
-`errors` (by kind, namespace, name); the others are unaffected. A namespaced object keeps its
-`metadata.namespace`, which the manager's pod filter scopes it to.
+objects of that kind no longer listed are deleted. A bad object has its error logged, kept in
+`errors` (by kind, namespace, name) and posted as a Kubernetes Event on the object (policyreport.py);
+the others are unaffected. A bad update of a loaded object leaves its previous version loaded: the new
+spec is checked before the old one is unloaded, and should it still fail to load, the old one is
+loaded again. A namespaced object keeps its `metadata.namespace`, which the manager's pod filter
+scopes it to.
 
 `CrdWatcher` is `pods.PodWatcher`'s loop over one kind (cluster-wide, official client at the HTTP
 level): list, then watch from the list's resourceVersion, resume after a server timeout, list again
@@ -22,6 +25,7 @@ from kubernetes import client
 
 from tetragon.k8s.crdgen import GROUP, KINDS, VERSION
 from tetragon.k8s.pods import PodCache, PodWatcher, core_api
+from tetragon.k8s.policyreport import PolicyEventReporter
 from tetragon.policy.errors import PolicyError
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,8 @@ class PolicyTarget(Protocol):
 
     def add(self, yaml_text: str, *, domain: str = ...) -> Any: ...
 
+    def check(self, yaml_text: str) -> None: ...
+
     def delete(self, name: str, namespace: str = "") -> None: ...
 
 
@@ -45,10 +51,12 @@ def _key(obj: dict[str, Any]) -> tuple[str, str]:
 class PolicyObjects:
     """The policy objects of the API as applied to the manager."""
 
-    def __init__(self, manager: PolicyTarget) -> None:
+    def __init__(self, manager: PolicyTarget, reporter: PolicyEventReporter | None = None) -> None:
         self.manager = manager
+        self.reporter = reporter
         self._lock = threading.Lock()
-        self.applied: dict[tuple[str, str, str], str] = {}  # (kind, namespace, name) -> spec as JSON
+        # (kind, namespace, name) -> (spec as JSON, the document loaded)
+        self.applied: dict[tuple[str, str, str], tuple[str, str]] = {}
         self.errors: dict[tuple[str, str, str], tuple[str, str]] = {}  # -> (spec, error)
 
     def apply(self, event: str, kind: str, obj: dict[str, Any]) -> None:
@@ -75,20 +83,47 @@ class PolicyObjects:
 
     def _upsert(self, key: tuple[str, str, str], obj: dict[str, Any]) -> None:
         spec = json.dumps(obj.get("spec"), sort_keys=True)
-        if self.applied.get(key) == spec or self.errors.get(key, ("", ""))[0] == spec:
-            return  # unchanged (a status update, a relisted object)
-        if self.applied.pop(key, None) is not None:
-            self._delete(key)
+        previous = self.applied.get(key)
+        if previous is not None and previous[0] == spec:
+            self.errors.pop(key, None)  # back to the loaded version (a status update, a relist)
+            return
+        if self.errors.get(key, ("", ""))[0] == spec:
+            return  # the same refused spec again
         doc = {"apiVersion": obj.get("apiVersion", f"{GROUP}/{VERSION}"), "kind": key[0], **obj}
         doc.pop("status", None)
+        text = json.dumps(doc)
+        unloaded = False
         try:
-            self.manager.add(json.dumps(doc), domain=DOMAIN)
+            if previous is not None:
+                self.manager.check(text)  # refused here: the loaded version never stops
+                self._delete(key)
+                unloaded = True
+            self.manager.add(text, domain=DOMAIN)
         except PolicyError as err:
-            self.errors[key] = (spec, str(err))
-            log.error("%s %s: %s", key[0], "/".join(p for p in key[1:] if p), err)
+            kept = previous is not None
+            if previous is not None and unloaded:  # checked, but failed to load: the old one goes back
+                kept = self._reload(key, previous[1])
+            self._refused(key, obj, spec, str(err), kept)
             return
         self.errors.pop(key, None)
-        self.applied[key] = spec
+        self.applied[key] = (spec, text)
+
+    def _reload(self, key: tuple[str, str, str], text: str) -> bool:
+        try:
+            self.manager.add(text, domain=DOMAIN)
+        except PolicyError as err:
+            log.error("%s %s: the previous version failed to load again: %s", key[0], key[2], err)
+            del self.applied[key]
+            return False
+        return True
+
+    def _refused(
+        self, key: tuple[str, str, str], obj: dict[str, Any], spec: str, error: str, kept: bool
+    ) -> None:
+        self.errors[key] = (spec, error)
+        log.error("%s %s: %s", key[0], "/".join(p for p in key[1:] if p), error)
+        if self.reporter is not None:
+            self.reporter.refused(key[0], obj, error, kept)
 
     def error(self, kind: str, namespace: str, name: str) -> str | None:
         """The error of a refused object, or None."""
@@ -133,10 +168,12 @@ class CrdWatcher(PodWatcher):
         self.objects.apply(kind, self.kind, obj)
 
 
-def start_crd_watchers(kubeconfig: str, manager: PolicyTarget) -> list[CrdWatcher]:
-    """With --enable-k8s-api: both kinds watched into `manager` (stop each watcher before the manager)."""
-    api = client.CustomObjectsApi(core_api(kubeconfig).api_client)
-    objects = PolicyObjects(manager)
+def start_crd_watchers(kubeconfig: str, manager: PolicyTarget, node: str) -> list[CrdWatcher]:
+    """With --enable-k8s-api: both kinds watched into `manager` (stop each watcher before the manager);
+    refusals are posted as Events by this node."""
+    core = core_api(kubeconfig)
+    api = client.CustomObjectsApi(core.api_client)
+    objects = PolicyObjects(manager, PolicyEventReporter(core, node))
     watchers = [CrdWatcher(api, kind, objects) for kind in KINDS]
     for watcher in watchers:
         watcher.start()

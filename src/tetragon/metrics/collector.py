@@ -292,7 +292,9 @@ class AgentMetrics:
                 "tetragon_event_cache_entries": entries,
                 "tetragon_event_cache_inserts_total": st.inserts,
                 "tetragon_event_cache_fetch_retries_total": {"pod_info": st.fetch_retries},
-                "tetragon_event_cache_fetch_failures_total": {("pod_info", "unknown"): st.fetch_failures},
+                "tetragon_event_cache_fetch_failures_total": {
+                    ("pod_info", kind): n for kind, n in st.failures_by_type.items()
+                },
             }
 
         self.register_source(values)

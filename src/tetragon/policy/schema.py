@@ -169,7 +169,7 @@ class Selector(_Model):
     match_namespace_changes: list[NamespaceChangesSelector] = Field(default_factory=list)
     match_capabilities: list[CapabilitiesSelector] = Field(default_factory=list)
     match_capability_changes: list[CapabilitiesSelector] = Field(default_factory=list)
-    match_workloads: list[WorkloadSelector] = Field(default_factory=list)
+    match_workloads: WorkloadSelector | None = None  # an object, as in Tetragon's CRD
     match_actions: list[ActionSelector] = Field(default_factory=list)
     match_return_actions: list[ActionSelector] = Field(default_factory=list)
     label: str = ""

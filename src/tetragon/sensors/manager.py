@@ -117,10 +117,15 @@ class PolicyManager:
                 give_memory_back()
             raise
 
-    def _add(
-        self, yaml_text: str, mode: str | None, domain: str, caller: tuple[int, set[int]] | None
-    ) -> PolicyStatus:
-        from tetragon.policy.compile import compile_policy
+    def check(self, yaml_text: str) -> None:
+        """Everything `add` checks (parse, validation, pod scope, compile) with nothing loaded: a
+        Kubernetes object's update is checked before the version it replaces is unloaded."""
+        policy, chosen = self._parse(yaml_text, None, None)
+        self._compile(policy, 0, chosen)
+
+    def _parse(
+        self, yaml_text: str, mode: str | None, caller: tuple[int, set[int]] | None
+    ) -> tuple[TracingPolicy, str]:
         from tetragon.policy.load import parse_policy
         from tetragon.policy.schema import policy_mode
         from tetragon.policy.validate import check_paths_reachable
@@ -136,18 +141,29 @@ class PolicyManager:
                 check_paths_reachable(policy, *caller)
         except _INPUT_ERRORS as exc:
             raise _input_error("policy", exc) from None
+        return policy, chosen
+
+    def _compile(self, policy: TracingPolicy, pid: int, mode: str) -> PolicyPlan:
+        from tetragon.policy.compile import compile_policy
+
+        try:
+            return compile_policy(policy, pid, mode, self._features)
+        except PolicyError as exc:
+            raise _with_field(exc) from None
+        except _INPUT_ERRORS as exc:
+            raise _input_error(f"policy {policy.name}", exc, kind="unsupported") from None
+
+    def _add(
+        self, yaml_text: str, mode: str | None, domain: str, caller: tuple[int, set[int]] | None
+    ) -> PolicyStatus:
+        policy, chosen = self._parse(yaml_text, mode, caller)
         key = (policy.name, policy.namespace)
         with self._change:
             if key in self._policies:
                 raise PolicyError(f"policy {policy.name!r} already exists", kind="exists")
             pid = self._next_id
             self._next_id += 1
-            try:
-                plan = compile_policy(policy, pid, chosen, self._features)
-            except PolicyError as exc:
-                raise _with_field(exc) from None
-            except _INPUT_ERRORS as exc:
-                raise _input_error(f"policy {policy.name}", exc, kind="unsupported") from None
+            plan = self._compile(policy, pid, chosen)
             self._check_hook_count(len(plan.hooks), self._loaded_hooks())
             for w in plan.warnings:
                 log.warning("policy %s: %s", policy.name, w)
