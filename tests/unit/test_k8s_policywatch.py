@@ -241,3 +241,26 @@ def test_an_update_that_fails_to_load_brings_the_previous_version_back(
     objects.apply("MODIFIED", "TracingPolicy", changed)
     assert manager._policies[("exec-a", "")].policy.spec.tracepoints[0].event == "sched_process_exec"
     assert "attach failed" in (objects.error("TracingPolicy", "", "exec-a") or "")
+
+
+def test_an_unexpected_failure_of_one_object_does_not_stop_the_list(
+    manager: PolicyManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault that is no PolicyError (a bug of ours) is recorded for that object; the objects listed
+    after it are still applied, and the watch does not fail into an endless relist."""
+    items = _doc("tracingpolicies-list.json")["items"]
+    first = items[0]["metadata"]["name"]
+    add = manager.add
+
+    def failing_add(text: str, **kw: Any) -> Any:
+        if f'"name": "{first}"' in text:
+            raise RuntimeError("injected")
+        return add(text, **kw)
+
+    monkeypatch.setattr(manager, "add", failing_add)
+    objects = PolicyObjects(manager)
+    second = json.loads(json.dumps(items[0]))
+    second["metadata"]["name"] = "after-the-failure"
+    objects.replace("TracingPolicy", [items[0], second])
+    assert ("", "after-the-failure") in _loaded(manager)
+    assert objects.error("TracingPolicy", "", first) == "internal error: injected"

@@ -67,7 +67,14 @@ class PolicyObjects:
                 if self.applied.pop(key, None) is not None:
                     self._delete(key)
             elif event in ("ADDED", "MODIFIED"):
-                self._upsert(key, obj)
+                try:
+                    self._upsert(key, obj)
+                except Exception as exc:  # no PolicyError: a fault of ours, not of the object
+                    # one object's failure must not stop the others of a list (nor make the watch
+                    # relist forever): it is recorded and reported like a refusal
+                    log.exception("%s %s: not applied", key[0], "/".join(p for p in key[1:] if p))
+                    spec = json.dumps(obj.get("spec"), sort_keys=True, default=str)
+                    self._refused(key, obj, spec, f"internal error: {exc}", key in self.applied)
 
     def replace(self, kind: str, objs: list[dict[str, Any]]) -> None:
         """After a list: the listed objects of `kind` are the truth."""
