@@ -17,21 +17,27 @@ class FakeRing:
     def __init__(self, size: int = 4096) -> None:
         self.cons = bytearray(8)
         self.prod = bytearray(8)
-        self.data = bytearray(2 * size)
+        self.size = size
+        self.data = bytearray(size)  # mapped once, as the reader maps it: records wrap at the end
         self.ring = Ring(memoryview(self.cons), memoryview(self.prod), memoryview(self.data), size)
 
-    def put(self, op: int, ktime: int, tag: int, flags: int = 0) -> int:
-        """A record (msg_common + an 8-byte tag) at the producer position; returns its header offset."""
+    def _write(self, pos: int, raw: bytes) -> None:
+        for i, byte in enumerate(raw):
+            self.data[(pos + i) % self.size] = byte
+
+    def put(self, op: int, ktime: int, tag: int, flags: int = 0, pad: int = 0) -> int:
+        """A record (msg_common + an 8-byte tag + `pad` bytes) at the producer position; returns its
+        header's position."""
         pos = struct.unpack("<Q", self.prod)[0]
-        body = struct.pack("<BBxxIQQ", op, 0, 24, ktime, tag)
-        struct.pack_into("<II", self.data, pos, len(body) | flags, 0)
-        self.data[pos + 8 : pos + 8 + len(body)] = body
-        self.prod[:] = struct.pack("<Q", pos + 8 + len(body))
+        body = struct.pack("<BBxxIQQ", op, 0, 24 + pad, ktime, tag) + bytes(range(pad))
+        self._write(pos, struct.pack("<II", len(body) | flags, 0) + body)
+        self.prod[:] = struct.pack("<Q", pos + ((8 + len(body) + 7) & ~7))
         return pos
 
     def commit(self, pos: int) -> None:
-        length = struct.unpack_from("<I", self.data, pos)[0]
-        struct.pack_into("<I", self.data, pos, length & ~BUSY)
+        off = pos % self.size
+        length = struct.unpack_from("<I", self.data, off)[0]
+        struct.pack_into("<I", self.data, off, length & ~BUSY)
 
     @property
     def consumed(self) -> int:
@@ -46,7 +52,8 @@ def drain(life: FakeRing, policy: FakeRing | None, limit: int = 1 << 30) -> list
     out: list[tuple[int, int, int]] = []
 
     def handle(rec: memoryview) -> None:
-        op, ktime, tag = rec[0], *struct.unpack_from("<QQ", rec, 8)
+        op, size, ktime, tag = rec[0], *struct.unpack_from("<IQQ", rec, 4)
+        assert len(rec) == size and bytes(rec[24:]) == bytes(range(size - 24))  # whole, also wrapped
         out.append((op, ktime, tag))
 
     n = drain_rings(life.ring, policy.ring if policy is not None else None, handle, limit)
@@ -121,3 +128,19 @@ def test_limit_and_one_ring() -> None:
     alone.put(EXEC, 2, 1)
     alone.put(EXIT, 1, 2)
     assert [tag for _, _, tag in drain(alone, None)] == [1, 2]
+
+
+def test_records_that_wrap_around_the_end_arrive_whole() -> None:
+    """The data area is mapped once: a record (or just its body, its header being the last 8 bytes)
+    that runs past the end is copied together from both ends, alone and in the merge."""
+    life, policy = FakeRing(256), FakeRing(256)
+    for ring in (life, policy):  # consumed up to where the next record starts near the end
+        start = 256 - 40 if ring is life else 256 - 8
+        ring.prod[:] = ring.cons[:] = struct.pack("<Q", start)
+    life.put(EXEC, 10, 1, pad=50)  # header at 216, body 216+8..216+82: wraps
+    policy.put(POLICY, 11, 2, pad=30)  # header at 248 (the last 8 bytes), body from 0
+    policy.put(POLICY, 12, 3, pad=7)
+    assert [(op, tag) for op, _, tag in drain(life, policy)] == [(EXEC, 1), (POLICY, 2), (POLICY, 3)]
+    life.put(EXIT, 13, 4, pad=200)  # alone, longer than what is left before the end
+    assert [(op, tag) for op, _, tag in drain(life, None)] == [(EXIT, 4)]
+    assert (life.consumed, policy.consumed) == (life.produced, policy.produced)

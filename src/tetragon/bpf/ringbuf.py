@@ -1,8 +1,12 @@
 """BPF ring buffer consumer that walks the shared mappings directly (no libbpf callback).
 
 Layout (kernel/bpf/ringbuf.c): page 0 = consumer position (read-write for us), page 1 = producer
-position, then the data area mapped twice so a record that wraps is contiguous. Each record has an
-8-byte header: u32 length with BUSY (bit 31) and DISCARD (bit 30) flags, u32 page offset.
+position, then the data area, which the kernel lets a reader map twice so that a record that wraps is
+contiguous. We map it once: the kernel maps every page of a ring mapping at mmap time, so the second
+copy added the ring's whole size to the agent's RSS (8 MiB per ring by default) for the rare record
+that wraps, which is copied instead. Each record has an 8-byte header (8-aligned, so a header and a
+record's leading ktime never straddle the end): u32 length with BUSY (bit 31) and DISCARD (bit 30)
+flags, u32 page offset.
 
 Two rings (bpf/include/ringbuf.h): the process lifecycle ring and the policy ring, read from one
 epoll and merged into one stream by each record's msg_common.ktime, so the pipeline sees a policy
@@ -54,13 +58,24 @@ _KTIME = _HDR + 8  # msg_common.ktime, from a record header's start: 8-aligned, 
 Handler = Callable[[memoryview], None]
 
 
+def _wrapped(data: memoryview, start: int, rlen: int, size: int) -> memoryview:
+    """A record's bytes from `start` (past the end: from the beginning), copied when they wrap."""
+    start &= size - 1
+    if start + rlen <= size:
+        return data[start : start + rlen]
+    return memoryview(bytes(data[start:size]) + bytes(data[: start + rlen - size]))
+
+
 class Ring:
-    """One ring's views: consumer and producer positions, the data area (mapped twice), its record
+    """One ring's views: consumer and producer positions, the data area (mapped once), its record
     headers and ktimes. `mapped` makes them from a ring map's fd; tests make them from plain buffers."""
 
     def __init__(self, cons: memoryview, prod: memoryview, data: memoryview, size: int) -> None:
         if size & (size - 1):
             raise ValueError(f"ring buffer size {size} is not a power of two")
+        if len(data) < size:
+            raise ValueError(f"ring data area of {len(data)} bytes, want {size}")
+        data = data[:size]
         self.size = size
         self.mask = size - 1
         self.cons = cons.cast("Q")
@@ -75,7 +90,7 @@ class Ring:
     def mapped(cls, ring: Map) -> Ring:
         size, fd, page = ring.max_entries, ring.fd, mmap.PAGESIZE
         cons_mm = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        prod_mm = mmap.mmap(fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        prod_mm = mmap.mmap(fd, page + size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         whole = memoryview(prod_mm)
         self = cls(memoryview(cons_mm), whole[:page], whole[page:], size)
         self._maps = (prod_mm, cons_mm)
@@ -87,6 +102,7 @@ class Ring:
         cons_pos = self.cons
         cons = int(cons_pos[0])
         mask = self.mask
+        size = self.size
         data = self.data
         hdr = self.hdr
         n = 0
@@ -100,7 +116,10 @@ class Ring:
             rlen = length & _LEN_MASK
             if not length & _DISCARD:
                 start = off + _HDR
-                handle(data[start : start + rlen])
+                if start + rlen <= size:
+                    handle(data[start : start + rlen])
+                else:
+                    handle(_wrapped(data, start, rlen, size))
                 n += 1
             cons += (rlen + _HDR + 7) & ~7
             cons_pos[0] = cons  # release-ordered on x86 only
@@ -133,15 +152,15 @@ def _merge(a: Ring, a_end: int, b: Ring, b_end: int, handle: Handler, limit: int
         elif len_b & _DISCARD:
             cb += ((len_b & _LEN_MASK) + _HDR + 7) & ~7
             b_cons[0] = cb
-        elif a.words[(off_a + _KTIME) >> 3] <= b.words[(off_b + _KTIME) >> 3]:
+        elif a.words[((off_a + _KTIME) & a.mask) >> 3] <= b.words[((off_b + _KTIME) & b.mask) >> 3]:
             rlen = len_a & _LEN_MASK
-            handle(a.data[off_a + _HDR : off_a + _HDR + rlen])
+            handle(_wrapped(a.data, off_a + _HDR, rlen, a.size))
             n += 1
             ca += (rlen + _HDR + 7) & ~7
             a_cons[0] = ca  # release-ordered on x86 only
         else:
             rlen = len_b & _LEN_MASK
-            handle(b.data[off_b + _HDR : off_b + _HDR + rlen])
+            handle(_wrapped(b.data, off_b + _HDR, rlen, b.size))
             n += 1
             cb += (rlen + _HDR + 7) & ~7
             b_cons[0] = cb
