@@ -11,8 +11,9 @@ load an enforcement policy (Sigkill on root's processes) or read every user's co
 * TCP from this host (loopback or not): the kernel's socket table (/proc/net/tcp{,6}) names the
   owner of the client's socket: the row whose local address:port is the peer's and whose remote
   port is the server's.
-* Unix socket: gRPC does not expose the peer's SO_PEERCRED, so the socket file's mode (0600, owned
-  by the agent) is the rule: only the agent's uid and root can connect at all.
+* Unix socket: the peer's SO_PEERCRED. gRPC does not expose it, so the agent accepts on the public
+  path itself and relays to gRPC on a private socket, naming each relayed connection after the
+  credentials (tetragon.api.relay). The public socket is 0666: the rule, not the file mode, decides.
 * TCP beyond loopback: only with TLS and required client certificates (the server refuses to start
   otherwise); a peer elsewhere with a verified certificate may call anything, as with Tetragon.
 
@@ -38,7 +39,7 @@ __all__ = ["CALLER_UID", "READ_ONLY_RPCS", "AccessRule", "ServerOptions", "liste
 
 log = logging.getLogger(__name__)
 
-# the uid of the gRPC call being served, set by the interceptor (None: a unix-socket or TLS peer)
+# the uid of the gRPC call being served, set by the interceptor (None: a remote TLS peer)
 CALLER_UID: ContextVar[int | None] = ContextVar("tetragon_caller_uid", default=None)
 
 READ_ONLY_RPCS = frozenset(
@@ -98,11 +99,6 @@ class ServerOptions:
 def listen_error(address: str, options: ServerOptions) -> str | None:
     """Why the server must not listen on `address` with these options (None: it may)."""
     if not address or address.startswith("unix://"):
-        if address and not options.access.default:
-            return (
-                f"--server-address {address}: the --server-allow-*/--server-admin-* rules need a TCP"
-                " address (gRPC does not tell a unix socket's peer; the socket is root-only)"
-            )
         return None
     if not options.tls:
         if not is_loopback_host(address.rpartition(":")[0]):

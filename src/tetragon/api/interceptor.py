@@ -18,6 +18,7 @@ from tetragon.api.access import (
     parse_peer,
     user_groups,
 )
+from tetragon.api.relay import peer_from_name
 
 __all__ = ["AccessInterceptor"]
 
@@ -34,10 +35,12 @@ class AccessInterceptor(grpc.ServerInterceptor):
         *,
         tls: bool,
         streams_per_peer: int = 1 << 30,
+        relay_dir: str | None = None,
     ) -> None:
         self.rule = rule
         self._server_port = server_port
         self._tls = tls
+        self._relay_dir = relay_dir  # a unix:// address: the relay's client sockets are named here
         self.streams_per_peer = streams_per_peer  # server-streaming calls one uid may hold (root exempt)
         self._streams: dict[int, int] = {}
         self._lock = threading.Lock()
@@ -100,19 +103,25 @@ class AccessInterceptor(grpc.ServerInterceptor):
             release()
 
     def check(self, context: grpc.ServicerContext, method: str, admin: bool) -> int | None:
-        """The caller's uid when it is known and allowed (None: a unix-socket or remote TLS peer);
-        aborts the call with PERMISSION_DENIED otherwise."""
+        """The caller's uid when it is known and allowed (None: a remote TLS peer); aborts the call
+        with PERMISSION_DENIED otherwise."""
         peer = context.peer()
+        gids: set[int] = set()
         if peer.startswith("unix:"):
-            return None  # the socket file is 0600, owned by the agent: only its uid and root connect
-        port = self._server_port()
-        uid = local_peer_uid(peer, port) if port else None
-        if uid is None:
-            if self._tls and parse_peer(peer) is not None:
+            creds = peer_from_name(peer, self._relay_dir) if self._relay_dir else None
+            uid = creds.uid if creds is not None else None
+            if creds is not None:
+                gids.add(creds.gid)
+                peer = f"pid {creds.pid}"
+        else:
+            port = self._server_port()
+            uid = local_peer_uid(peer, port) if port else None
+            if uid is None and self._tls and parse_peer(peer) is not None:
                 return None  # a client elsewhere: only TLS with a verified client certificate gets here
+        if uid is None:
             log.warning("gRPC %s refused for %s: cannot identify the caller's uid", method, peer)
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{method}: cannot identify the caller's uid")
-        if not self.rule.allows(uid, user_groups(uid), admin=admin):
+        if not self.rule.allows(uid, gids | user_groups(uid), admin=admin):
             need = "--server-admin-uids/--server-admin-gids" if admin else "--server-allow-uids/-gids"
             log.warning("gRPC %s refused for uid %d (%s): not allowed by %s", method, uid, peer, need)
             context.abort(

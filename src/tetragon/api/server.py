@@ -9,11 +9,12 @@ tetragon.api.policy_service (UNIMPLEMENTED without one).
 Every call first goes through tetragon.api.interceptor: only allowed uids get further (see
 docs/security.md). Each open stream holds one thread; at most `options.max_event_streams` are open
 (RESOURCE_EXHAUSTED beyond) and the pool has _UNARY_THREADS more, so unary RPCs always find one.
-TCP connections are capped per peer and in total by tetragon.api.reaper.
+TCP connections are capped per peer and in total by tetragon.api.reaper, unix ones by the relay.
 
 Addresses: `host:port` (TCP, SO_REUSEPORT off so a busy port is an error, not a shared listener),
 `:port` (every interface: TLS with client certificates required), or `unix:///abs/path.sock`
-(created 0600; a stale socket file is replaced, a live one is refused); see tetragon.api.listen.
+(served through tetragon.api.relay, which learns each caller's uid; a stale socket file is
+replaced, a live one is refused); see tetragon.api.listen.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -40,6 +40,7 @@ from tetragon.api.interceptor import AccessInterceptor
 from tetragon.api.listen import ServerStartError, check_tcp_free, remove_stale_socket, tls_credentials
 from tetragon.api.policy_service import POLICY_UNSUPPORTED, PolicyRpcs
 from tetragon.api.reaper import ConnectionReaper
+from tetragon.api.relay import UnixPeerRelay
 from tetragon.events.bus import EventBus
 from tetragon.export.fieldfilters import compile_field_filters
 from tetragon.export.filters import compile_filters
@@ -265,6 +266,7 @@ class GrpcServer:
         self._streams = 0
         self._streams_lock = threading.Lock()
         self._reaper: ConnectionReaper | None = None
+        self._relay: UnixPeerRelay | None = None  # a unix:// address's listener
         self._server: grpc.Server | None = None
         self._unix_path: Path | None = None
         self._unix_inode: int | None = None
@@ -273,6 +275,12 @@ class GrpcServer:
         if self._server is not None:
             raise RuntimeError("server already started")
         opts = self.options
+        relay: UnixPeerRelay | None = None
+        if self.address.startswith("unix://"):
+            error = listen_error(self.address, opts)
+            if error is not None:
+                raise ServerStartError(error)
+            relay = self._unix_relay(self.address.removeprefix("unix://"))
         server = grpc.server(
             # one thread per open event stream at most, plus threads only unary RPCs can use
             futures.ThreadPoolExecutor(
@@ -284,6 +292,7 @@ class GrpcServer:
                     lambda: self.port,
                     tls=opts.tls,
                     streams_per_peer=opts.max_event_streams_per_peer,
+                    relay_dir=relay.client_dir if relay is not None else None,
                 )
             ],
             options=[
@@ -294,11 +303,8 @@ class GrpcServer:
             ],
         )
         sensors_pb2_grpc.add_FineGuidanceSensorsServicer_to_server(_Servicer(self), server)
-        if self.address.startswith("unix://"):
-            error = listen_error(self.address, opts)
-            if error is not None:
-                raise ServerStartError(error)
-            self._bind_unix(server, self.address.removeprefix("unix://"))
+        if relay is not None:
+            self._bind_unix(server, relay)
         else:
             self._bind_tcp(server, self.address)
             self._reaper = ConnectionReaper(
@@ -307,12 +313,17 @@ class GrpcServer:
             self._reaper.start()
         server.start()
         self._server = server
+        if relay is not None:
+            relay.start()
         log.info("gRPC server listening on %s", self.address)
 
     def stop(self, grace: float = 1.0) -> None:
         self.stopping.set()  # open GetEvents streams notice within _POLL_SECONDS and end cleanly
         if self._reaper is not None:
             self._reaper.stop()
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            relay.stop()  # clients first: their calls end with the connection
         server, self._server = self._server, None
         if server is not None:
             server.stop(grace).wait(grace + 5.0)
@@ -357,7 +368,7 @@ class GrpcServer:
             raise ServerStartError(f"cannot listen on {address}: address in use or unavailable")
         self.port = port
 
-    def _bind_unix(self, server: grpc.Server, raw_path: str) -> None:
+    def _unix_relay(self, raw_path: str) -> UnixPeerRelay:
         path = Path(raw_path)
         if not path.is_absolute():
             raise ServerStartError(
@@ -365,16 +376,21 @@ class GrpcServer:
             )
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_socket(path, self.address)
-        old_umask = os.umask(0o177)  # the socket is born 0600: no window where others may connect
+        opts = self.options
+        return UnixPeerRelay(path, per_peer=opts.max_connections_per_peer, total=opts.max_connections)
+
+    def _bind_unix(self, server: grpc.Server, relay: UnixPeerRelay) -> None:
+        """gRPC on the relay's private socket, the relay on the public path (tetragon.api.relay)."""
         try:
-            port = server.add_insecure_port(f"unix://{path}")
-        except RuntimeError as exc:
+            port = server.add_insecure_port(f"unix://{relay.backend_path}")
+            if port == 0:
+                raise ServerStartError(f"cannot listen on {self.address}")
+            relay.listen()
+        except (OSError, RuntimeError) as exc:
+            relay.stop()
             raise ServerStartError(f"cannot listen on {self.address}: {exc}") from exc
-        finally:
-            os.umask(old_umask)
-        if port == 0:
-            raise ServerStartError(f"cannot listen on {self.address}")
-        os.chmod(path, 0o600)
+        self._relay = relay
+        path = relay.public_path
         self._unix_path, self._unix_inode = path, path.stat().st_ino
 
     def _remove_unix_socket(self) -> None:
