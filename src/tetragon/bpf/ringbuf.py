@@ -5,7 +5,8 @@ position, then the data area mapped twice so a record that wraps is contiguous. 
 8-byte header: u32 length with BUSY (bit 31) and DISCARD (bit 30) flags, u32 page offset.
 
 The producer side (bpf/include/ringbuf.h) submits with BPF_RB_NO_WAKEUP and forces a wake-up only
-when the pending data crosses a threshold, so the agent also drains on a timer (Agent.run). The consumer
+for the first record into an empty ring and when the pending data crosses a threshold; the agent
+batches the rest on a timer (Agent.run). The consumer
 position is published with a native 8-byte store through a memoryview: struct.pack_into zeroes the
 destination first, and a momentary consumer_pos of 0 makes the kernel see a full ring.
 
@@ -48,7 +49,8 @@ class RingBufferReader:
         self._data = memoryview(self._prod_mm)[page:]
         self._hdr = self._data.cast("I")  # record headers are 8-byte aligned
         self._epoll = select.epoll()
-        self._epoll.register(fd, select.EPOLLIN)
+        # edge-triggered: wait() returns at each kernel wake-up, not for as long as records are pending
+        self._epoll.register(fd, select.EPOLLIN | select.EPOLLET)
         # interrupt() ends a wait early (the agent's timer may be backed off to a second)
         self._interrupt = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._epoll.register(self._interrupt, select.EPOLLIN)
@@ -59,6 +61,10 @@ class RingBufferReader:
         for fd, _ in self._epoll.poll(timeout):
             if fd == self._interrupt:
                 os.eventfd_read(self._interrupt)
+
+    def pending(self) -> int:
+        """Bytes the kernel has submitted that drain() has not consumed yet."""
+        return int(self._prod[0]) - int(self._cons[0])
 
     def interrupt(self) -> None:
         """End the current (or the next) wait(); safe from a signal handler or another thread."""
