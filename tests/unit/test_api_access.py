@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 import pytest
 
-from tetragon.api.access import AccessRule, ServerOptions, local_peer_uid, parse_peer
+from tetragon.api.access import AccessRule, ServerOptions, local_peer_uid, parse_peer, tcp_client_uid
 from tetragon.api.gen.tetragon import events_pb2, sensors_pb2, sensors_pb2_grpc
 from tetragon.api.server import GrpcServer, ServerStartError
 from tetragon.events.bus import EventBus
@@ -74,6 +74,23 @@ def test_local_peer_uid_of_a_real_connection() -> None:
         with socket.create_connection(listener.getsockname()) as client:
             host, port = client.getsockname()
             assert local_peer_uid(f"ipv4:{host}:{port}", listener.getsockname()[1]) == os.geteuid()
+
+
+@pytest.mark.parametrize("family, host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+def test_tcp_client_uid_asks_the_kernel_for_one_socket(family: int, host: str) -> None:
+    try:
+        listener = socket.socket(family)
+        listener.bind((host, 0))
+    except OSError:
+        pytest.skip(f"no {host} here")
+    with listener:
+        listener.listen()
+        with socket.create_connection(listener.getsockname()[:2]):
+            served, client = listener.accept()
+            with served:
+                server = served.getsockname()[:2]
+                assert tcp_client_uid(family, client[:2], server) == os.geteuid()
+                assert tcp_client_uid(family, (host, 1), server) is None  # no such client socket
 
 
 def test_non_loopback_address_needs_tls(bus: EventBus) -> None:

@@ -14,10 +14,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.unit.test_grpc_server import collect, exec_event
+from tests.unit.test_grpc_server import collect, exec_event, wait_for
+from tetragon.api import server as server_module
 from tetragon.api.access import ServerOptions
-from tetragon.api.gen.tetragon import events_pb2, sensors_pb2_grpc
-from tetragon.api.relay import PeerCreds, peer_from_name
+from tetragon.api.gen.tetragon import events_pb2, sensors_pb2, sensors_pb2_grpc
+from tetragon.api.relay import Caller, caller_from_peer
 from tetragon.api.server import GrpcServer
 from tetragon.events.bus import EventBus
 
@@ -25,11 +26,14 @@ NOBODY = 65534
 
 
 def test_peer_names_are_read_only_from_the_relays_directory() -> None:
-    assert peer_from_name("unix:/tmp/tg-x/u1000.g100.p42.7", "/tmp/tg-x") == PeerCreds(42, 1000, 100)
-    assert peer_from_name("unix:/tmp/other/u0.g0.p1.1", "/tmp/tg-x") is None  # not the relay's socket
-    assert peer_from_name("unix:/tmp/tg-x/grpc.sock", "/tmp/tg-x") is None
-    assert peer_from_name("unix:/tmp/tg-x/u0.g0.p1.1/../x", "/tmp/tg-x") is None
-    assert peer_from_name("ipv4:127.0.0.1:1", "/tmp/tg-x") is None
+    callers = [Caller(1000, 100, 42), Caller(1000), Caller(None)]
+    for caller in callers:
+        assert caller_from_peer(f"unix:/tmp/tg-x/{caller.name(7)}", "/tmp/tg-x") == caller
+    assert [c.name(7) for c in callers] == ["u1000.g100.p42.7", "t1000.7", "r.7"]
+    assert caller_from_peer("unix:/tmp/other/u0.g0.p1.1", "/tmp/tg-x") is None  # not the relay's socket
+    assert caller_from_peer("unix:/tmp/tg-x/grpc.sock", "/tmp/tg-x") is None
+    assert caller_from_peer("unix:/tmp/tg-x/u0.g0.p1.1/../x", "/tmp/tg-x") is None
+    assert caller_from_peer("ipv4:127.0.0.1:1", "/tmp/tg-x") is None
 
 
 @pytest.fixture
@@ -92,9 +96,27 @@ def test_one_uids_connections_are_capped_at_accept(
         )  # fmt: skip
         assert res.returncode == 0, res.stderr
         assert int(res.stdout) == 2  # the 4th and 5th were closed at once; 3 stay open
-        assert f"refused a connection of uid {NOBODY}" in caplog.text
+        assert f"closed a new connection of uid {NOBODY} at accept" in caplog.text
         with grpc.insecure_channel(srv.address) as channel:  # root is not limited by nobody's cap
             stub = sensors_pb2_grpc.FineGuidanceSensorsStub(channel)
             assert collect(stub, bus, events_pb2.GetEventsRequest(), [], exec_event(2)) == []
+    finally:
+        srv.stop(0.5)
+
+
+def test_grpc_runs_only_while_clients_are_connected(
+    bus: EventBus, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_module, "BACKEND_LINGER", 0.5)
+    srv = GrpcServer(bus, "localhost:0", version="v1")
+    srv.start()
+    try:
+        assert not srv.serving  # listening, but gRPC (and its core's threads) not started
+        for _ in range(2):  # and again after it stopped
+            with grpc.insecure_channel(f"localhost:{srv.port}") as channel:
+                stub = sensors_pb2_grpc.FineGuidanceSensorsStub(channel)
+                assert stub.GetVersion(sensors_pb2.GetVersionRequest(), timeout=5).version == "v1"
+                assert srv.serving
+            wait_for(lambda: not srv.serving, timeout=10)
     finally:
         srv.stop(0.5)

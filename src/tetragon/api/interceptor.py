@@ -14,11 +14,9 @@ from tetragon.api.access import (
     CALLER_UID,
     READ_ONLY_RPCS,
     AccessRule,
-    local_peer_uid,
-    parse_peer,
     user_groups,
 )
-from tetragon.api.relay import peer_from_name
+from tetragon.api.relay import caller_from_peer
 
 __all__ = ["AccessInterceptor"]
 
@@ -31,16 +29,14 @@ class AccessInterceptor(grpc.ServerInterceptor):
     def __init__(
         self,
         rule: AccessRule,
-        server_port: Callable[[], int | None],
+        relay_dir: str,
         *,
         tls: bool,
         streams_per_peer: int = 1 << 30,
-        relay_dir: str | None = None,
     ) -> None:
         self.rule = rule
-        self._server_port = server_port
         self._tls = tls
-        self._relay_dir = relay_dir  # a unix:// address: the relay's client sockets are named here
+        self._relay_dir = relay_dir  # the relay's client sockets are named here (tetragon.api.relay)
         self.streams_per_peer = streams_per_peer  # server-streaming calls one uid may hold (root exempt)
         self._streams: dict[int, int] = {}
         self._lock = threading.Lock()
@@ -103,27 +99,24 @@ class AccessInterceptor(grpc.ServerInterceptor):
             release()
 
     def check(self, context: grpc.ServicerContext, method: str, admin: bool) -> int | None:
-        """The caller's uid when it is known and allowed (None: a remote TLS peer); aborts the call
-        with PERMISSION_DENIED otherwise."""
+        """The caller's uid when it is known and allowed (None: a TLS client elsewhere); aborts the
+        call with PERMISSION_DENIED otherwise."""
         peer = context.peer()
-        gids: set[int] = set()
-        if peer.startswith("unix:"):
-            creds = peer_from_name(peer, self._relay_dir) if self._relay_dir else None
-            uid = creds.uid if creds is not None else None
-            if creds is not None:
-                gids.add(creds.gid)
-                peer = f"pid {creds.pid}"
-        else:
-            port = self._server_port()
-            uid = local_peer_uid(peer, port) if port else None
-            if uid is None and self._tls and parse_peer(peer) is not None:
-                return None  # a client elsewhere: only TLS with a verified client certificate gets here
+        caller = caller_from_peer(peer, self._relay_dir)
+        uid = caller.uid if caller is not None else None
         if uid is None:
+            if caller is not None and self._tls:
+                return None  # a client elsewhere: only TLS with a verified client certificate gets here
             log.warning("gRPC %s refused for %s: cannot identify the caller's uid", method, peer)
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{method}: cannot identify the caller's uid")
-        if not self.rule.allows(uid, gids | user_groups(uid), admin=admin):
+        assert caller is not None
+        gids = user_groups(uid)
+        if caller.gid is not None:
+            gids.add(caller.gid)
+        if not self.rule.allows(uid, gids, admin=admin):
             need = "--server-admin-uids/--server-admin-gids" if admin else "--server-allow-uids/-gids"
-            log.warning("gRPC %s refused for uid %d (%s): not allowed by %s", method, uid, peer, need)
+            who = f"pid {caller.pid}" if caller.pid is not None else "TCP"
+            log.warning("gRPC %s refused for uid %d (%s): not allowed by %s", method, uid, who, need)
             context.abort(
                 grpc.StatusCode.PERMISSION_DENIED, f"{method}: uid {uid} is not allowed (see {need})"
             )

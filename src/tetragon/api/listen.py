@@ -1,4 +1,4 @@
-"""Listening for the gRPC server: TCP address checks, TLS credentials, stale unix sockets."""
+"""Listening for the gRPC server: TCP sockets and address checks, TLS credentials, stale unix sockets."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import grpc
 
 from tetragon.api.access import ServerOptions, listen_error
 
-__all__ = ["ServerStartError", "check_tcp_free", "remove_stale_socket", "tls_credentials"]
+__all__ = ["ServerStartError", "bind_tcp", "check_tcp_free", "remove_stale_socket", "tls_credentials"]
 
 
 class ServerStartError(RuntimeError):
@@ -76,3 +76,40 @@ def check_tcp_free(address: str) -> None:
             except OSError as exc:
                 if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                     raise ServerStartError(f"cannot listen on {address}: {exc.strerror}") from exc
+
+
+def bind_tcp(address: str) -> tuple[list[socket.socket], int]:
+    """Sockets bound to every address `host:port` resolves to (`:port`: every interface), not yet
+    listening, and their port (the one the system picked for port 0)."""
+    host_text, _, port_text = address.rpartition(":")
+    host = host_text.strip("[]")
+    if not port_text.isdigit() or int(port_text) > 65535:
+        raise ServerStartError(f"invalid server address {address!r}: bad port {port_text!r}")
+    port = int(port_text)
+    try:
+        if host:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        else:  # Tetragon's `:port`: every interface, IPv4 through the IPv6 socket
+            infos = [(socket.AF_INET6, socket.SOCK_STREAM, 0, "", ("::", port, 0, 0))]
+    except socket.gaierror as exc:
+        raise ServerStartError(f"cannot listen on {address}: {exc.strerror}") from exc
+    bound: list[socket.socket] = []
+    seen: set[tuple[int, str]] = set()
+    try:
+        for family, kind, proto, _, sockaddr in infos:
+            key = (int(family), str(sockaddr[0]))
+            if key in seen:
+                continue
+            seen.add(key)
+            sock = socket.socket(family, kind, proto)
+            bound.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # not SO_REUSEPORT: busy is busy
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if host else 0)
+            sock.bind((sockaddr[0], port, *sockaddr[2:]))
+            port = port or sock.getsockname()[1]  # port 0: the others take the first one's
+    except OSError as exc:
+        for sock in bound:
+            sock.close()
+        raise ServerStartError(f"cannot listen on {address}: {exc.strerror}") from exc
+    return bound, port

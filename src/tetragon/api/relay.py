@@ -1,16 +1,28 @@
-"""The unix-socket API address: the agent accepts, learns the caller from SO_PEERCRED, and relays.
+"""The API's listener: the agent accepts, learns who connected, and relays to gRPC on a private socket.
 
-gRPC Python does not expose a unix peer's credentials, so gRPC itself listens on a private socket
-in a 0700 directory only the agent (and root) can enter, and one thread here listens on the public
-path. Each accepted connection's credentials (SO_PEERCRED: the connecting process's pid, uid, gid)
-go into the name the relay binds its own client socket to before connecting to gRPC: gRPC's
-`context.peer()` is then `unix:<private dir>/u<uid>.g<gid>.p<pid>.<n>`, which tetragon.api.interceptor
-reads (peer_from_name). Nobody else can bind a name in that directory, so the name is trustworthy.
+gRPC Python tells a handler neither a unix peer's credentials nor anything at accept time, so the
+agent listens on the API address itself (unix path or TCP) and gRPC only on a private unix socket in
+a 0700 directory that only the agent (and root) can enter. At accept the relay learns the caller:
 
-One thread serves every connection with a selector (no thread per connection); a connection beyond
-`per_peer` for one uid (root and the agent's uid exempt) or beyond `total` is closed at accept. Bytes
-are copied as they come with the sockets' own buffers as the only queue: when one side cannot take
-more, the relay stops reading the other, so a slow client slows only its own connection.
+* unix socket: SO_PEERCRED (the connecting process's pid, uid and gid);
+* TCP from this host: the owner of the client's socket, asked of the kernel for that one socket
+  (sock_diag, tetragon.api.access.tcp_client_uid);
+* TCP from elsewhere: nobody in particular (only TLS with a client certificate lets it call).
+
+and binds its own client socket to a name that says so before connecting to gRPC: `u<uid>.g<gid>.
+p<pid>.<n>`, `t<uid>.<n>` or `r.<n>`. gRPC's `context.peer()` is then `unix:<private dir>/<name>`,
+which tetragon.api.interceptor reads (caller_from_peer). Nobody else can bind a name in that
+directory, so the name is trustworthy.
+
+One thread serves every connection with a selector (no thread per connection). A connection beyond
+`per_peer` for one peer (a uid, root and the agent's uid exempt; or a remote address) or beyond
+`total` is closed at accept. Bytes are copied as they come with the sockets' own buffers as the only
+queue: when one side cannot take more, the relay stops reading the other, so a slow client slows
+only its own connection.
+
+gRPC's core keeps ~8 threads that wake several times a second, so it runs only while someone is
+connected: `start_backend` is called before the first connection is relayed, `stop_backend` once the
+last one has been gone for `linger` seconds (after which gRPC's threads end).
 """
 
 from __future__ import annotations
@@ -26,44 +38,59 @@ import struct
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PeerCreds", "UnixPeerRelay", "peer_from_name"]
+from tetragon.api.access import local_peer_uid, tcp_client_uid
+
+__all__ = ["Caller", "PeerRelay", "caller_from_peer"]
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 256 * 1024
 _CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
-_NAME = re.compile(r"u(\d+)\.g(\d+)\.p(\d+)\.\d+")
-_REFUSAL_LOG_SECONDS = 10.0  # one log line per refused uid per this many seconds
+_NAME = re.compile(r"u(\d+)\.g(\d+)\.p(\d+)\.\d+|t(\d+)\.\d+|(r)\.\d+")
+_REFUSAL_LOG_SECONDS = 10.0  # one log line per refused peer per this many seconds
 
 
 @dataclass(frozen=True)
-class PeerCreds:
-    pid: int
-    uid: int
-    gid: int
+class Caller:
+    """Who is at the other end of a relayed connection (uid None: a client elsewhere)."""
+
+    uid: int | None
+    gid: int | None = None
+    pid: int | None = None
+
+    def name(self, seq: int) -> str:
+        if self.uid is None:
+            return f"r.{seq}"
+        if self.pid is None:
+            return f"t{self.uid}.{seq}"
+        return f"u{self.uid}.g{self.gid}.p{self.pid}.{seq}"
 
 
-def peer_from_name(peer: str, client_dir: str) -> PeerCreds | None:
-    """The credentials encoded in a gRPC unix peer (`unix:<client_dir>/u0.g0.p1.2`); None when the
-    peer is not one of the relay's client sockets."""
-    path = peer.removeprefix("unix:")
-    head, _, name = path.rpartition("/")
+def caller_from_peer(peer: str, client_dir: str) -> Caller | None:
+    """The caller a gRPC peer (`unix:<client_dir>/u0.g0.p1.2`) names; None when the peer is not one
+    of the relay's client sockets."""
+    head, _, name = peer.removeprefix("unix:").rpartition("/")
     match = _NAME.fullmatch(name)
     if not peer.startswith("unix:") or head != client_dir or match is None:
         return None
-    uid, gid, pid = (int(g) for g in match.groups())
-    return PeerCreds(pid, uid, gid)
+    uid, gid, pid, tcp_uid, remote = match.groups()
+    if remote:
+        return Caller(None)
+    if tcp_uid is not None:
+        return Caller(int(tcp_uid))
+    return Caller(int(uid), int(gid), int(pid))
 
 
 class _Side:
     """One socket of a relayed connection; `pending` holds bytes read from the other side."""
 
-    def __init__(self, sock: socket.socket, uid: int) -> None:
+    def __init__(self, sock: socket.socket, peer_key: str) -> None:
         self.sock = sock
-        self.uid = uid
+        self.peer_key = peer_key  # what the connection caps count it under
         self.pending = b""  # read from the peer side, not yet written to this socket
         self.read_eof = False  # this socket sends no more
         self.events = 0  # what the selector watches for
@@ -71,49 +98,74 @@ class _Side:
         self.peer: _Side = self
 
 
-class UnixPeerRelay:
-    """Listens on `public_path`, relays to gRPC on `backend_path` (see the module docstring)."""
+class PeerRelay:
+    """The public listeners and the relay to gRPC on `backend_path` (see the module docstring)."""
 
-    def __init__(self, public_path: Path, *, per_peer: int, total: int) -> None:
-        self.public_path = public_path
+    def __init__(
+        self,
+        *,
+        per_peer: int,
+        total: int,
+        start_backend: Callable[[], None],
+        stop_backend: Callable[[], None],
+        linger: float = 30.0,
+    ) -> None:
         self.per_peer = per_peer
         self.total = total
+        self.linger = linger
         self.private_dir = Path(tempfile.mkdtemp(prefix="tetragon-grpc-"))  # 0700, ours
         self.backend_path = self.private_dir / "grpc.sock"
         self.client_dir = str(self.private_dir)
         self.refused = 0
-        self._exempt = {0, os.geteuid()}
-        self._per_uid: dict[int, int] = {}
+        self.backend_up = False
+        self._start_backend = start_backend
+        self._stop_backend = stop_backend
+        self._idle_since: float | None = time.monotonic()
+        self._exempt = {f"uid {uid}" for uid in (0, os.geteuid())}
+        self._per_peer: dict[str, int] = {}
         self._count = 0
         self._seq = 0
-        self._refusal_logged: dict[int, float] = {}
-        self._listener: socket.socket | None = None
+        self._refusal_logged: dict[str, float] = {}
+        self._listeners: list[socket.socket] = []
+        self._tcp_port = 0
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._thread = threading.Thread(target=self._run, name="grpc-relay", daemon=True)
 
-    def listen(self, mode: int = 0o666) -> None:
-        """Bind the public socket (`mode`: who may connect at all; the interceptor decides the rest)."""
+    def listen_unix(self, path: Path, mode: int = 0o666) -> None:
+        """Listen on `path` (`mode`: who may connect at all; the access rule decides the rest)."""
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)  # born 0600, widened below once it is ours
         try:
-            listener.bind(str(self.public_path))
+            listener.bind(str(path))
+        except OSError:
+            listener.close()
+            raise
         finally:
             os.umask(old_umask)
-        os.chmod(self.public_path, mode)
+        os.chmod(path, mode)
+        self._add_listener(listener)
+
+    def listen_tcp(self, listeners: list[socket.socket], port: int) -> None:
+        """Serve bound TCP sockets (tetragon.api.listen.bind_tcp) of local `port`."""
+        self._tcp_port = port
+        for listener in listeners:
+            self._add_listener(listener)
+
+    def _add_listener(self, listener: socket.socket) -> None:
         listener.listen(1024)
         listener.setblocking(False)
-        self._listener = listener
+        self._listeners.append(listener)
 
     def start(self) -> None:
-        assert self._listener is not None, "listen() first"
-        self._selector.register(self._listener, selectors.EVENT_READ, None)
+        for listener in self._listeners:
+            self._selector.register(listener, selectors.EVENT_READ, None)
         self._wake_r.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._thread.start()
 
     def stop(self) -> None:
-        """Close every connection and the listener, remove the private directory."""
+        """Close every connection and listener, stop gRPC if it runs, remove the private directory."""
         if self._thread.is_alive():
             with contextlib.suppress(OSError):
                 self._wake_w.send(b"x")
@@ -121,10 +173,13 @@ class UnixPeerRelay:
         for key in list(self._selector.get_map().values()):
             with contextlib.suppress(OSError):
                 key.fileobj.close()  # type: ignore[union-attr]
+        for listener in self._listeners:
+            listener.close()
         self._selector.close()
         self._wake_w.close()
-        if self._listener is not None:
-            self._listener.close()
+        if self.backend_up:
+            self.backend_up = False
+            self._stop_backend()
         shutil.rmtree(self.private_dir, ignore_errors=True)
 
     @property
@@ -135,11 +190,15 @@ class UnixPeerRelay:
 
     def _run(self) -> None:
         while True:
-            for key, events in self._selector.select():
+            timeout = None  # nothing to do until someone connects: no wake-ups at rest
+            if self.backend_up and self._idle_since is not None:
+                timeout = max(0.0, self._idle_since + self.linger - time.monotonic())
+            ready = self._selector.select(timeout)
+            for key, events in ready:
                 if key.fileobj is self._wake_r:
                     return
-                if key.fileobj is self._listener:
-                    self._accept()
+                if key.data is None:
+                    self._accept(key.fileobj)  # type: ignore[arg-type]
                     continue
                 side: _Side = key.data
                 try:
@@ -149,59 +208,88 @@ class UnixPeerRelay:
                         self._read(side)
                 except OSError:  # a send to a side that reset
                     self._close(side)
+            idle = self._idle_since
+            if not ready and self.backend_up and idle is not None and time.monotonic() >= idle + self.linger:
+                self.backend_up = False
+                self._stop_backend()
 
-    def _accept(self) -> None:
-        assert self._listener is not None
+    def _caller(self, client: socket.socket) -> Caller:
+        if client.family == socket.AF_UNIX:
+            pid, uid, gid = _CREDS.unpack(client.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+            return Caller(uid, gid, pid)
+        family, (host, port), server = client.family, client.getpeername()[:2], client.getsockname()[:2]
+        if family == socket.AF_INET6 and host.startswith("::ffff:") and "." in host:
+            family, host, server = socket.AF_INET, host[7:], (server[0].removeprefix("::ffff:"), server[1])
+        try:
+            return Caller(tcp_client_uid(family, (host, port), server))
+        except ValueError:  # an address with a scope: a link-local peer, elsewhere
+            return Caller(None)
+        except OSError:  # no sock_diag in this kernel: the socket table, row by row
+            peer = f"ipv4:{host}:{port}" if family == socket.AF_INET else f"ipv6:[{host}]:{port}"
+            return Caller(local_peer_uid(peer, self._tcp_port))
+
+    def _accept(self, listener: socket.socket) -> None:
         for _ in range(64):  # a burst of connects: take several per wake-up
             try:
-                client, _ = self._listener.accept()
+                client, address = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # EMFILE and the like: the connection waits in the backlog
-                log.warning("gRPC relay: accept failed: %s", exc.strerror)
+                log.warning("gRPC: accept failed: %s", exc.strerror)
                 return
-            creds = PeerCreds(*_CREDS.unpack(client.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)))
-            if not self._admit(creds.uid):
+            try:
+                caller = self._caller(client)
+            except OSError:  # gone already
+                client.close()
+                continue
+            key = f"uid {caller.uid}" if caller.uid is not None else f"address {address[0]}"
+            if not self._admit(key):
                 client.close()
                 continue
             try:
-                backend = self._connect_backend(creds)
-            except OSError as exc:
-                log.warning("gRPC relay: cannot reach the gRPC server: %s", exc.strerror)
+                backend = self._connect_backend(caller)
+            except Exception as exc:
+                log.warning("gRPC: cannot reach the gRPC server: %s", exc)
                 client.close()
-                self._release(creds.uid)
+                self._release(key)
                 continue
             client.setblocking(False)
-            a, b = _Side(client, creds.uid), _Side(backend, creds.uid)
+            a, b = _Side(client, key), _Side(backend, key)
             a.peer, b.peer = b, a
             self._update(a)
             self._update(b)
 
-    def _admit(self, uid: int) -> bool:
-        held = self._per_uid.get(uid, 0)
-        if self._count >= self.total or (uid not in self._exempt and held >= self.per_peer):
+    def _admit(self, key: str) -> bool:
+        held = self._per_peer.get(key, 0)
+        if self._count >= self.total or (key not in self._exempt and held >= self.per_peer):
             self.refused += 1
             now = time.monotonic()
-            if now - self._refusal_logged.get(uid, -_REFUSAL_LOG_SECONDS) >= _REFUSAL_LOG_SECONDS:
-                self._refusal_logged[uid] = now
+            if now - self._refusal_logged.get(key, -_REFUSAL_LOG_SECONDS) >= _REFUSAL_LOG_SECONDS:
+                self._refusal_logged[key] = now
                 log.warning(
-                    "gRPC: refused a connection of uid %d (%d open; limits: %d per peer, %d in total)",
-                    uid, held, self.per_peer, self.total,
+                    "gRPC: closed a new connection of %s at accept (%d open, %d in total; limits: %d per"
+                    " peer, %d in total)", key, held, self._count, self.per_peer, self.total,
                 )  # fmt: skip
             return False
-        self._per_uid[uid] = held + 1
+        self._per_peer[key] = held + 1
         self._count += 1
+        self._idle_since = None
         return True
 
-    def _release(self, uid: int) -> None:
+    def _release(self, key: str) -> None:
         self._count -= 1
-        left = self._per_uid.pop(uid, 1) - 1
+        left = self._per_peer.pop(key, 1) - 1
         if left:
-            self._per_uid[uid] = left
+            self._per_peer[key] = left
+        if not self._count:
+            self._idle_since = time.monotonic()
 
-    def _connect_backend(self, creds: PeerCreds) -> socket.socket:
+    def _connect_backend(self, caller: Caller) -> socket.socket:
+        if not self.backend_up:
+            self._start_backend()
+            self.backend_up = True
         self._seq += 1
-        name = self.private_dir / f"u{creds.uid}.g{creds.gid}.p{creds.pid}.{self._seq}"
+        name = self.private_dir / caller.name(self._seq)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(str(name))
@@ -215,6 +303,8 @@ class UnixPeerRelay:
             with contextlib.suppress(FileNotFoundError):
                 name.unlink()  # the connection keeps its name; the file is not needed any more
         return sock
+
+    # --- copying -------------------------------------------------------------------------------
 
     def _read(self, side: _Side) -> None:
         try:
@@ -273,7 +363,7 @@ class UnixPeerRelay:
     def _close(self, side: _Side) -> None:
         if side.closed:
             return
-        self._release(side.uid)
+        self._release(side.peer_key)
         for s in (side, side.peer):
             s.closed = True
             if s.events:
