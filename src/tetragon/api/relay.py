@@ -221,12 +221,15 @@ class PeerRelay:
         if family == socket.AF_INET6 and host.startswith("::ffff:") and "." in host:
             family, host, server = socket.AF_INET, host[7:], (server[0].removeprefix("::ffff:"), server[1])
         try:
-            return Caller(tcp_client_uid(family, (host, port), server))
+            uid = tcp_client_uid(family, (host, port), server)
         except ValueError:  # an address with a scope: a link-local peer, elsewhere
             return Caller(None)
-        except OSError:  # no sock_diag in this kernel: the socket table, row by row
+        except OSError:
+            uid = None
+        if uid is None:  # elsewhere, or no inet_diag in this kernel (same ENOENT): the socket table
             peer = f"ipv4:{host}:{port}" if family == socket.AF_INET else f"ipv6:[{host}]:{port}"
-            return Caller(local_peer_uid(peer, self._tcp_port))
+            uid = local_peer_uid(peer, self._tcp_port)
+        return Caller(uid)
 
     def _accept(self, listener: socket.socket) -> None:
         for _ in range(64):  # a burst of connects: take several per wake-up
