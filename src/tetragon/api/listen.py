@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 import stat
@@ -10,8 +11,17 @@ from pathlib import Path
 import grpc
 
 from tetragon.api.access import ServerOptions, listen_error
+from tetragon.api.relay import PeerRelay
 
-__all__ = ["ServerStartError", "bind_tcp", "check_tcp_free", "remove_stale_socket", "tls_credentials"]
+__all__ = [
+    "ServerStartError",
+    "bind_tcp",
+    "check_tcp_free",
+    "listen_relay",
+    "remove_stale_socket",
+    "remove_unix_socket",
+    "tls_credentials",
+]
 
 
 class ServerStartError(RuntimeError):
@@ -113,3 +123,37 @@ def bind_tcp(address: str) -> tuple[list[socket.socket], int]:
             sock.close()
         raise ServerStartError(f"cannot listen on {address}: {exc.strerror}") from exc
     return bound, port
+
+
+def listen_relay(relay: PeerRelay, address: str) -> tuple[int | None, tuple[Path, int] | None]:
+    """Bind `address` (`host:port`, `:port` or `unix:///path`) for the relay: the TCP port, or the
+    unix socket's path and inode (for remove_unix_socket)."""
+    if address.startswith("unix://"):
+        path = Path(address.removeprefix("unix://"))
+        if not path.is_absolute():
+            raise ServerStartError(f"invalid server address {address!r}: unix socket path must be absolute")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_socket(path, address)
+        try:
+            relay.listen_unix(path)
+        except OSError as exc:
+            raise ServerStartError(f"cannot listen on {address}: {exc.strerror}") from exc
+        return None, (path, path.stat().st_ino)
+    if ":" not in address:
+        raise ServerStartError(f"invalid server address {address!r}: expected host:port or unix:///path")
+    listeners, port = bind_tcp(address)
+    try:
+        relay.listen_tcp(listeners, port)
+    except OSError as exc:
+        raise ServerStartError(f"cannot listen on {address}: {exc.strerror}") from exc
+    return port, None
+
+
+def remove_unix_socket(socket_file: tuple[Path, int] | None) -> None:
+    """Remove the socket listen_relay made, unless a successor has replaced it."""
+    if socket_file is None:
+        return
+    path, inode = socket_file
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_ino == inode:
+            path.unlink()

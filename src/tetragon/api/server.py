@@ -38,7 +38,7 @@ from tetragon.api.debug import ProcessSource, get_debug, set_debug
 from tetragon.api.gen.tetragon import events_pb2, sensors_pb2, sensors_pb2_grpc, tetragon_pb2
 from tetragon.api.info import agent_info, policy_domains
 from tetragon.api.interceptor import AccessInterceptor
-from tetragon.api.listen import ServerStartError, bind_tcp, remove_stale_socket, tls_credentials
+from tetragon.api.listen import ServerStartError, listen_relay, remove_unix_socket, tls_credentials
 from tetragon.api.policy_service import POLICY_UNSUPPORTED, PolicyRpcs
 from tetragon.api.relay import PeerRelay
 from tetragon.events.bus import EventBus
@@ -273,8 +273,7 @@ class GrpcServer:
         self._backend_lock = threading.Lock()
         self._server: grpc.Server | None = None
         self._executor: futures.ThreadPoolExecutor | None = None
-        self._unix_path: Path | None = None
-        self._unix_inode: int | None = None
+        self._unix_socket: tuple[Path, int] | None = None  # path and inode, removed at stop
 
     def start(self) -> None:
         """Listen on the address; gRPC itself starts with the first connection (tetragon.api.relay)."""
@@ -293,10 +292,7 @@ class GrpcServer:
             linger=BACKEND_LINGER,
         )
         try:
-            if self.address.startswith("unix://"):
-                self._listen_unix(relay, self.address.removeprefix("unix://"))
-            else:
-                self._listen_tcp(relay, self.address)
+            self.port, self._unix_socket = listen_relay(relay, self.address)
         except BaseException:
             relay.stop()
             raise
@@ -358,7 +354,8 @@ class GrpcServer:
         relay, self._relay = self._relay, None
         if relay is not None:
             relay.stop()
-        self._remove_unix_socket()
+        remove_unix_socket(self._unix_socket)
+        self._unix_socket = None
 
     @property
     def serving(self) -> bool:
@@ -382,37 +379,3 @@ class GrpcServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    # --- listening -----------------------------------------------------------------------------
-
-    def _listen_tcp(self, relay: PeerRelay, address: str) -> None:
-        if ":" not in address:
-            raise ServerStartError(f"invalid server address {address!r}: expected host:port or unix:///path")
-        listeners, self.port = bind_tcp(address)
-        try:
-            relay.listen_tcp(listeners, self.port)
-        except OSError as exc:
-            raise ServerStartError(f"cannot listen on {address}: {exc.strerror}") from exc
-
-    def _listen_unix(self, relay: PeerRelay, raw_path: str) -> None:
-        path = Path(raw_path)
-        if not path.is_absolute():
-            raise ServerStartError(
-                f"invalid server address {self.address!r}: unix socket path must be absolute"
-            )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_socket(path, self.address)
-        try:
-            relay.listen_unix(path)
-        except OSError as exc:
-            raise ServerStartError(f"cannot listen on {self.address}: {exc.strerror}") from exc
-        self._unix_path, self._unix_inode = path, path.stat().st_ino
-
-    def _remove_unix_socket(self) -> None:
-        path, inode = self._unix_path, self._unix_inode
-        self._unix_path = self._unix_inode = None
-        if path is None:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            if path.stat().st_ino == inode:  # still ours, not a successor's
-                path.unlink()
