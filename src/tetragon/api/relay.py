@@ -124,6 +124,7 @@ class PeerRelay:
         self._exempt = {f"uid {uid}" for uid in (0, os.geteuid())}
         self._per_peer: dict[str, int] = {}
         self._count = 0
+        self._sides: set[_Side] = set()  # both sockets of every relayed connection
         self._seq = 0
         self._refusal_logged: dict[str, float] = {}
         self._listeners: list[socket.socket] = []
@@ -170,13 +171,13 @@ class PeerRelay:
             with contextlib.suppress(OSError):
                 self._wake_w.send(b"x")
             self._thread.join(timeout=5)
-        for key in list(self._selector.get_map().values()):
-            with contextlib.suppress(OSError):
-                key.fileobj.close()  # type: ignore[union-attr]
+        for side in list(self._sides):
+            side.sock.close()
         for listener in self._listeners:
             listener.close()
         self._selector.close()
         self._wake_w.close()
+        self._wake_r.close()
         if self.backend_up:
             self.backend_up = False
             self._stop_backend()
@@ -207,6 +208,9 @@ class PeerRelay:
                     if events & selectors.EVENT_READ and not side.closed:
                         self._read(side)
                 except OSError:  # a send to a side that reset
+                    self._close(side)
+                except Exception:  # a bug here must cost one connection, never the API
+                    log.exception("gRPC relay: closing a connection after an error")
                     self._close(side)
             idle = self._idle_since
             if not ready and self.backend_up and idle is not None and time.monotonic() >= idle + self.linger:
@@ -259,6 +263,7 @@ class PeerRelay:
             client.setblocking(False)
             a, b = _Side(client, key), _Side(backend, key)
             a.peer, b.peer = b, a
+            self._sides.update((a, b))
             self._update(a)
             self._update(b)
 
@@ -368,6 +373,7 @@ class PeerRelay:
             return
         self._release(side.peer_key)
         for s in (side, side.peer):
+            self._sides.discard(s)
             s.closed = True
             if s.events:
                 self._selector.unregister(s.sock)
