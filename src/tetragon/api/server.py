@@ -358,6 +358,11 @@ class GrpcServer:
         self._unix_socket = None
 
     @property
+    def connections(self) -> int:
+        """Client connections open now (the relay's count, which its caps apply to)."""
+        return self._relay.connections if self._relay is not None else 0
+
+    @property
     def serving(self) -> bool:
         """Whether gRPC itself runs now (it does only while clients are connected, and a while after)."""
         return self._server is not None
