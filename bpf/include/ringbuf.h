@@ -9,10 +9,11 @@
  * (src/tetragon/bpf/ringbuf.py), so a policy event still finds the exec before it and the exit after it.
  *
  * A wake-up of the consumer costs the producing task an irq_work (~7.5 us here) and, when the agent
- * is idle, a full reschedule (~40 us), so records are submitted with BPF_RB_NO_WAKEUP and only the
- * record that makes its ring's pending data cross `tg_wakeup_bytes` forces one. The agent also drains
- * on a timer (50 ms while records come, backing off to 1 s while the rings stay empty:
- * DRAIN_BACKOFF_CAP in src/tetragon/agent.py), so nothing waits longer than that timer.
+ * is idle, a full reschedule (~40 us), so records are submitted with BPF_RB_NO_WAKEUP except two:
+ * the first record into an empty ring (the agent drained everything and may sleep for long: this
+ * wakes it, then it batches for its 50 ms interval, Agent.run in src/tetragon/agent.py) and the
+ * record that makes its ring's pending data cross `tg_wakeup_bytes`. So the agent at rest sleeps without a
+ * timer, and under load it is woken at most once per drain.
  */
 #ifndef TETRAGON_RINGBUF_H
 #define TETRAGON_RINGBUF_H
@@ -51,7 +52,7 @@ static __always_inline int tg_submit(void *ring, void *data, __u64 size, __u32 s
 	__u64 avail = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA);
 	__u64 flags = BPF_RB_NO_WAKEUP;
 
-	if (avail < tg_wakeup_bytes && avail + size >= tg_wakeup_bytes)
+	if (avail == 0 || (avail < tg_wakeup_bytes && avail + size >= tg_wakeup_bytes))
 		flags = BPF_RB_FORCE_WAKEUP;
 	if (bpf_ringbuf_output(ring, data, size, flags) == 0) {
 		tg_count(sent_slot);

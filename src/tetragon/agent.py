@@ -34,7 +34,7 @@ from tetragon.process import procfs
 from tetragon.process.cache import ProcessCache
 from tetragon.process.events import ProcessEvents, ProcessOptions
 from tetragon.process.model import Clock, node_name
-from tetragon.sensors.base import BaseSensor
+from tetragon.sensors.base import MAX_WAKEUP_BYTES, BaseSensor
 from tetragon.sensors.manager import PolicyManager, policy_files  # the policy lifecycle
 
 if TYPE_CHECKING:  # imported where used: a config error must not wait for grpc to import
@@ -47,10 +47,10 @@ if TYPE_CHECKING:  # imported where used: a config error must not wait for grpc 
 log = logging.getLogger("tetragon")
 
 DEFAULT_BTF = "/sys/kernel/btf/vmlinux"
-# The longest the drain timer backs off to while the ring stays empty (Agent.run), so the most the
-# first event after a quiet spell waits before it is exported. The kernel side submits without
-# waking us (bpf/include/ringbuf.h) unless a burst fills the ring past its threshold.
-DRAIN_BACKOFF_CAP = 1.0
+# The longest the drain loop sleeps with an empty ring (Agent.run): the kernel side wakes it with the
+# first record into an empty ring (bpf/include/ringbuf.h), so this only paces the chores (process
+# cache collection, clock refresh) and bounds how long a record that raced with the last drain waits.
+REST_WAIT = 10.0
 
 
 class Agent:
@@ -293,25 +293,42 @@ class Agent:
 
     # --- draining ------------------------------------------------------------------------------
     def run(self) -> None:
-        """Drain until stop() is called; the kernel wakes us past 256 KiB, the timer otherwise.
+        """Drain until stop() is called, in batches at most `drain_interval` apart.
 
-        The timer runs at `drain_interval` while records come in; each empty drain doubles it, up to
-        DRAIN_BACKOFF_CAP, and the first record brings it back. So at rest the agent wakes about once
-        a second, and the first event after a quiet spell is exported at most DRAIN_BACKOFF_CAP late.
+        The kernel wakes us with the first record into an empty ring (and when a burst crosses
+        256 KiB); records that come after it are batched until `drain_interval` has passed since the
+        previous drain. While drains find records the loop also drains every `drain_interval`
+        without a wake-up; the first empty drain ends that, and the loop sleeps until the next record
+        or REST_WAIT. The first event after a quiet spell is exported at once, and an agent at rest
+        wakes only for its chores. A record whose submission raced with the end of a drain (it saw
+        the ring not yet empty) is picked up by the next drain, at most `drain_interval` later.
         """
         assert self.sensor is not None and self.sensor.reader is not None
         reader = self.sensor.reader
         fast = self.config.drain_interval
-        interval = fast
-        next_gc = time.monotonic() + self.config.process_cache_gc_interval
-        next_clock = time.monotonic() + 10
-        next_lost_check = time.monotonic() + 1
+        burst = min(MAX_WAKEUP_BYTES, reader.size // 4)  # the kernel side's tg_wakeup_bytes
+        busy = True
+        last_drain = time.monotonic()
+        next_gc = last_drain + self.config.process_cache_gc_interval
+        next_clock = last_drain + 10
+        next_lost_check = last_drain + 1
         while not self.stop_event.is_set():
-            reader.wait(interval)
-            interval = fast if self.drain_once() else min(interval * 2, max(fast, DRAIN_BACKOFF_CAP))
+            if busy:
+                timeout = fast
+            else:
+                timeout = max(0.0, min(REST_WAIT, next_gc - last_drain, next_clock - last_drain))
+                if self.pipeline.pods is not None:
+                    timeout = min(timeout, 1.0)  # events waiting for their pod are looked at again
+            reader.wait(timeout)
+            delay = last_drain + fast - time.monotonic()
+            if delay > 0 and reader.pending() < burst:
+                # woken by a record: let the batch fill up to the drain interval, unless a burst
+                # crosses the wake-up threshold meanwhile (the kernel wakes us again)
+                reader.wait(delay)
+            busy = self.drain_once() > 0
+            now = last_drain = time.monotonic()
             if self.pipeline.pods is not None:
                 self.pipeline.pods.tick()  # events whose pod was not known: due for a new look
-            now = time.monotonic()
             if now >= next_gc:
                 if self.cache.gc(now):  # the end of a burst: what it freed goes back to the kernel
                     give_memory_back()
@@ -345,7 +362,7 @@ class Agent:
         sensor = self.sensor
         if sensor is not None and sensor.reader is not None:
             with contextlib.suppress(OSError):  # closed under us: nothing left to wake
-                sensor.reader.interrupt()  # the drain timer may be backed off
+                sensor.reader.interrupt()  # the drain loop may be sleeping until the next record
 
     def close(self) -> None:
         """Detach and free every BPF object, stop servers, flush and close the export file."""

@@ -149,9 +149,9 @@ def test_all_interfaces_need_tls(tmp_path: Path) -> None:
     )
 
 
-def test_uid_rules_need_tcp() -> None:
-    with pytest.raises(AgentError, match="need a TCP address"):
-        parse_config(["--server-address", "unix:///run/t.sock", "--server-allow-uids", "1000"])
+def test_uid_rules_apply_to_tcp_and_unix_addresses() -> None:
+    cfg, _ = parse_config(["--server-address", "unix:///run/t.sock", "--server-allow-uids", "1000"])
+    assert cfg.server_options is not None and cfg.server_options.access.read_uids == {1000}
     cfg, _ = parse_config(["--server-allow-uids", "1000,1001", "--server-admin-gids", "10"])
     assert cfg.server_options is not None
     assert cfg.server_options.access.read_uids == {1000, 1001} and cfg.server_options.access.admin_gids == {

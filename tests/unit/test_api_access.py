@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import grpc
 import pytest
 
-from tetragon.api.access import AccessRule, ServerOptions, local_peer_uid, parse_peer
+from tetragon.api.access import AccessRule, ServerOptions, local_peer_uid, parse_peer, tcp_client_uid
 from tetragon.api.gen.tetragon import events_pb2, sensors_pb2, sensors_pb2_grpc
 from tetragon.api.server import GrpcServer, ServerStartError
 from tetragon.events.bus import EventBus
@@ -75,15 +76,38 @@ def test_local_peer_uid_of_a_real_connection() -> None:
             assert local_peer_uid(f"ipv4:{host}:{port}", listener.getsockname()[1]) == os.geteuid()
 
 
+@pytest.mark.parametrize("family, host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+def test_tcp_client_uid_asks_the_kernel_for_one_socket(family: int, host: str) -> None:
+    try:
+        listener = socket.socket(family)
+        listener.bind((host, 0))
+    except OSError:
+        pytest.skip(f"no {host} here")
+    with listener:
+        listener.listen()
+        with socket.create_connection(listener.getsockname()[:2]):
+            served, client = listener.accept()
+            with served:
+                server = served.getsockname()[:2]
+                assert tcp_client_uid(family, client[:2], server) == os.geteuid()
+                assert tcp_client_uid(family, (host, 1), server) is None  # no such client socket
+
+
 def test_non_loopback_address_needs_tls(bus: EventBus) -> None:
     with pytest.raises(ServerStartError, match="--server-tls-cert-file"):
         GrpcServer(bus, ":0", version="x").start()
 
 
-def test_unix_socket_refuses_uid_rules(bus: EventBus, tmp_path: Path) -> None:
+def test_unix_socket_takes_uid_rules(bus: EventBus, tmp_path: Path) -> None:
+    """The relay learns a unix peer's uid (SO_PEERCRED), so the rules apply there too."""
     options = ServerOptions(access=AccessRule(read_uids=frozenset({NOBODY})))
-    with pytest.raises(ServerStartError, match="need a TCP address"):
-        GrpcServer(bus, f"unix://{tmp_path}/s.sock", version="x", options=options).start()
+    srv = GrpcServer(bus, f"unix://{tmp_path}/s.sock", version="x", options=options)
+    srv.start()
+    try:
+        assert (tmp_path / "s.sock").stat().st_mode & 0o777 == 0o666  # the rule decides, not the mode
+    finally:
+        srv.stop(0.5)
+    assert not (tmp_path / "s.sock").exists()
 
 
 # --- real calls with dropped credentials ---------------------------------------------------------
@@ -146,10 +170,30 @@ def as_root() -> None:
         pytest.skip("needs root and setpriv to run a client as another uid")
 
 
-def serve(bus: EventBus, policies: RecordingPolicies, options: ServerOptions | None = None) -> GrpcServer:
-    srv = GrpcServer(bus, "localhost:0", version="x", policy_handler=policies, options=options)
+@pytest.fixture(params=["tcp", "unix"])
+def kind(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The server's address kind; for unix, a socket path uid 65534 can reach."""
+    if request.param == "tcp":
+        yield "localhost:0"
+        return
+    shared = Path(tempfile.mkdtemp(prefix="tg-api-"))
+    shared.chmod(0o755)
+    try:
+        yield f"unix://{shared}/api.sock"
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def serve(
+    bus: EventBus, policies: RecordingPolicies, address: str, options: ServerOptions | None = None
+) -> GrpcServer:
+    srv = GrpcServer(bus, address, version="x", policy_handler=policies, options=options)
     srv.start()
     return srv
+
+
+def client_address(srv: GrpcServer, host: str = "localhost") -> str:
+    return srv.address if srv.address.startswith("unix://") else f"{host}:{srv.port}"
 
 
 @pytest.fixture
@@ -158,11 +202,11 @@ def policies() -> Iterator[RecordingPolicies]:
 
 
 def test_nobody_is_refused_everything(
-    as_root: None, bus: EventBus, policies: RecordingPolicies, caplog: pytest.LogCaptureFixture
+    as_root: None, bus: EventBus, policies: RecordingPolicies, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    srv = serve(bus, policies)
+    srv = serve(bus, policies, kind)
     try:
-        got = call_all_as(NOBODY, f"localhost:{srv.port}")
+        got = call_all_as(NOBODY, client_address(srv))
     finally:
         srv.stop(0.5)
     assert set(got.values()) == {"PERMISSION_DENIED"}, got
@@ -170,10 +214,12 @@ def test_nobody_is_refused_everything(
     assert f"AddTracingPolicy refused for uid {NOBODY}" in caplog.text
 
 
-def test_root_may_call_everything(as_root: None, bus: EventBus, policies: RecordingPolicies) -> None:
-    srv = serve(bus, policies)
+def test_root_may_call_everything(
+    as_root: None, bus: EventBus, policies: RecordingPolicies, kind: str
+) -> None:
+    srv = serve(bus, policies, kind)
     try:
-        got = call_all_as(0, f"127.0.0.1:{srv.port}")
+        got = call_all_as(0, client_address(srv, "127.0.0.1"))
     finally:
         srv.stop(0.5)
     assert got["AddTracingPolicy"] == "OK" and got["ListTracingPolicies"] == "OK" and got["SetDebug"] == "OK"
@@ -182,11 +228,11 @@ def test_root_may_call_everything(as_root: None, bus: EventBus, policies: Record
 
 
 def test_allowed_uid_may_read_but_not_change(
-    as_root: None, bus: EventBus, policies: RecordingPolicies
+    as_root: None, bus: EventBus, policies: RecordingPolicies, kind: str
 ) -> None:
-    srv = serve(bus, policies, ServerOptions(access=AccessRule(read_uids=frozenset({NOBODY}))))
+    srv = serve(bus, policies, kind, ServerOptions(access=AccessRule(read_uids=frozenset({NOBODY}))))
     try:
-        got = call_all_as(NOBODY, f"localhost:{srv.port}")
+        got = call_all_as(NOBODY, client_address(srv))
     finally:
         srv.stop(0.5)
     assert got["GetVersion"] == got["GetHealth"] == got["ListTracingPolicies"] == "OK", got
@@ -195,10 +241,10 @@ def test_allowed_uid_may_read_but_not_change(
     assert policies.calls == ["list"]
 
 
-def test_admin_uid_may_change(as_root: None, bus: EventBus, policies: RecordingPolicies) -> None:
-    srv = serve(bus, policies, ServerOptions(access=AccessRule(admin_uids=frozenset({NOBODY}))))
+def test_admin_uid_may_change(as_root: None, bus: EventBus, policies: RecordingPolicies, kind: str) -> None:
+    srv = serve(bus, policies, kind, ServerOptions(access=AccessRule(admin_uids=frozenset({NOBODY}))))
     try:
-        got = call_all_as(NOBODY, f"localhost:{srv.port}")
+        got = call_all_as(NOBODY, client_address(srv))
     finally:
         srv.stop(0.5)
     assert got["AddTracingPolicy"] == "OK" and got["GetVersion"] == "OK", got
@@ -223,13 +269,15 @@ for call in calls:
 """
 
 
-def test_one_uids_streams_are_capped(as_root: None, bus: EventBus, policies: RecordingPolicies) -> None:
+def test_one_uids_streams_are_capped(
+    as_root: None, bus: EventBus, policies: RecordingPolicies, kind: str
+) -> None:
     access = AccessRule(read_uids=frozenset({NOBODY}))
-    srv = serve(bus, policies, ServerOptions(access=access, max_event_streams_per_peer=2))
+    srv = serve(bus, policies, kind, ServerOptions(access=access, max_event_streams_per_peer=2))
     try:
         res = subprocess.run(
             ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-             sys.executable, "-c", STREAMS_CLIENT, f"localhost:{srv.port}"],
+             sys.executable, "-c", STREAMS_CLIENT, client_address(srv)],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     finally:

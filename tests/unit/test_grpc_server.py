@@ -221,7 +221,9 @@ def test_unix_socket_mode_stale_and_live(bus: EventBus, tmp_path: Path) -> None:
     srv = GrpcServer(bus, f"unix://{path}", version="u1")
     srv.start()
     try:
-        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert (
+            stat.S_IMODE(os.stat(path).st_mode) == 0o666
+        )  # the access rule decides who may call (SO_PEERCRED through the relay)
         with grpc.insecure_channel(f"unix://{path}") as channel:
             stub = sensors_pb2_grpc.FineGuidanceSensorsStub(channel)
             assert stub.GetVersion(sensors_pb2.GetVersionRequest(), timeout=5).version == "u1"

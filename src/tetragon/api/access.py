@@ -11,8 +11,9 @@ load an enforcement policy (Sigkill on root's processes) or read every user's co
 * TCP from this host (loopback or not): the kernel's socket table (/proc/net/tcp{,6}) names the
   owner of the client's socket: the row whose local address:port is the peer's and whose remote
   port is the server's.
-* Unix socket: gRPC does not expose the peer's SO_PEERCRED, so the socket file's mode (0600, owned
-  by the agent) is the rule: only the agent's uid and root can connect at all.
+* Unix socket: the peer's SO_PEERCRED. gRPC does not expose it, so the agent accepts on the public
+  path itself and relays to gRPC on a private socket, naming each relayed connection after the
+  credentials (tetragon.api.relay). The public socket is 0666: the rule, not the file mode, decides.
 * TCP beyond loopback: only with TLS and required client certificates (the server refuses to start
   otherwise); a peer elsewhere with a verified certificate may call anything, as with Tetragon.
 
@@ -28,17 +29,26 @@ import logging
 import os
 import pwd
 import socket
+import struct
 import sys
 from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-__all__ = ["CALLER_UID", "READ_ONLY_RPCS", "AccessRule", "ServerOptions", "listen_error", "local_peer_uid"]
+__all__ = [
+    "CALLER_UID",
+    "READ_ONLY_RPCS",
+    "AccessRule",
+    "ServerOptions",
+    "listen_error",
+    "local_peer_uid",
+    "tcp_client_uid",
+]
 
 log = logging.getLogger(__name__)
 
-# the uid of the gRPC call being served, set by the interceptor (None: a unix-socket or TLS peer)
+# the uid of the gRPC call being served, set by the interceptor (None: a remote TLS peer)
 CALLER_UID: ContextVar[int | None] = ContextVar("tetragon_caller_uid", default=None)
 
 READ_ONLY_RPCS = frozenset(
@@ -55,6 +65,14 @@ READ_ONLY_RPCS = frozenset(
     }
 )
 _ESTABLISHED = "01"
+# sock_diag (linux/sock_diag.h, linux/inet_diag.h): one socket looked up by its 4-tuple
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_REQUEST = 1
+_NLMSG_ERROR = 2
+_NLMSGHDR = struct.Struct("=IHHII")
+_DIAG_REQ = struct.Struct("=BBBBI2s2s16s16sIII")  # family, protocol, ext, pad, states, then the sockid
+_DIAG_UID_OFFSET = _NLMSGHDR.size + 4 + 48 + 12  # inet_diag_msg: 4 bytes, sockid, expires/rqueue/wqueue
 
 
 @dataclass(frozen=True)
@@ -98,11 +116,6 @@ class ServerOptions:
 def listen_error(address: str, options: ServerOptions) -> str | None:
     """Why the server must not listen on `address` with these options (None: it may)."""
     if not address or address.startswith("unix://"):
-        if address and not options.access.default:
-            return (
-                f"--server-address {address}: the --server-allow-*/--server-admin-* rules need a TCP"
-                " address (gRPC does not tell a unix socket's peer; the socket is root-only)"
-            )
         return None
     if not options.tls:
         if not is_loopback_host(address.rpartition(":")[0]):
@@ -189,3 +202,24 @@ def local_peer_uid(peer: str, server_port: int, proc: str = "/proc") -> int | No
             log.warning("cannot read %s/net/%s to identify a gRPC peer: %s", proc, table, exc.strerror)
             return None
     return uids.pop() if len(uids) == 1 else None
+
+
+def tcp_client_uid(family: int, client: tuple[str, int], server: tuple[str, int]) -> int | None:
+    """The uid owning the client end of an established TCP connection from this host (the agent's
+    network namespace), asked of the kernel for that one socket (sock_diag); None when there is no
+    such socket here (the client is elsewhere)."""
+    packed = [socket.inet_pton(family, host).ljust(16, b"\0") for host in (client[0], server[0])]
+    body = _DIAG_REQ.pack(
+        family, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF,
+        client[1].to_bytes(2, "big"), server[1].to_bytes(2, "big"), packed[0], packed[1],
+        0, 0xFFFFFFFF, 0xFFFFFFFF,
+    )  # fmt: skip
+    header = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST, 1, 0)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as nl:
+        nl.settimeout(1.0)
+        nl.send(header + body)
+        reply = nl.recv(4096)
+    _, kind, _, _, _ = _NLMSGHDR.unpack_from(reply)
+    if kind == _NLMSG_ERROR or len(reply) < _DIAG_UID_OFFSET + 4:
+        return None  # ENOENT: not a socket of this host
+    return int(struct.unpack_from("=I", reply, _DIAG_UID_OFFSET)[0])

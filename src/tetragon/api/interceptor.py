@@ -14,10 +14,9 @@ from tetragon.api.access import (
     CALLER_UID,
     READ_ONLY_RPCS,
     AccessRule,
-    local_peer_uid,
-    parse_peer,
     user_groups,
 )
+from tetragon.api.relay import caller_from_peer
 
 __all__ = ["AccessInterceptor"]
 
@@ -30,14 +29,14 @@ class AccessInterceptor(grpc.ServerInterceptor):
     def __init__(
         self,
         rule: AccessRule,
-        server_port: Callable[[], int | None],
+        relay_dir: str,
         *,
         tls: bool,
         streams_per_peer: int = 1 << 30,
     ) -> None:
         self.rule = rule
-        self._server_port = server_port
         self._tls = tls
+        self._relay_dir = relay_dir  # the relay's client sockets are named here (tetragon.api.relay)
         self.streams_per_peer = streams_per_peer  # server-streaming calls one uid may hold (root exempt)
         self._streams: dict[int, int] = {}
         self._lock = threading.Lock()
@@ -100,21 +99,24 @@ class AccessInterceptor(grpc.ServerInterceptor):
             release()
 
     def check(self, context: grpc.ServicerContext, method: str, admin: bool) -> int | None:
-        """The caller's uid when it is known and allowed (None: a unix-socket or remote TLS peer);
-        aborts the call with PERMISSION_DENIED otherwise."""
+        """The caller's uid when it is known and allowed (None: a TLS client elsewhere); aborts the
+        call with PERMISSION_DENIED otherwise."""
         peer = context.peer()
-        if peer.startswith("unix:"):
-            return None  # the socket file is 0600, owned by the agent: only its uid and root connect
-        port = self._server_port()
-        uid = local_peer_uid(peer, port) if port else None
+        caller = caller_from_peer(peer, self._relay_dir)
+        uid = caller.uid if caller is not None else None
         if uid is None:
-            if self._tls and parse_peer(peer) is not None:
+            if caller is not None and self._tls:
                 return None  # a client elsewhere: only TLS with a verified client certificate gets here
             log.warning("gRPC %s refused for %s: cannot identify the caller's uid", method, peer)
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{method}: cannot identify the caller's uid")
-        if not self.rule.allows(uid, user_groups(uid), admin=admin):
+        assert caller is not None
+        gids = user_groups(uid)
+        if caller.gid is not None:
+            gids.add(caller.gid)
+        if not self.rule.allows(uid, gids, admin=admin):
             need = "--server-admin-uids/--server-admin-gids" if admin else "--server-allow-uids/-gids"
-            log.warning("gRPC %s refused for uid %d (%s): not allowed by %s", method, uid, peer, need)
+            who = f"pid {caller.pid}" if caller.pid is not None else "TCP"
+            log.warning("gRPC %s refused for uid %d (%s): not allowed by %s", method, uid, who, need)
             context.abort(
                 grpc.StatusCode.PERMISSION_DENIED, f"{method}: uid {uid} is not allowed (see {need})"
             )

@@ -9,11 +9,13 @@ tetragon.api.policy_service (UNIMPLEMENTED without one).
 Every call first goes through tetragon.api.interceptor: only allowed uids get further (see
 docs/security.md). Each open stream holds one thread; at most `options.max_event_streams` are open
 (RESOURCE_EXHAUSTED beyond) and the pool has _UNARY_THREADS more, so unary RPCs always find one.
-TCP connections are capped per peer and in total by tetragon.api.reaper.
+The agent listens itself (tetragon.api.relay): it learns each caller at accept, caps connections
+per peer and in total there, and runs gRPC on a private socket only while clients are connected.
 
 Addresses: `host:port` (TCP, SO_REUSEPORT off so a busy port is an error, not a shared listener),
 `:port` (every interface: TLS with client certificates required), or `unix:///abs/path.sock`
-(created 0600; a stale socket file is replaced, a live one is refused); see tetragon.api.listen.
+(served through tetragon.api.relay, which learns each caller's uid; a stale socket file is
+replaced, a live one is refused); see tetragon.api.listen.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -37,9 +38,9 @@ from tetragon.api.debug import ProcessSource, get_debug, set_debug
 from tetragon.api.gen.tetragon import events_pb2, sensors_pb2, sensors_pb2_grpc, tetragon_pb2
 from tetragon.api.info import agent_info, policy_domains
 from tetragon.api.interceptor import AccessInterceptor
-from tetragon.api.listen import ServerStartError, check_tcp_free, remove_stale_socket, tls_credentials
+from tetragon.api.listen import ServerStartError, listen_relay, remove_unix_socket, tls_credentials
 from tetragon.api.policy_service import POLICY_UNSUPPORTED, PolicyRpcs
-from tetragon.api.reaper import ConnectionReaper
+from tetragon.api.relay import PeerRelay
 from tetragon.api.runtime_hook import RuntimeHooks, runtime_hook
 from tetragon.events.bus import EventBus
 from tetragon.export.fieldfilters import compile_field_filters
@@ -55,6 +56,9 @@ log = logging.getLogger(__name__)
 MAX_RECV_BYTES = 10 * 1024 * 1024
 _POLL_SECONDS = 0.25
 _TRIM_AFTER_BACKLOG = 1000  # events left queued for a stream that ended: worth a malloc_trim
+# gRPC runs only while clients are connected (tetragon.api.relay): it stops this long after the last
+# one left, so a `tetra` command every few seconds does not restart it each time
+BACKEND_LINGER = 30.0
 _UNARY_THREADS = 16  # threads event streams never take: health and policy RPCs always get one
 # Bounds on connections (gRPC Python has no working per-server connection cap): a connection that
 # never completes the HTTP/2 handshake is dropped after 10 s, one without a call after 5 minutes.
@@ -266,59 +270,104 @@ class GrpcServer:
         self.max_streams = self.options.max_event_streams
         self._streams = 0
         self._streams_lock = threading.Lock()
-        self._reaper: ConnectionReaper | None = None
+        self._relay: PeerRelay | None = None  # the listener; gRPC itself runs behind it
+        self._credentials: grpc.ServerCredentials | None = None
+        self._backend_lock = threading.Lock()
         self._server: grpc.Server | None = None
-        self._unix_path: Path | None = None
-        self._unix_inode: int | None = None
+        self._executor: futures.ThreadPoolExecutor | None = None
+        self._unix_socket: tuple[Path, int] | None = None  # path and inode, removed at stop
 
     def start(self) -> None:
-        if self._server is not None:
+        """Listen on the address; gRPC itself starts with the first connection (tetragon.api.relay)."""
+        if self._relay is not None:
             raise RuntimeError("server already started")
         opts = self.options
-        server = grpc.server(
-            # one thread per open event stream at most, plus threads only unary RPCs can use
-            futures.ThreadPoolExecutor(
-                max_workers=self.max_streams + _UNARY_THREADS, thread_name_prefix="grpc"
-            ),
-            interceptors=[
-                AccessInterceptor(
-                    opts.access,
-                    lambda: self.port,
-                    tls=opts.tls,
-                    streams_per_peer=opts.max_event_streams_per_peer,
-                )
-            ],
-            options=[
-                ("grpc.max_receive_message_length", MAX_RECV_BYTES),
-                ("grpc.so_reuseport", 0),
-                ("grpc.max_connection_idle_ms", _IDLE_CONNECTION_MS),
-                ("grpc.server_handshake_timeout_ms", _HANDSHAKE_MS),
-            ],
+        error = listen_error(self.address, opts)
+        if error is not None:
+            raise ServerStartError(error)
+        self._credentials = tls_credentials(opts, self.address)
+        relay = PeerRelay(
+            per_peer=opts.max_connections_per_peer,
+            total=opts.max_connections,
+            start_backend=lambda: self._start_backend(relay),
+            stop_backend=lambda: self._stop_backend(0),
+            linger=BACKEND_LINGER,
         )
-        sensors_pb2_grpc.add_FineGuidanceSensorsServicer_to_server(_Servicer(self), server)
-        if self.address.startswith("unix://"):
-            error = listen_error(self.address, opts)
-            if error is not None:
-                raise ServerStartError(error)
-            self._bind_unix(server, self.address.removeprefix("unix://"))
-        else:
-            self._bind_tcp(server, self.address)
-            self._reaper = ConnectionReaper(
-                lambda: self.port, per_peer=opts.max_connections_per_peer, total=opts.max_connections
-            )
-            self._reaper.start()
-        server.start()
-        self._server = server
+        try:
+            self.port, self._unix_socket = listen_relay(relay, self.address)
+        except BaseException:
+            relay.stop()
+            raise
+        relay.start()
+        self._relay = relay
         log.info("gRPC server listening on %s", self.address)
+
+    def _start_backend(self, relay: PeerRelay) -> None:
+        """The gRPC server on the relay's private socket (called by the relay at the first connection)."""
+        opts = self.options
+        with self._backend_lock:
+            if self.stopping.is_set():
+                raise RuntimeError("the server is stopping")
+            # one thread per open event stream at most, plus threads only unary RPCs can use
+            executor = futures.ThreadPoolExecutor(
+                max_workers=self.max_streams + _UNARY_THREADS, thread_name_prefix="grpc"
+            )
+            server = grpc.server(
+                executor,
+                interceptors=[
+                    AccessInterceptor(
+                        opts.access,
+                        relay.client_dir,
+                        tls=opts.tls,
+                        streams_per_peer=opts.max_event_streams_per_peer,
+                    )
+                ],
+                options=[
+                    ("grpc.max_receive_message_length", MAX_RECV_BYTES),
+                    ("grpc.max_connection_idle_ms", _IDLE_CONNECTION_MS),
+                    ("grpc.server_handshake_timeout_ms", _HANDSHAKE_MS),
+                ],
+            )
+            sensors_pb2_grpc.add_FineGuidanceSensorsServicer_to_server(_Servicer(self), server)
+            backend = f"unix://{relay.backend_path}"
+            creds = self._credentials
+            port = (
+                server.add_insecure_port(backend) if creds is None else server.add_secure_port(backend, creds)
+            )
+            if port == 0:
+                executor.shutdown(wait=False)
+                raise RuntimeError(f"cannot listen on {backend}")
+            server.start()
+            self._server, self._executor = server, executor
+
+    def _stop_backend(self, grace: float) -> None:
+        """Stop gRPC (its core's threads end with the last server); the listener stays."""
+        with self._backend_lock:
+            server, executor = self._server, self._executor
+            self._server = self._executor = None
+            if server is not None:
+                server.stop(grace).wait(grace + 5.0)
+            if executor is not None:
+                executor.shutdown(wait=False)
 
     def stop(self, grace: float = 1.0) -> None:
         self.stopping.set()  # open GetEvents streams notice within _POLL_SECONDS and end cleanly
-        if self._reaper is not None:
-            self._reaper.stop()
-        server, self._server = self._server, None
-        if server is not None:
-            server.stop(grace).wait(grace + 5.0)
-        self._remove_unix_socket()
+        self._stop_backend(grace)  # calls in flight get `grace`; the relay still carries their replies
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            relay.stop()
+        remove_unix_socket(self._unix_socket)
+        self._unix_socket = None
+
+    @property
+    def connections(self) -> int:
+        """Client connections open now (the relay's count, which its caps apply to)."""
+        return self._relay.connections if self._relay is not None else 0
+
+    @property
+    def serving(self) -> bool:
+        """Whether gRPC itself runs now (it does only while clients are connected, and a while after)."""
+        return self._server is not None
 
     def take_stream_slot(self) -> bool:
         with self._streams_lock:
@@ -337,53 +386,3 @@ class GrpcServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    # --- listening -----------------------------------------------------------------------------
-
-    def _bind_tcp(self, server: grpc.Server, address: str) -> None:
-        if ":" not in address:
-            raise ServerStartError(f"invalid server address {address!r}: expected host:port or unix:///path")
-        host, _, port_text = address.rpartition(":")
-        if not host:
-            address = f"[::]:{port_text}"  # Tetragon's `:port`: every interface
-        check_tcp_free(address)  # a clean error instead of grpc core's bind log line
-        credentials = tls_credentials(self.options, self.address)
-        try:
-            if credentials is None:
-                port = server.add_insecure_port(address)
-            else:
-                port = server.add_secure_port(address, credentials)
-        except RuntimeError as exc:
-            raise ServerStartError(f"cannot listen on {address}: address in use or unavailable") from exc
-        if port == 0:
-            raise ServerStartError(f"cannot listen on {address}: address in use or unavailable")
-        self.port = port
-
-    def _bind_unix(self, server: grpc.Server, raw_path: str) -> None:
-        path = Path(raw_path)
-        if not path.is_absolute():
-            raise ServerStartError(
-                f"invalid server address {self.address!r}: unix socket path must be absolute"
-            )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_socket(path, self.address)
-        old_umask = os.umask(0o177)  # the socket is born 0600: no window where others may connect
-        try:
-            port = server.add_insecure_port(f"unix://{path}")
-        except RuntimeError as exc:
-            raise ServerStartError(f"cannot listen on {self.address}: {exc}") from exc
-        finally:
-            os.umask(old_umask)
-        if port == 0:
-            raise ServerStartError(f"cannot listen on {self.address}")
-        os.chmod(path, 0o600)
-        self._unix_path, self._unix_inode = path, path.stat().st_ino
-
-    def _remove_unix_socket(self) -> None:
-        path, inode = self._unix_path, self._unix_inode
-        self._unix_path = self._unix_inode = None
-        if path is None:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            if path.stat().st_ino == inode:  # still ours, not a successor's
-                path.unlink()

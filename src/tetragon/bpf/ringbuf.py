@@ -26,9 +26,9 @@ submitted at the return, so a call that spans its process's exec (sys_execve wit
 before that exec when both are read in one drain, and its event names the image that made the call,
 as Tetragon's does (it takes the process at entry); one ring put it after the exec.
 
-The producer side submits with BPF_RB_NO_WAKEUP and forces a wake-up only when a ring's pending data
-crosses a threshold, so the agent also drains on a timer (Agent.run). The consumer position is
-published with a native 8-byte store through a memoryview: struct.pack_into zeroes the destination
+The producer side (bpf/include/ringbuf.h) submits with BPF_RB_NO_WAKEUP and forces a wake-up only
+for the first record into an empty ring and when a ring's pending data crosses a threshold; the agent
+batches the rest on a timer (Agent.run). The consumer position is published with a native 8-byte store through a memoryview: struct.pack_into zeroes the destination
 first, and a momentary consumer_pos of 0 makes the kernel see a full ring.
 
 x86-only memory ordering: libbpf reads producer_pos and a record header with smp_load_acquire and
@@ -203,9 +203,10 @@ class RingBufferReader:
         self._life = Ring.mapped(lifecycle)
         self._policy = Ring.mapped(policy) if policy is not None else None
         self._epoll = select.epoll()
+        # edge-triggered: wait() returns at each kernel wake-up, not for as long as records are pending
         for ring in (lifecycle, policy):
             if ring is not None:
-                self._epoll.register(ring.fd, select.EPOLLIN)
+                self._epoll.register(ring.fd, select.EPOLLIN | select.EPOLLET)
         # interrupt() ends a wait early (the agent's timer may be backed off to a second)
         self._interrupt = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._epoll.register(self._interrupt, select.EPOLLIN)
@@ -216,6 +217,11 @@ class RingBufferReader:
         for fd, _ in self._epoll.poll(timeout):
             if fd == self._interrupt:
                 os.eventfd_read(self._interrupt)
+
+    def pending(self) -> int:
+        """Bytes the kernel has submitted to either ring that drain() has not consumed yet."""
+        rings = (self._life,) if self._policy is None else (self._life, self._policy)
+        return sum(int(r.prod[0]) - int(r.cons[0]) for r in rings)
 
     def interrupt(self) -> None:
         """End the current (or the next) wait(); safe from a signal handler or another thread."""
