@@ -28,8 +28,9 @@ as Tetragon's does (it takes the process at entry); one ring put it after the ex
 
 The producer side (bpf/include/ringbuf.h) submits with BPF_RB_NO_WAKEUP and forces a wake-up only
 for the first record into an empty ring and when a ring's pending data crosses a threshold; the agent
-batches the rest on a timer (Agent.run). The consumer position is published with a native 8-byte store through a memoryview: struct.pack_into zeroes the destination
-first, and a momentary consumer_pos of 0 makes the kernel see a full ring.
+batches the rest on a timer (Agent.run). The consumer position is published with a native 8-byte
+store through a memoryview: struct.pack_into zeroes the destination first, and a momentary
+consumer_pos of 0 makes the kernel see a full ring.
 
 x86-only memory ordering: libbpf reads producer_pos and a record header with smp_load_acquire and
 publishes consumer_pos with smp_store_release. Here they are plain loads and stores through
