@@ -219,6 +219,11 @@ class RingBufferReader:
             if fd == self._interrupt:
                 os.eventfd_read(self._interrupt)
 
+    @property
+    def size(self) -> int:
+        """Bytes of each ring (both are --rb-size)."""
+        return self._life.size
+
     def pending(self) -> int:
         """Bytes the kernel has submitted to either ring that drain() has not consumed yet."""
         rings = (self._life,) if self._policy is None else (self._life, self._policy)
