@@ -21,6 +21,7 @@ from tetragon.policy.compile.lsm import compile_lsm
 from tetragon.policy.compile.matchargs import parse_int, syscall_value
 from tetragon.policy.compile.plan import Attach, HookPlan, PolicyPlan, unsupported
 from tetragon.policy.compile.resolve import BtfSource
+from tetragon.policy.compile.traceable import TraceableFunctions, refuse_untraceable
 from tetragon.policy.compile.usdt import compile_usdts
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.names import LIST_PREFIX
@@ -57,7 +58,8 @@ def compile_policy(
     kernel's BTF (default /sys/kernel/btf/vmlinux), read only for arguments with `resolve`."""
     sp = policy.spec
     _refuse_unserved_sections(policy, features)
-    site = PolicySite(policy, policy_id, mode, features, tracefs, btf=BtfSource(btf_path or DEFAULT_BTF))
+    btf, traceable = BtfSource(btf_path or DEFAULT_BTF), TraceableFunctions(tracefs)
+    site = PolicySite(policy, policy_id, mode, features, tracefs, btf=btf, traceable=traceable)
     hooks: list[HookPlan] = []
     for i, kp in enumerate(sp.kprobes):
         if kp.ignore and kp.ignore.call_not_found and kernel_function_missing(kp.call, features, tracefs):
@@ -66,6 +68,8 @@ def compile_policy(
             )
             continue
         hooks.append(compile_kprobe(site, len(hooks), kp, f"spec.kprobes[{i}] ({kp.call})"))
+        # a kernel function this kernel cannot attach: refused now, naming it, not by libbpf's attach
+        refuse_untraceable(site.traceable, site.btf, hooks[-1].attach, f"spec.kprobes[{i}] ({kp.call})")
     for i, tp in enumerate(sp.tracepoints):
         where = f"spec.tracepoints[{i}] ({tp.subsystem}/{tp.event})"
         hooks.append(compile_tracepoint(site, len(hooks), tp, where))

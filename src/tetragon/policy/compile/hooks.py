@@ -26,6 +26,7 @@ from tetragon.policy.compile.actions import user_actions
 from tetragon.policy.compile.args import (
     INT_SIZES,
     SIGNED_TYPES,
+    TRACEFS,
     ArgSrc,
     fill_arg,
     ftrace_functions,
@@ -40,6 +41,7 @@ from tetragon.policy.compile.plan import Attach, HookPlan, unsupported
 from tetragon.policy.compile.resolve import BtfSource, HookResolve, ResolveRoot
 from tetragon.policy.compile.selectors import derive_masks, fill_selector
 from tetragon.policy.compile.stacks import check_stack_traces
+from tetragon.policy.compile.traceable import TraceableFunctions
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.hookinfo import ArgInfo, HookInfo
 from tetragon.policy.names import LIST_PREFIX
@@ -71,6 +73,7 @@ class PolicySite:
     tracefs: Path
     warnings: list[str] = field(default_factory=list)
     btf: BtfSource = field(default_factory=BtfSource)  # the kernel's BTF, read only for `resolve`
+    traceable: TraceableFunctions = field(default_factory=lambda: TraceableFunctions(TRACEFS))
 
 
 @dataclass

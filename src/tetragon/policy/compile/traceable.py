@@ -1,0 +1,85 @@
+"""Can a kernel function be attached here? Checked before load, so that a kprobe on a function the
+kernel cannot trace (dev_queue_xmit, an inline wrapper since 5.19; kfree_skb_reason on 6.12) is
+refused with one line naming the function and why, instead of libbpf's attach error.
+
+kprobe.multi (fprobe) attaches through ftrace: the function must be in tracefs
+`available_filter_functions`. A plain kprobe needs a symbol of that name (/proc/kallsyms). fmod_ret
+(Override) attaches through a BPF trampoline: the function must be in the kernel's BTF. What cannot be
+read (no tracefs, kallsyms hidden) is not held against the function: the attach then decides.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tetragon.policy.compile.plan import Attach, unsupported
+from tetragon.policy.compile.resolve import BtfSource
+
+KALLSYMS = Path("/proc/kallsyms")
+
+
+class TraceableFunctions:
+    """One policy's view of the traceable kernel functions, each file read at most once."""
+
+    def __init__(self, tracefs: Path, kallsyms: Path | None = None) -> None:
+        self.tracefs, self.kallsyms = tracefs, kallsyms or KALLSYMS
+        self._ftrace: frozenset[str] | None = None
+        self._symbols: frozenset[str] | None = None
+
+    def _ftrace_names(self) -> frozenset[str] | None:
+        if self._ftrace is None:
+            try:
+                text = (self.tracefs / "available_filter_functions").read_text()
+            except OSError:
+                return None
+            # "name [module]" lines
+            self._ftrace = frozenset(line.split(" ", 1)[0] for line in text.splitlines() if line)
+        return self._ftrace
+
+    def _symbol_names(self) -> frozenset[str] | None:
+        if self._symbols is None:
+            try:
+                text = self.kallsyms.read_text()
+            except OSError:
+                return None
+            # "address type name [module]": text symbols only (t, T)
+            self._symbols = frozenset(
+                f[2] for f in (line.split() for line in text.splitlines()) if len(f) >= 3 and f[1] in "tT"
+            )
+        return self._symbols
+
+    def why_not(self, name: str, multi: bool) -> str:
+        """Why kernel function `name` cannot be attached by kprobe.multi (`multi`) or a kprobe; "" when
+        it can (or this cannot be told)."""
+        ftrace = self._ftrace_names()
+        if ftrace is None or name in ftrace:
+            return ""
+        symbols = self._symbol_names()
+        if symbols is not None and name not in symbols:
+            return (
+                "it is not a function of this kernel (in neither /proc/kallsyms nor "
+                "available_filter_functions: inlined into its callers, or not built in)"
+            )
+        if multi:
+            return (
+                "it is not in available_filter_functions (notrace, or not traceable by ftrace), which "
+                "kprobe.multi attaches through"
+            )
+        return ""
+
+
+def refuse_untraceable(
+    traceable: TraceableFunctions, btf: BtfSource, attach: list[Attach], where: str
+) -> None:
+    """PolicyError naming the first function of `attach` this kernel cannot attach, and why."""
+    for att in attach:
+        names = att.target if att.kind == "kprobe_multi" else att.target[:1]
+        for name in names:
+            if att.kind in ("kprobe", "kprobe_multi"):
+                why = traceable.why_not(name, att.kind == "kprobe_multi")
+            elif att.kind == "fmod_ret" and not btf.get(where).find_func(name):
+                why = "it is not in the kernel's BTF, which fmod_ret (Override) attaches through"
+            else:
+                why = ""
+            if why:
+                raise unsupported(f"{where}: kernel function {name} cannot be attached on this kernel: {why}")
