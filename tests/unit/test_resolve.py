@@ -108,6 +108,10 @@ def test_integers_pointers_and_types_named_by_btf() -> None:
         ),
         (_lsm("[{index: 0, type: int, resolve: mm}]"), ""),  # a pointer read as a number: allowed
         (
+            _lsm("[{index: 0, type: int, resolve: pid, source: current_task}]"),
+            "args[0].source: current_task as the root of a resolve path is not supported",
+        ),
+        (
             _lsm("[{index: 0, type: int, resolve: " + ".".join(["mm"] * 11) + "}]"),
             "args[0].resolve: deeper than 10 fields",
         ),

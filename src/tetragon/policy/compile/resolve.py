@@ -108,6 +108,8 @@ class HookResolve:
         """Compile argument i's path (if it has one); the type its last field is read as."""
         if not arg.resolve:
             return t
+        if arg.source:
+            raise unsupported(f"{where}.source: {arg.source} as the root of a resolve path is not supported")
         if not self.root.func:
             raise unsupported(
                 f"{where}.resolve: BTF field paths start from kernel structs; {self.root.why_not}"
