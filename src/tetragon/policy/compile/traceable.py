@@ -2,10 +2,13 @@
 kernel cannot trace (dev_queue_xmit, an inline wrapper since 5.19; kfree_skb_reason on 6.12) is
 refused with one line naming the function and why, instead of libbpf's attach error.
 
-kprobe.multi (fprobe) attaches through ftrace: the function must be in tracefs
-`available_filter_functions`. A plain kprobe needs a symbol of that name (/proc/kallsyms). fmod_ret
+Both kprobe.multi (fprobe) and a BPF kprobe (a kprobe trace event) attach only where ftrace can trace:
+the function must be in tracefs `available_filter_functions`. A kprobe event refuses a notrace
+function with EINVAL unless the kernel has CONFIG_KPROBE_EVENTS_ON_NOTRACE (Debian's 6.1 does not:
+its out-of-line copy of the inline dev_queue_xmit is such a function). /proc/kallsyms tells the two
+reasons apart: no function of that name (inlined everywhere, or not built), or a notrace one. fmod_ret
 (Override) attaches through a BPF trampoline: the function must be in the kernel's BTF. What cannot be
-read (no tracefs, kallsyms hidden) is not held against the function: the attach then decides.
+read (no tracefs) is not held against the function: the attach then decides.
 """
 
 from __future__ import annotations
@@ -48,9 +51,9 @@ class TraceableFunctions:
             )
         return self._symbols
 
-    def why_not(self, name: str, multi: bool) -> str:
-        """Why kernel function `name` cannot be attached by kprobe.multi (`multi`) or a kprobe; "" when
-        it can (or this cannot be told)."""
+    def why_not(self, name: str) -> str:
+        """Why kernel function `name` cannot be attached by a kprobe or kprobe.multi; "" when it can (or
+        this cannot be told)."""
         ftrace = self._ftrace_names()
         if ftrace is None or name in ftrace:
             return ""
@@ -60,12 +63,11 @@ class TraceableFunctions:
                 "it is not a function of this kernel (in neither /proc/kallsyms nor "
                 "available_filter_functions: inlined into its callers, or not built in)"
             )
-        if multi:
-            return (
-                "it is not in available_filter_functions (notrace, or not traceable by ftrace), which "
-                "kprobe.multi attaches through"
-            )
-        return ""
+        return (
+            "it is not in available_filter_functions (notrace: an inline function's out-of-line copy, or "
+            "marked notrace), and kprobes attach only where ftrace can (a kprobe event refuses notrace "
+            "functions without CONFIG_KPROBE_EVENTS_ON_NOTRACE)"
+        )
 
 
 def refuse_untraceable(
@@ -76,7 +78,7 @@ def refuse_untraceable(
         names = att.target if att.kind == "kprobe_multi" else att.target[:1]
         for name in names:
             if att.kind in ("kprobe", "kprobe_multi"):
-                why = traceable.why_not(name, att.kind == "kprobe_multi")
+                why = traceable.why_not(name)
             elif att.kind == "fmod_ret" and not btf.get(where).find_func(name):
                 why = "it is not in the kernel's BTF, which fmod_ret (Override) attaches through"
             else:
