@@ -13,6 +13,7 @@ read (no tracefs) is not held against the function: the attach then decides.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tetragon.policy.compile.plan import Attach, unsupported
@@ -27,7 +28,7 @@ class TraceableFunctions:
     def __init__(self, tracefs: Path, kallsyms: Path | None = None) -> None:
         self.tracefs, self.kallsyms = tracefs, kallsyms or KALLSYMS
         self._ftrace: frozenset[str] | None = None
-        self._symbols: frozenset[str] | None = None
+        self._symbols: str | None = None
 
     def _ftrace_names(self) -> frozenset[str] | None:
         if self._ftrace is None:
@@ -39,17 +40,16 @@ class TraceableFunctions:
             self._ftrace = frozenset(line.split(" ", 1)[0] for line in text.splitlines() if line)
         return self._ftrace
 
-    def _symbol_names(self) -> frozenset[str] | None:
+    def _has_symbol(self, name: str) -> bool | None:
+        """Is `name` a text symbol (t, T) in kallsyms? None when it cannot be read. The file is searched,
+        not split: it has ~200k lines, which the emulated guests take seconds to make a set of."""
         if self._symbols is None:
             try:
-                text = self.kallsyms.read_text()
+                self._symbols = self.kallsyms.read_text()
             except OSError:
                 return None
-            # "address type name [module]": text symbols only (t, T)
-            self._symbols = frozenset(
-                f[2] for f in (line.split() for line in text.splitlines()) if len(f) >= 3 and f[1] in "tT"
-            )
-        return self._symbols
+        # "address type name [module]"
+        return re.search(rf"^\S+ [tT] {re.escape(name)}(?:\s|$)", self._symbols, re.MULTILINE) is not None
 
     def why_not(self, name: str) -> str:
         """Why kernel function `name` cannot be attached by a kprobe or kprobe.multi; "" when it can (or
@@ -57,8 +57,7 @@ class TraceableFunctions:
         ftrace = self._ftrace_names()
         if ftrace is None or name in ftrace:
             return ""
-        symbols = self._symbol_names()
-        if symbols is not None and name not in symbols:
+        if self._has_symbol(name) is False:
             return (
                 "it is not a function of this kernel (in neither /proc/kallsyms nor "
                 "available_filter_functions: inlined into its callers, or not built in)"
