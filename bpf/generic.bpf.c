@@ -24,7 +24,8 @@
  * This file holds the programs and the order of work; the parts are headers by concern, in
  * include/generic/: heap.h (per-CPU scratch), maps.h (maps the agent fills or reads), podfilter.h
  * (pod-scoped policies: the cgroups they run for), raw.h (raw
- * values per mechanism), readers.h (arguments into the record), selectors.h, actions.h,
+ * values per mechanism), resolve.h (an argument's BTF field path), readers.h (arguments into the record),
+ * selectors.h, actions.h,
  * enforcer.h (NotifyEnforcer), stash.h (return: true), record.h (to the ring buffer). They are
  * included once, in dependency order, and rely on `cfg` defined here.
  */
@@ -52,6 +53,7 @@ const volatile struct gen_hook_cfg cfg = {};
 #include "generic/usdt.h"
 #include "generic/loader.h"
 #include "generic/raw.h"
+#include "generic/resolve.h"
 #include "generic/enforcer.h"
 #include "generic/readers.h"
 #include "generic/selectors.h"
@@ -119,7 +121,7 @@ static __always_inline int gen_entry_at(void *ctx, int kfunc, __u32 func_id)
 		if (i >= cfg.nargs)
 			break;
 		if (sel_args & (1U << i)) {
-			h->val[i] = raw_value(ctx, i);
+			h->val[i] = arg_value(ctx, i);
 			emit_arg(ctx, h, i, &off, m, kfunc);
 		}
 	}
@@ -159,7 +161,7 @@ static __always_inline int gen_entry_at(void *ctx, int kfunc, __u32 func_id)
 		if (i >= cfg.nargs)
 			break;
 		if (!(sel_args & (1U << i))) {
-			h->val[i] = raw_value(ctx, i);
+			h->val[i] = arg_value(ctx, i);
 			emit_arg(ctx, h, i, &off, m, kfunc);
 		}
 	}

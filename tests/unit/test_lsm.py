@@ -114,12 +114,6 @@ def test_security_prefix_is_accepted_and_hooks_follow_the_other_sections() -> No
             GUEST,
             "imaHash hashes the file of an LSM hook whose first argument is a file",
         ),
-        (
-            "  lsmhooks:\n  - hook: bprm_check_security\n    args:\n"
-            "    - {index: 0, type: string, resolve: mm.owner.real_parent.real_parent.comm}\n",
-            GUEST,
-            "`resolve` (BTF field paths) is not supported",
-        ),
         ("  lsmhooks:\n  - hook: file_open\n    args: [{index: 6, type: int}]\n", GUEST, "first 6"),
         (
             "  kprobes:\n  - call: security_file_open\n    syscall: false\n    selectors:\n"

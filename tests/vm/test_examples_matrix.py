@@ -135,7 +135,8 @@ def test_example(env: tuple[AgentProcess, Path, Path], example: str) -> None:
     try:
         if example.endswith("openat_write.yaml") and SERIES == "6.1":
             assert 0 < int(added[0]["kernelMemoryBytes"]) < OPENAT_WRITE_MEMORY_BOUND
-        check_workload(agent, row, name, {"tmp": str(tmp), "tw": str(tw)})
+        comm = Path("/proc/self/comm").read_text().strip()
+        check_workload(agent, row, name, {"tmp": str(tmp), "tw": str(tw), "comm": comm})
     finally:
         rc, _, err = run_tetra(agent, "tracingpolicy", "delete", name)
         assert rc == 0, err

@@ -118,6 +118,9 @@ def _declare(lb: ctypes.CDLL) -> None:
         "btf__find_by_name_kind": ([_c_ptr, ctypes.c_char_p, ctypes.c_uint32], ctypes.c_int32),
         "btf__type_by_id": ([_c_ptr, ctypes.c_uint32], _c_ptr),
         "btf__name_by_offset": ([_c_ptr, ctypes.c_uint32], ctypes.c_char_p),
+        "btf__parse": ([ctypes.c_char_p, _c_ptr], _c_ptr),
+        "btf__free": ([_c_ptr], None),
+        "btf__type_cnt": ([_c_ptr], ctypes.c_uint32),
     }
     for name, (argtypes, restype) in sig.items():
         fn = getattr(lb, name)

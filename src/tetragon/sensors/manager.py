@@ -147,7 +147,7 @@ class PolicyManager:
         from tetragon.policy.compile import compile_policy
 
         try:
-            return compile_policy(policy, pid, mode, self._features)
+            return compile_policy(policy, pid, mode, self._features, btf_path=self._btf)
         except PolicyError as exc:
             raise _with_field(exc) from None
         except _INPUT_ERRORS as exc:
@@ -202,7 +202,7 @@ class PolicyManager:
                     from tetragon.policy.compile import compile_policy
 
                     # enforcement that needs a missing kernel feature is checked again for the new mode
-                    plan = compile_policy(entry.policy, entry.id, mode, self._features)
+                    plan = compile_policy(entry.policy, entry.id, mode, self._features, btf_path=self._btf)
                     entry.plan = plan
                     entry.mode = mode
                     if entry.sensor is not None:

@@ -20,9 +20,12 @@ from tetragon.policy.compile.loader import compile_loader
 from tetragon.policy.compile.lsm import compile_lsm
 from tetragon.policy.compile.matchargs import parse_int, syscall_value
 from tetragon.policy.compile.plan import Attach, HookPlan, PolicyPlan, unsupported
+from tetragon.policy.compile.resolve import BtfSource
+from tetragon.policy.compile.traceable import TraceableFunctions, refuse_untraceable
 from tetragon.policy.compile.usdt import compile_usdts
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.names import LIST_PREFIX
+from tetragon.policy.resolve_btf import DEFAULT_BTF
 from tetragon.policy.schema import TracingPolicy, resolve_list
 
 __all__ = ["TRACEFS", "Attach", "HookPlan", "PolicyPlan", "compile_policy", "parse_int"]
@@ -44,12 +47,19 @@ def _refuse_unserved_sections(policy: TracingPolicy, features: dict[str, bool]) 
 
 
 def compile_policy(
-    policy: TracingPolicy, policy_id: int, mode: str, features: dict[str, bool], tracefs: Path = TRACEFS
+    policy: TracingPolicy,
+    policy_id: int,
+    mode: str,
+    features: dict[str, bool],
+    tracefs: Path = TRACEFS,
+    btf_path: str | None = None,
 ) -> PolicyPlan:
-    """Every hook of the policy, or the first reason it cannot be served (PolicyError)."""
+    """Every hook of the policy, or the first reason it cannot be served (PolicyError). `btf_path`: the
+    kernel's BTF (default /sys/kernel/btf/vmlinux), read only for arguments with `resolve`."""
     sp = policy.spec
     _refuse_unserved_sections(policy, features)
-    site = PolicySite(policy, policy_id, mode, features, tracefs)
+    btf, traceable = BtfSource(btf_path or DEFAULT_BTF), TraceableFunctions(tracefs)
+    site = PolicySite(policy, policy_id, mode, features, tracefs, btf=btf, traceable=traceable)
     hooks: list[HookPlan] = []
     for i, kp in enumerate(sp.kprobes):
         missing = kp.ignore and kp.ignore.call_not_found
@@ -59,6 +69,8 @@ def compile_policy(
             )
             continue
         hooks.append(compile_kprobe(site, len(hooks), kp, f"spec.kprobes[{i}] ({kp.call})"))
+        # a kernel function this kernel cannot attach: refused now, naming it, not by libbpf's attach
+        refuse_untraceable(site.traceable, site.btf, hooks[-1].attach, f"spec.kprobes[{i}] ({kp.call})")
     for i, tp in enumerate(sp.tracepoints):
         where = f"spec.tracepoints[{i}] ({tp.subsystem}/{tp.event})"
         hooks.append(compile_tracepoint(site, len(hooks), tp, where))

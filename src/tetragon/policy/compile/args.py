@@ -164,8 +164,6 @@ def resolve_type(arg: KProbeArg, fld: Field | None, where: str) -> str:
 def fill_arg(out: G.ArgCfg, arg: KProbeArg, t: str, src: ArgSrc, where: str) -> None:
     off, size, signed = src.off(arg.index)
     out.off, out.size, out.is_signed = off, size, 1 if signed else 0
-    if arg.resolve:
-        raise unsupported(f"{where}: `resolve` (BTF field paths) is not supported")
     if arg.return_copy and t not in ("char_buf",):
         raise PolicyError(f"{where}: returnCopy applies to char_buf arguments")
     if t == "nop":

@@ -26,6 +26,7 @@ from tetragon.policy.compile.actions import user_actions
 from tetragon.policy.compile.args import (
     INT_SIZES,
     SIGNED_TYPES,
+    TRACEFS,
     ArgSrc,
     fill_arg,
     ftrace_functions,
@@ -37,8 +38,10 @@ from tetragon.policy.compile.args import (
 from tetragon.policy.compile.args_net import check_sock_actions, return_sock
 from tetragon.policy.compile.matchargs import MatchCtx, syscall_value
 from tetragon.policy.compile.plan import Attach, HookPlan, unsupported
+from tetragon.policy.compile.resolve import BtfSource, HookResolve, ResolveRoot
 from tetragon.policy.compile.selectors import derive_masks, fill_selector
 from tetragon.policy.compile.stacks import check_stack_traces
+from tetragon.policy.compile.traceable import TraceableFunctions
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.hookinfo import ArgInfo, HookInfo
 from tetragon.policy.names import LIST_PREFIX
@@ -69,6 +72,8 @@ class PolicySite:
     features: dict[str, bool]
     tracefs: Path
     warnings: list[str] = field(default_factory=list)
+    btf: BtfSource = field(default_factory=BtfSource)  # the kernel's BTF, read only for `resolve`
+    traceable: TraceableFunctions = field(default_factory=lambda: TraceableFunctions(TRACEFS))
 
 
 @dataclass
@@ -83,6 +88,7 @@ class _Mechanism:
     syscall: int = G.SYSCALL_NONE
     return_arg: KProbeArg | None = None
     syscall_ids: list[int] = field(default_factory=list)  # SYSCALL_LIST: gen_inmap entries of map id 0
+    resolve_root: ResolveRoot = field(default_factory=ResolveRoot)  # where `resolve` paths start
 
 
 def _overrides(hook: AnyHook) -> bool:
@@ -121,9 +127,12 @@ def _plan(
         raise PolicyError(f"{where}: at most {E.GEN_ARGS_MAX} arguments")
     types: list[str] = []
     infos: list[ArgInfo] = []
+    resolved = HookResolve(site.btf, mech.resolve_root)
     for i, arg in enumerate(hook.args):
         t = resolve_type(arg, mech.src.field(arg.index), f"{where}.args[{i}]")
+        t = resolved.arg_type(i, arg, t, f"{where}.args[{i}]")
         fill_arg(cfg.args[i], arg, t, mech.src, f"{where}.args[{i}]")
+        resolved.place(i, cfg.args[i])
         types.append(t)
         infos.append(ArgInfo(type=t, label=arg.label, index=arg.index))
     cfg.nargs = len(hook.args)
@@ -173,6 +182,7 @@ def _plan(
         mech.sensor,
         syscall_list=mech.syscall == G.SYSCALL_LIST,
         user_actions=user_actions(hook.selectors),
+        rodata=resolved.rodata(),
     )
 
 
@@ -259,6 +269,7 @@ def compile_kprobe(site: PolicySite, hook_id: int, hook: KProbeSpec, where: str)
         att.append(Attach("tracepoint", "gen_tp_ret", (category, exit_)))
     pos = _function_arg_pos(hook, where)
     mech = _Mechanism(src, E.MSG_OP_GENERIC_KPROBE, pos, att, "generic_kprobe", kind, return_arg, ids)
+    mech.resolve_root = ResolveRoot(why_not=f"{hook.call} is a syscall, served by its tracepoint")
     return _plan(site, hook_id, hook, where, mech, event="process_kprobe", **info)
 
 
@@ -330,10 +341,12 @@ def compile_kernel_function(
     pos = _function_arg_pos(hook, where)
     mech = _Mechanism(src, E.MSG_OP_GENERIC_KPROBE, pos, att, "generic_kprobe", return_arg=return_arg)
     if not hook.call.startswith(LIST_PREFIX):
+        mech.resolve_root = ResolveRoot(hook.call)
         plan = _plan(site, hook_id, hook, where, mech, event="process_kprobe", function_name=hook.call)
         if fmodret:
             plan.cfg.mech = G.MECH_RAW_TP  # fmod_ret's ctx is u64 args[], like a raw tracepoint's
         return plan
+    mech.resolve_root = ResolveRoot(why_not=f"{hook.call} is a list of functions, each with its own types")
     info = {"kernel_functions": ",".join(names)}
     plan = _plan(site, hook_id, hook, where, mech, event="process_kprobe", function_name=names[0], extra=info)
     plan.cfg.func_cookie = 1
@@ -348,6 +361,8 @@ def compile_tracepoint(site: PolicySite, hook_id: int, hook: TracepointSpec, whe
             raise unsupported(f"{where}: {missing_feature_message('raw_tp')}")
         att = [Attach("raw_tp", "gen_rawtp", (hook.event,))]
         mech = _Mechanism(ArgSrc(G.MECH_RAW_TP, False, lambda i: (i, 8, False)), op, pos, att, sensor)
+        # the raw tracepoint's arguments are __bpf_trace_<event>'s after its first (the data pointer)
+        mech.resolve_root = ResolveRoot(f"__bpf_trace_{hook.event}", 1)
     else:
         if not site.features.get("tracepoint", True):
             raise unsupported(f"{where}: {missing_feature_message('tracepoint')}")
@@ -356,6 +371,7 @@ def compile_tracepoint(site: PolicySite, hook_id: int, hook: TracepointSpec, whe
         att = [Attach("tracepoint", "gen_tp", (hook.subsystem, hook.event))]
         syscall = G.SYSCALL_ONE if src.user_memory else G.SYSCALL_NONE
         mech = _Mechanism(src, op, pos, att, sensor, syscall)
+        mech.resolve_root = ResolveRoot(why_not="a tracepoint's record has no BTF type (raw: true has)")
     info = {"event": "process_tracepoint", "subsys": hook.subsystem, "tp_event": hook.event}
     return _plan(site, hook_id, hook, where, mech, **info)
 

@@ -20,6 +20,7 @@ from tetragon.bpf.features import missing_feature_message
 from tetragon.policy.compile.args import ArgSrc
 from tetragon.policy.compile.hooks import UPROBE_ARGS, PolicySite, _function_arg_pos, _Mechanism, _plan
 from tetragon.policy.compile.plan import Attach, HookPlan, unsupported
+from tetragon.policy.compile.resolve import ResolveRoot
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.schema import LsmHookSpec
 
@@ -110,6 +111,7 @@ def compile_lsm(site: PolicySite, hook_id: int, hook: LsmHookSpec, where: str) -
     att = [Attach("lsm", program, (name,))]  # libbpf finds bpf_lsm_<name> in the kernel's BTF
     served = _without_ima(hook) if ima else hook
     mech = _Mechanism(src, E.MSG_OP_GENERIC_LSM, _function_arg_pos(served, where), att, "generic_lsm")
+    mech.resolve_root = ResolveRoot(f"bpf_lsm_{name}")  # the hook's arguments as BTF types them
     plan = _plan(site, hook_id, served, where, mech, event="process_lsm", function_name=name)
     if ima:
         plan.cfg.has_return = 1  # the record waits in gen_stash while the hash is computed
