@@ -16,8 +16,8 @@
 
 #define GEN_MAX_SELECTORS 5
 #define GEN_MAX_MATCHARGS 5 /* matchArgs per selector; matchReturnArgs use slot GEN_MAX_MATCHARGS */
-#define GEN_MAX_VALUES 8    /* values per matchArgs entry (numbers, addresses, ports; strings: any) */
-#define GEN_STRVAL_LEN 264  /* one matchBinaries value incl. NUL (prefix <= 256 characters) */
+#define GEN_MAX_VALUES 8    /* values per matchArgs entry */
+#define GEN_STRVAL_LEN 264  /* one string value incl. NUL (prefix <= 256 characters) */
 #define GEN_MAX_PIDS 4      /* matchPIDs entries per selector */
 #define GEN_MAX_PIDVALS 4
 #define GEN_MAX_BINVALS 8 /* matchBinaries values */
@@ -140,12 +140,12 @@ struct gen_match {
 	__u8 op;    /* OP_* */
 	__u8 cmp;   /* CMP_* */
 	__u8 nvals;
-	__u32 map_id; /* OP_INMAP / OP_NOTINMAP: key prefix in tg_gen_inmap; CMP_STR: the entry's bit in
-		       * the string maps' values (generic/strmatch.h) */
+	__u32 map_id; /* OP_INMAP / OP_NOTINMAP: key prefix in tg_gen_inmap */
 	__u64 lo[GEN_MAX_VALUES]; /* number; range / port low; IPv4 or IPv6 bytes 0-7 */
 	__u64 hi[GEN_MAX_VALUES]; /* range / port high; IPv6 bytes 8-15 */
-	__u16 len[GEN_MAX_VALUES]; /* CIDR prefix length (bits) */
+	__u16 len[GEN_MAX_VALUES]; /* string length; CIDR prefix length (bits) */
 	__u8 fam[GEN_MAX_VALUES];  /* CIDR: 4 or 6 */
+	char str[GEN_MAX_VALUES][GEN_STRVAL_LEN]; /* string values, NUL-terminated (postfix ones reversed? no: as given) */
 };
 #define GEN_MATCH_RET 255
 /* gen_inmap set of the selectors whose Post has imaHash (values: selector index; LSM hooks) */

@@ -23,7 +23,6 @@ from tetragon.events.generic_args import arg_variant, with_label
 from tetragon.events.genline import HookLines
 from tetragon.events.render_plan import RenderPlan
 from tetragon.policy.compile import compile_policy
-from tetragon.policy.compile.strmaps import EQUAL, StrValue
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.hookinfo import ArgInfo
 from tetragon.policy.load import parse_policy
@@ -97,15 +96,13 @@ def test_socket_sockaddr_and_net_device_readers() -> None:
     selectors:
     - matchArgs: [{index: 1, operator: Equal, values: [lo]}]
 """
-    hooks = _compile(body).hooks
-    connect, xmit = (h.cfg for h in hooks)
+    connect, xmit = (h.cfg for h in _compile(body).hooks)
     assert [connect.args[i].reader for i in range(3)] == [G.RD_SOCKET, G.RD_KSOCKADDR, G.RD_INT]
     assert [connect.sel[0].match[k].cmp for k in range(4)] == [G.CMP_SOCK] + [G.CMP_SOCKADDR] * 3
     assert (connect.sel[0].match[1].lo[0], connect.sel[0].match[1].lo[1]) == (2, 10)
     assert (xmit.args[0].reader, xmit.args[0].off) == (G.RD_NETDEV, 1)
     m = xmit.sel[0].match[0]
-    assert (m.op, m.cmp, m.map_id) == (G.OP_EQ, G.CMP_STR, 0)
-    assert hooks[1].str_values == [StrValue(EQUAL, b"lo", 0)]
+    assert (m.op, m.cmp, m.len[0], m.str[0].value) == (G.OP_EQ, G.CMP_STR, 2, b"lo")
 
 
 def test_syscall_sockaddr_stays_a_user_read() -> None:

@@ -13,7 +13,6 @@ import pytest
 
 from tetragon.abi import generic_cfg_h as G
 from tetragon.policy.compile import compile_policy, parse_int
-from tetragon.policy.compile.strmaps import PREFIX, StrValue
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.load import parse_policy
 from tetragon.policy.schema import TracingPolicy
@@ -82,9 +81,7 @@ def test_syscall_kprobe_is_served_by_syscall_tracepoints() -> None:
     sel = cfg.sel[0]
     assert (sel.nmatch, sel.has_ret) == (2, 1)
     m0, m1, ret = sel.match[0], sel.match[1], sel.match[G.GEN_MAX_MATCHARGS]
-    # string values go to the hook's string maps, under the entry's bit (map_id)
-    assert (m0.arg, m0.op, m0.cmp, m0.map_id) == (1, 8, G.CMP_STR, 0)
-    assert hook.str_values == [StrValue(PREFIX, b"/etc/", 0)]
+    assert (m0.arg, m0.op, m0.cmp, m0.nvals, m0.len[0], m0.str[0].value) == (1, 8, G.CMP_STR, 1, 5, b"/etc/")
     assert (m1.arg, m1.op, m1.cmp, list(m1.lo[:2])) == (2, 12, G.CMP_INT, [1, 2])
     assert (ret.arg, ret.op, ret.lo[0]) == (G.GEN_MATCH_RET, 1, 0)
 

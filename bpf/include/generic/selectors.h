@@ -2,8 +2,7 @@
 /*
  * Selectors. match_process(): what needs no argument (matchPIDs, matchBinaries, matchNamespaces,
  * matchCapabilities, matchNamespaceChanges, matchCapabilityChanges), run before any argument is read.
- * match_args()/match_one(): matchArgs and matchReturnArgs over the blobs read_arg() wrote (strings:
- * strmatch.h's maps). Operators
+ * match_args()/match_one(): matchArgs and matchReturnArgs over the blobs read_arg() wrote. Operators
  * and the .rodata layout they read: generic_cfg.h.
  *
  * match_process() and match_args() are subprograms (__noinline): one copy of the code, called per
@@ -12,9 +11,7 @@
 #ifndef TETRAGON_GENERIC_SELECTORS_H
 #define TETRAGON_GENERIC_SELECTORS_H
 
-#include "strmatch.h"
-
-/* one matchBinaries value j of m against (p, plen); size 0 never reaches bpf_strncmp */
+/* one string value j of match m against (p, plen); size 0 never reaches bpf_strncmp */
 #define STR_MATCH(p, plen, m, j)                                                                        \
 	({                                                                                            \
 		int __ok = 0;                                                                          \
@@ -76,11 +73,19 @@ static __always_inline int match_int(const volatile struct gen_match *m, __u64 v
 	return negated(op) ? !any : any;
 }
 
-static __always_inline int match_str(const volatile struct gen_match *m, const char *p, __u32 plen,
-				     struct gen_heap *h)
+static __always_inline int match_str(const volatile struct gen_match *m, const char *p, __u32 plen)
 {
-	int any = str_lookup(m, p, plen, h);
+	int any = 0;
 
+#pragma unroll
+	for (int j = 0; j < GEN_MAX_VALUES; j++) {
+		if (j >= m->nvals)
+			break;
+		if (STR_MATCH(p, plen, m, j)) {
+			any = 1;
+			break;
+		}
+	}
 	return negated(m->op) ? !any : any;
 }
 
@@ -182,7 +187,7 @@ static __always_inline int match_one(const volatile struct gen_match *m, struct 
 		if (len > GEN_STRING_MAX)
 			len = GEN_STRING_MAX;
 		BOUND(off, REC_OFF_MASK);
-		return match_str(m, &h->buf[off], len, h);
+		return match_str(m, &h->buf[off], len);
 	}
 	BOUND(off, REC_OFF_MASK);
 	return match_net(m, &h->buf[off]);

@@ -186,6 +186,7 @@ class Match(ctypes.Structure):
         ("hi", _u64 * GEN_MAX_VALUES),
         ("len", _u16 * GEN_MAX_VALUES),
         ("fam", _u8 * GEN_MAX_VALUES),
+        ("str", (ctypes.c_char * GEN_STRVAL_LEN) * GEN_MAX_VALUES),
     ]
 
 

@@ -19,7 +19,6 @@ from tetragon.abi import generic_cfg_h as G
 from tetragon.bpf.libbpf import BpfError, BpfObject, num_possible_cpus
 from tetragon.policy.compile.args_net import tracks_socks
 from tetragon.policy.compile.plan import HookPlan
-from tetragon.policy.compile.strmaps import StrValue, postfix_map_entries, prefix_map_entries
 from tetragon.sensors.loader import start_mmap_reporting
 from tetragon.sensors.stash_size import stash_sizing
 
@@ -65,7 +64,6 @@ class GenericObject:
         btf_targets: dict[str, str] | None = None,
         pod_filter: bool = False,
         rodata: dict[str, bytes] | None = None,
-        str_values: list[StrValue] | None = None,
         track_socks: bool = True,
     ) -> None:
         self.obj = BpfObject(OBJ, btf_path=btf_path)
@@ -89,12 +87,6 @@ class GenericObject:
             if not has_ratelimit:
                 self.obj.map("gen_ratelimit").set_max_entries(1)
             self.obj.map("gen_inmap").set_max_entries(max(1, len(inmap)))
-            strings = {
-                "gen_str_prefix": prefix_map_entries(str_values or []),
-                "gen_str_postfix": postfix_map_entries(str_values or []),
-            }
-            for name, rows in strings.items():
-                self.obj.map(name).set_max_entries(max(1, len(rows)))
             self.obj.map("gen_heap").set_max_entries(num_possible_cpus())
             self.obj.set_global(".rodata", "cfg", bytes(cfg))
             if pod_filter:  # a pod-scoped policy: only the cgroups of policy_cgroups (k8s/policyfilter.py)
@@ -105,9 +97,6 @@ class GenericObject:
             inm = self.obj.map("gen_inmap")
             for map_id, value in inmap:
                 inm.update(struct.pack("<IIQ", map_id, 0, value), b"\x01")
-            for name, rows in strings.items():
-                for key, entry in rows:
-                    self.obj.map(name).update(key, entry)
         except BaseException:
             self.obj.close()
             raise
@@ -135,8 +124,6 @@ class GenericObject:
             "gen_heap",
             "gen_stats",
             "gen_inmap",
-            "gen_str_prefix",
-            "gen_str_postfix",
             "gen_stash",
             "gen_ratelimit",
             "gen_rl_scratch",
@@ -211,8 +198,7 @@ class PolicySensor:
             {a.program: a.target[0] for a in plan.attach if a.kind in BTF_ATTACHED},
             self.pod_scope is not None,
             plan.rodata,
-            plan.str_values,
-            self.track_socks,
+            track_socks=self.track_socks,
         )
         self.objects.append(obj)
         if not self.policy_maps:

@@ -173,7 +173,6 @@ def _plan(
         mech.sensor,
         syscall_list=mech.syscall == G.SYSCALL_LIST,
         user_actions=user_actions(hook.selectors),
-        str_values=ctx.strings,
     )
 
 

@@ -7,13 +7,12 @@ for that type is refused here, with the selector's path.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tetragon.abi import generic_cfg_h as G
 from tetragon.policy import syscalls as SC
 from tetragon.policy.compile.args import cmp_kind
 from tetragon.policy.compile.plan import unsupported
-from tetragon.policy.compile.strmaps import EQUAL, MAX_STR_BITS, POSTFIX, PREFIX, StrValue
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.names import LIST_PREFIX, MAX_POSTFIX_LEN, MAX_PREFIX_LEN
 from tetragon.policy.schema import ArgSelector, TracingPolicy, find_list
@@ -101,8 +100,6 @@ class MatchCtx:
     where: str
     inmap: list[tuple[int, int]]
     next_map_id: int = 1
-    strings: list[StrValue] = field(default_factory=list)  # the string maps' values (strmaps.py)
-    next_str_bit: int = 0
 
 
 def syscall_value(name: str) -> int:
@@ -158,19 +155,17 @@ def _fill_int_match(ctx: MatchCtx, m: G.Match, op: str, values: list[str], arg_t
 
 
 def _fill_str_match(ctx: MatchCtx, m: G.Match, op: str, values: list[str]) -> None:
-    """Any number of values: they go into the hook's string maps (strmaps.py), under this entry's bit."""
     m.op = G.OP_BY_NAME[op]
-    if ctx.next_str_bit >= MAX_STR_BITS:
-        raise PolicyError(f"{ctx.where}: at most {MAX_STR_BITS} matchArgs entries on strings per hook")
-    m.map_id = ctx.next_str_bit
-    ctx.next_str_bit += 1
-    kind = POSTFIX if "Postfix" in op else PREFIX if "Prefix" in op else EQUAL
-    limit = MAX_POSTFIX_LEN if kind == POSTFIX else MAX_PREFIX_LEN
-    for v in values:
+    if len(values) > G.GEN_MAX_VALUES:
+        raise PolicyError(f"{ctx.where}: at most {G.GEN_MAX_VALUES} values for {op} on a string argument")
+    m.nvals = len(values)
+    limit = MAX_POSTFIX_LEN if "Postfix" in op else MAX_PREFIX_LEN
+    for j, v in enumerate(values):
         raw = v.encode()
         if len(raw) > limit:
             raise PolicyError(f"{ctx.where}: {op} value longer than {limit} bytes")
-        ctx.strings.append(StrValue(kind, raw, m.map_id))
+        m.len[j] = len(raw)
+        m.str[j].value = raw
 
 
 def _fill_net_match(ctx: MatchCtx, m: G.Match, op: str, values: list[str]) -> None:

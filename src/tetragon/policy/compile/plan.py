@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tetragon.abi import generic_cfg_h as G
-from tetragon.policy.compile.strmaps import StrValue
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.hookinfo import HookInfo
 from tetragon.policy.schema import ActionSelector
@@ -40,7 +39,6 @@ class HookPlan:
     user_actions: dict[int, list[ActionSelector]] = field(default_factory=dict)
     # more read-only data of the hook's object by variable name (USDT: usdt_args)
     rodata: dict[str, bytes] = field(default_factory=dict)
-    str_values: list[StrValue] = field(default_factory=list)  # matchArgs string values (strmaps.py)
 
 
 @dataclass
