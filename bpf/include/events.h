@@ -20,6 +20,7 @@
 #define MSG_OP_GENERIC_TRACEPOINT 14 /* tracepoints and raw tracepoints: process_tracepoint */
 #define MSG_OP_GENERIC_UPROBE 15     /* uprobes: process_uprobe */
 #define MSG_OP_GENERIC_LSM 16        /* BPF LSM hooks (spec.lsmhooks): process_lsm */
+#define MSG_OP_GENERIC_USDT 28       /* USDT probes (spec.usdts): process_usdt */
 
 /* Caps on the variable parts of an exec record. */
 #define EXEC_FILENAME_MAX 4096 /* bprm->filename, incl. NUL */

@@ -135,9 +135,55 @@ def _listen_accept(port: int) -> tuple[str, ...]:
     )
 
 
-_CGROUP_SKB = (
-    "__cgroup_bpf_run_filter_skb runs only while a cgroup skb program is attached; the guest has none"
-)
+# A UDP datagram to 127.0.0.1:PORT (connect + send) while a cgroup_skb egress program (r0 = 1: pass)
+# is attached to the workload's own cgroup through a bpf_link, so that __cgroup_bpf_run_filter_skb
+# runs (only while such a program is attached); the link goes with the process.
+_CGROUP_SKB_UDP = """
+import ctypes, os, socket, struct
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def bpf(cmd, attr):
+    fd = libc.syscall(321, cmd, ctypes.create_string_buffer(attr.ljust(128, b"\\0"), 128), 128)
+    assert fd >= 0, os.strerror(ctypes.get_errno())
+    return fd
+insns = ctypes.create_string_buffer(struct.pack("<BBhiBBhi", 0xB7, 0, 0, 1, 0x95, 0, 0, 0), 16)
+gpl = ctypes.create_string_buffer(b"GPL")
+attr = struct.pack("<IIQQIIQII16sII", 8, 2, ctypes.addressof(insns), ctypes.addressof(gpl), 0, 0, 0, 0, 0,
+                   b"tw_egress", 0, 1)  # CGROUP_SKB, expected_attach_type CGROUP_INET_EGRESS
+prog = bpf(5, attr)  # BPF_PROG_LOAD
+root = next(m.split()[1] for m in open("/proc/self/mounts") if m.split()[2] == "cgroup2")
+cg = os.open(root + open("/proc/self/cgroup").read().split("0::", 1)[1].strip(), os.O_RDONLY)
+link = bpf(28, struct.pack("<IIII", prog, cg, 1, 0))  # BPF_LINK_CREATE, CGROUP_INET_EGRESS
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(("127.0.0.1", PORT))
+s.send(b"tetragon\\n")
+"""
+
+
+def _udp_cgroup_skb(port: int) -> tuple[str, ...]:
+    return ("/usr/bin/python3", "-c", _CGROUP_SKB_UDP.replace("PORT", str(port)))
+
+
+# __cgroup_bpf_run_filter_skb(sk, skb, CGROUP_INET_EGRESS) of _udp_cgroup_skb's datagram (9 bytes of
+# payload: a 37-byte IPv4 packet)
+_CGROUP_SKB_EVENT = {
+    "function_name": "__cgroup_bpf_run_filter_skb",
+    "action": "KPROBE_ACTION_POST",
+    "args.0.sock_arg.family": "AF_INET",
+    "args.0.sock_arg.type": "SOCK_DGRAM",
+    "args.0.sock_arg.protocol": "IPPROTO_UDP",
+    "args.0.sock_arg.saddr": "127.0.0.1",
+    "args.0.sock_arg.daddr": "127.0.0.1",
+    "args.0.sock_arg.dport": 9,
+    "args.1.skb_arg.len": 37,
+    "args.1.skb_arg.saddr": "127.0.0.1",
+    "args.1.skb_arg.daddr": "127.0.0.1",
+    "args.1.skb_arg.dport": 9,
+    "args.1.skb_arg.proto": 17,
+    "args.1.skb_arg.protocol": "IPPROTO_UDP",
+    "args.1.skb_arg.family": "AF_INET",
+    "args.2.int_arg": 1,
+}
 
 
 def _need(*fragments: str) -> Refused:
@@ -184,8 +230,9 @@ ROWS: dict[str, Row | dict[str, Row]] = {
         },
         setup=(("/usr/bin/cp", "{tw}", "/usr/sbin/sshd"), ("/usr/bin/cp", "{tw}", "{tmp}/liblzma.so.5.6.0")),
     ),
-    "tracingpolicy/datagram-with-selectors.yaml": Loads(_udp(9), None, why=_CGROUP_SKB),
-    # its cgroup skb hook stays silent (above); its sk_alloc/__sk_free hooks track the workload's socket
+    "tracingpolicy/datagram-with-selectors.yaml": Loads(_udp_cgroup_skb(9), _CGROUP_SKB_EVENT),
+    # its cgroup skb hook is silent without a cgroup_skb program (bash's datagram); its sk_alloc/__sk_free
+    # hooks track the workload's socket
     "tracingpolicy/datagram-with-sock-tracking.yaml": Loads(
         _udp(9),
         {
@@ -196,7 +243,7 @@ ROWS: dict[str, Row | dict[str, Row]] = {
             "args.0.sock_arg.dport": 9,
         },
     ),
-    "tracingpolicy/datagram.yaml": Loads(_udp(9), None, why=_CGROUP_SKB),
+    "tracingpolicy/datagram.yaml": Loads(_udp_cgroup_skb(9), _CGROUP_SKB_EVENT),
     "tracingpolicy/datagram_518.yaml": Loads(
         _udp(9),
         {"function_name": "ip_output", "args.1.skb_arg.daddr": "127.0.0.1", "args.1.skb_arg.dport": 9},

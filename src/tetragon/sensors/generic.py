@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from tetragon.abi import generic_cfg_h as G
 from tetragon.bpf.libbpf import BpfError, BpfObject, num_possible_cpus
+from tetragon.policy.compile.args_net import tracks_socks
 from tetragon.policy.compile.plan import HookPlan
 from tetragon.sensors.loader import start_mmap_reporting
 from tetragon.sensors.stash_size import stash_sizing
@@ -63,6 +64,7 @@ class GenericObject:
         btf_targets: dict[str, str] | None = None,
         pod_filter: bool = False,
         rodata: dict[str, bytes] | None = None,
+        track_socks: bool = True,
     ) -> None:
         self.obj = BpfObject(OBJ, btf_path=btf_path)
         self.perf_fds: list[int] = []  # spec.loader's dummy perf events (sensors/loader.py)
@@ -73,6 +75,8 @@ class GenericObject:
             self._reused = frozenset(shared)  # counted by their owners, not in memlock()
             for name, fd in shared.items():
                 self.obj.map(name).reuse_fd(fd)
+            if not track_socks and "tg_socktrack" not in shared:  # nothing of the policy tracks a sock
+                self.obj.map("tg_socktrack").set_max_entries(1)
             stash = self.obj.map("gen_stash")
             if has_return:
                 data_max, value_size, entries = stash_sizing(cfg)
@@ -149,6 +153,7 @@ class PolicySensor:
         self.objects: list[GenericObject] = []
         self.policy_maps: dict[str, int] = {}
         self.pod_scope = pod_scope
+        self.track_socks = any(tracks_socks(plan.cfg) for plan in plans)
         try:
             for plan in plans:
                 self._load_hook(plan, shared, btf_path)
@@ -161,6 +166,7 @@ class PolicySensor:
                     False,
                     False,
                     [(0, v) for v in enforcer_syscalls],
+                    track_socks=self.track_socks,
                 )
                 self.objects.append(obj)
                 obj.obj.attach_tracepoint("gen_enforcer", "raw_syscalls", "sys_exit")
@@ -187,6 +193,7 @@ class PolicySensor:
             {a.program: a.target[0] for a in plan.attach if a.kind in BTF_ATTACHED},
             self.pod_scope is not None,
             plan.rodata,
+            track_socks=self.track_socks,
         )
         self.objects.append(obj)
         if not self.policy_maps:

@@ -78,3 +78,16 @@ def sock_action_args(sel: G.Selector) -> int:
         if sel.actions[k].id in SOCK_ACTIONS:
             mask |= 1 << sel.actions[k].arg_sock
     return mask
+
+
+def tracks_socks(cfg: G.HookCfg) -> bool:
+    """Does the hook track or untrack socks (an action or returnArgAction)? A policy none of whose hooks
+    does gets a 1-entry tg_socktrack (its hooks only look socks up there)."""
+    if cfg.ret_action in SOCK_ACTIONS:
+        return True
+    return any(
+        acts[k].id in SOCK_ACTIONS
+        for sel in cfg.sel[: cfg.nselectors]
+        for acts, n in ((sel.actions, sel.nactions), (sel.ret_actions, sel.nret_actions))
+        for k in range(n)
+    )

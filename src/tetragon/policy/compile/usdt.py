@@ -81,7 +81,7 @@ def compile_usdts(site: PolicySite, first_hook_id: int) -> list[HookPlan]:
                 for s in sites
             ]
             mech = _Mechanism(
-                src, E.MSG_OP_GENERIC_UPROBE, _function_arg_pos(hook, where), attach, "generic_usdt"
+                src, E.MSG_OP_GENERIC_USDT, _function_arg_pos(hook, where), attach, "generic_usdt"
             )
             info = {
                 "event": "process_usdt",
