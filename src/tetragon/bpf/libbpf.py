@@ -75,23 +75,22 @@ class BpfObject:
             raise BpfError(f"BPF object {self.path} is closed")
         return self._ptr
 
+    def _names(self, next_fn: Any, name_fn: Any) -> list[str]:
+        """The names of the object's programs or maps, walked with libbpf's next/name pair."""
+        names: list[str] = []
+        item = next_fn(self._obj(), None)
+        while item:
+            names.append(name_fn(item).decode())
+            item = next_fn(self._obj(), item)
+        return names
+
     def program_names(self) -> list[str]:
         lb = lib()
-        names: list[str] = []
-        prog = lb.bpf_object__next_program(self._obj(), None)
-        while prog:
-            names.append(lb.bpf_program__name(prog).decode())
-            prog = lb.bpf_object__next_program(self._obj(), prog)
-        return names
+        return self._names(lb.bpf_object__next_program, lb.bpf_program__name)
 
     def map_names(self) -> list[str]:
         lb = lib()
-        names: list[str] = []
-        m = lb.bpf_object__next_map(self._obj(), None)
-        while m:
-            names.append(lb.bpf_map__name(m).decode())
-            m = lb.bpf_object__next_map(self._obj(), m)
-        return names
+        return self._names(lb.bpf_object__next_map, lb.bpf_map__name)
 
     def _program(self, name: str) -> int:
         prog = lib().bpf_object__find_program_by_name(self._obj(), name.encode())
