@@ -98,6 +98,30 @@ class _Side:
         self.peer: _Side = self
 
 
+_reserved_dir: Path | None = None
+_reserved_lock = threading.Lock()
+
+
+def _new_private_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="tetragon-grpc-"))  # 0700, ours
+
+
+def reserve_private_dir() -> None:
+    """Make the next relay's private directory now: the agent calls this with its run files, before
+    policies load, so that no policy reports the agent's own mkdir (gRPC starts after them)."""
+    global _reserved_dir
+    with _reserved_lock:
+        if _reserved_dir is None:
+            _reserved_dir = _new_private_dir()
+
+
+def _take_private_dir() -> Path:
+    global _reserved_dir
+    with _reserved_lock:
+        taken, _reserved_dir = _reserved_dir, None
+    return taken if taken is not None else _new_private_dir()
+
+
 class PeerRelay:
     """The public listeners and the relay to gRPC on `backend_path` (see the module docstring)."""
 
@@ -113,7 +137,7 @@ class PeerRelay:
         self.per_peer = per_peer
         self.total = total
         self.linger = linger
-        self.private_dir = Path(tempfile.mkdtemp(prefix="tetragon-grpc-"))  # 0700, ours
+        self.private_dir = _take_private_dir()
         self.backend_path = self.private_dir / "grpc.sock"
         self.client_dir = str(self.private_dir)
         self.refused = 0
