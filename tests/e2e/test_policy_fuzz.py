@@ -4,7 +4,7 @@ A policy loaded first keeps producing its events throughout; every refusal is IN
 FAILED_PRECONDITION with one line naming where; no reply is INTERNAL, none takes over 5 s, the
 agent logs no traceback, and its RSS comes back within 10 % afterwards. A hostile policy with
 more hooks than --tracing-policy-max-hooks is refused before anything is loaded. The CI run sends
-120 policies twice; bench/policy_fuzz.py sends 10,000 (`run_fuzz` is shared).
+120 policies three times; bench/policy_fuzz.py sends 10,000 (`run_fuzz` is shared).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ spec:
 """
 REFUSALS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}
 SLOW_RPC = 5.0
-RSS_RETURN = 1.10  # RSS after the second pass over RSS after the first
+RSS_RETURN = 1.10  # RSS after the third pass over the larger RSS after the first two
 TRACEFS_SYSCALLS = "/sys/kernel/tracing/events/syscalls"
 HEAD = "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: {}\nspec:\n  tracepoints:\n"
 
@@ -123,13 +123,17 @@ def test_generated_policies_are_refused_cleanly_and_the_agent_keeps_working(
 ) -> None:
     stub.AddTracingPolicy(sensors_pb2.AddTracingPolicyRequest(yaml=KEEPER), timeout=30)
     keeper_event(agent)
-    # the same policies twice: the first pass imports what is used on first use and reaches the heap's
-    # high-water mark (its largest documents); the second must not grow it (no leak)
+    # the same policies three times: the first pass imports what is used on first use and reaches the
+    # heap's high-water mark (its largest documents); the last must not grow it (no leak). Where the
+    # first pass leaves RSS depends on which pymalloc arenas its survivors pin: 89-103 MB over runs of
+    # the same seed, settling at 99-110 MB after the second, so the baseline is the larger of both
     seed = int(os.environ.get("TETRAGON_FUZZ_SEED", "13"))
     first = run_fuzz(stub, seed=seed, count=120)
     baseline = rss_mb(agent.proc.pid)
+    second = run_fuzz(stub, seed=seed, count=120)
+    baseline = max(baseline, rss_mb(agent.proc.pid))
     report = run_fuzz(stub, seed=seed, count=120)
-    assert first.bad == [], first.bad[:10]
+    assert first.bad == [] and second.bad == [], (first.bad + second.bad)[:10]
     assert agent.proc.poll() is None, agent.stderr()
     assert report.bad == [], report.bad[:10]
     assert report.slow == [], report.slow
