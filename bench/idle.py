@@ -38,7 +38,7 @@ sys.path.insert(0, str(BENCH))
 from exec_storm import build_storm, peak_rss_mb  # noqa: E402
 from syscall_filter import NEVER_OPENED, POLICY  # noqa: E402
 
-from tests.e2e.agentproc import AgentProcess  # noqa: E402
+from tests.e2e.agentproc import AgentProcess, free_port  # noqa: E402
 
 CONDITIONS = ("default", "nomatch")
 RSS_RETURN = 1.10  # memory after the burst, at rest, within 10 % of the start
@@ -122,7 +122,8 @@ def run_condition(cond: str, tmp: Path, storm: Path, seconds: float, n: int) -> 
         policy = tmp / "nomatch.yaml"
         policy.write_text(POLICY.format(name="bench-idle-nomatch", op="Equal", value=NEVER_OPENED))
         extra = ["--tracing-policy", str(policy)]
-    agent = AgentProcess(tmp / cond, *extra)
+    # the health server on, as the agent's default `:6789` has it (on a free port)
+    agent = AgentProcess(tmp / cond, *extra, "--health-server-address", f"127.0.0.1:{free_port()}")
     try:
         agent.wait_ready(60)
         time.sleep(3.0)  # the /proc scan and start-up aftermath

@@ -275,10 +275,12 @@ class Agent:
         self.pipeline.emit_all(startup_events)
         # run files before policies, as Tetragon: a policy must not report the agent's own start-up
         write_run_files(Path(self.config.run_dir), self.config.server_address)
-        if cfg.server_address:  # the gRPC relay's private directory, made now for the same reason
-            from tetragon.api.relay import reserve_private_dir
+        # the gRPC relays' private directories (API, health), made now for the same reason
+        relays = bool(cfg.server_address) + bool(cfg.health_server_address)
+        if relays:
+            from tetragon.api.relay import reserve_private_dirs
 
-            reserve_private_dir()
+            reserve_private_dirs(relays)
         self._start_policies()
         if cfg.enable_k8s_api and self.policies is not None:
             from tetragon.k8s.policywatch import start_crd_watchers

@@ -1,5 +1,6 @@
 """The agent at rest: its drain loop sleeps until the kernel wakes it with a record, gRPC does not run
-while no client is connected, and the first event after a quiet spell is exported at once.
+while no client is connected (the API's nor the health server's, which a probe starts for a second),
+and the first event after a quiet spell is exported at once.
 
 Wake-ups are counted as bench/idle.py counts them (voluntary + involuntary context switches from
 /proc/<pid>/task/*/status), per thread. The base sensor sees every exec on the machine, so a window
@@ -13,10 +14,12 @@ import subprocess
 import time
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import require_bpf
-from tests.e2e.agentproc import AgentProcess, is_exec_of
+from tests.e2e.agentproc import AgentProcess, free_port, is_exec_of
 
 WINDOW = 10.0
 # the agent's wake-ups (every thread) in a window with no event: the drain loop's chores (a clock
@@ -29,6 +32,8 @@ PER_EVENT = 3  # a record wakes the loop, its batch wait and the empty drain aft
 QUIET_LINES = 4  # a window with at most this many export lines is quiet enough to stop looking
 ATTEMPTS = 3
 FIRST_EVENT_LATENCY = 1.0  # what the 1 s back-off allowed before; now the record wakes the agent
+GRPC_CORE_THREADS = ("event_engine", "grpc_global", "lifeguard")
+HEALTH_STOPPED = 10.0  # seconds for gRPC's threads to end after the probe (HEALTH_LINGER is 1 s)
 
 
 def _wakeups(pid: int) -> dict[int, int]:
@@ -53,7 +58,8 @@ def _export_lines(agent: AgentProcess) -> int:
 @pytest.fixture
 def quiet_agent(tmp_path: Path):  # type: ignore[no-untyped-def]
     require_bpf()
-    agent = AgentProcess(tmp_path)
+    # the health server on, as the agent's default `:6789` has it (a free port: agents of one run)
+    agent = AgentProcess(tmp_path, "--health-server-address", f"127.0.0.1:{free_port()}")
     try:
         agent.wait_ready()
         time.sleep(3.0)  # start-up aftermath
@@ -77,8 +83,32 @@ def test_agent_at_rest_wakes_rarely(quiet_agent: AgentProcess) -> None:
     bound = AT_REST + PER_EVENT * events
     assert wakeups <= bound, f"{wakeups} wake-ups in {WINDOW:.0f} s with {events} events ({windows})"
     # gRPC's core threads (event_engine, grpc_global_timer, lifeguard) exist only while it serves
-    threads = {(Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()) for tid in after}
-    assert not {t for t in threads if t.startswith(("event_engine", "grpc_global", "lifeguard"))}, threads
+    assert not _grpc_threads(pid), _grpc_threads(pid)
+
+
+def _grpc_threads(pid: int) -> set[str]:
+    names = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            names.add((task / "comm").read_text().strip())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return {n for n in names if n.startswith((*GRPC_CORE_THREADS, "health"))}
+
+
+def test_a_health_probe_runs_grpc_only_while_it_asks(quiet_agent: AgentProcess) -> None:
+    pid = quiet_agent.proc.pid
+    address = quiet_agent.args[quiet_agent.args.index("--health-server-address") + 1]
+    assert not _grpc_threads(pid)
+    with grpc.insecure_channel(address) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="liveness"), timeout=10
+        )
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    deadline = time.monotonic() + HEALTH_STOPPED
+    while _grpc_threads(pid):
+        assert time.monotonic() < deadline, f"gRPC still runs after the probe: {_grpc_threads(pid)}"
+        time.sleep(0.2)
 
 
 def test_first_event_after_a_quiet_spell_is_exported_at_once(quiet_agent: AgentProcess) -> None:

@@ -5,6 +5,12 @@ As Tetragon's pkg/health: service `liveness` is SERVING while the agent's own he
 (the one GetHealth answers) reports every status HEALTH_STATUS_RUNNING, NOT_SERVING otherwise,
 re-evaluated every `--health-server-interval` seconds. The service says nothing but that one word,
 so it listens without access checks, on every interface for `:port` (docs/security.md).
+
+gRPC's core keeps threads that wake several times a second, so, as the API server, the port is the
+agent's own listener (tetragon.api.relay) and gRPC runs only while a probe is connected and
+HEALTH_LINGER seconds after: a kubelet probing every 10 s finds it stopped between probes, and an
+agent nobody probes has no gRPC thread at all. The status is evaluated when gRPC starts, then every
+interval while it runs.
 """
 
 from __future__ import annotations
@@ -20,13 +26,18 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from tetragon.api.listen import ServerStartError, check_tcp_free
+from tetragon.api.listen import ServerStartError, bind_tcp
+from tetragon.api.relay import PeerRelay
 
 __all__ = ["LIVENESS", "HealthServer", "serving_status"]
 
 log = logging.getLogger(__name__)
 
 LIVENESS = "liveness"
+HEALTH_LINGER = 1.0  # seconds gRPC keeps running after the last probe's connection closed
+# connections a probing peer (a remote address; local uids other than root's) may hold, and in all
+_PER_PEER = 16
+_TOTAL = 64
 HealthCheck = Callable[[], list[tuple[str, str]]]
 
 
@@ -53,8 +64,10 @@ class HealthServer:
         self.interval = interval
         self.port: int | None = None
         self.servicer = health.HealthServicer()
-        self._stop = threading.Event()
+        self._relay: PeerRelay | None = None
+        self._lock = threading.Lock()
         self._server: grpc.Server | None = None
+        self._stop_updates = threading.Event()
         self._thread: threading.Thread | None = None
 
     def update(self) -> int:
@@ -69,39 +82,67 @@ class HealthServer:
         return status
 
     def start(self) -> None:
-        if self._server is not None:
+        if self._relay is not None:
             raise RuntimeError("health server already started")
-        address = tcp_address(self.address)
-        check_tcp_free(address)
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
-        health_pb2_grpc.add_HealthServicer_to_server(self.servicer, server)
+        tcp_address(self.address)  # a clear error for a malformed address
+        listeners, port = bind_tcp(self.address)  # `:port`: every interface, IPv4 and IPv6
+        relay = PeerRelay(
+            per_peer=_PER_PEER,
+            total=_TOTAL,
+            start_backend=lambda: self._start_backend(relay),
+            stop_backend=self._stop_backend,
+            linger=HEALTH_LINGER,
+        )
         try:
-            port = server.add_insecure_port(address)
-        except RuntimeError as exc:
-            raise ServerStartError(f"cannot listen on {self.address}: address in use or unavailable") from exc
-        if port == 0:
-            raise ServerStartError(f"cannot listen on {self.address}: address in use or unavailable")
+            relay.listen_tcp(listeners, port)
+        except OSError as exc:
+            relay.stop()
+            raise ServerStartError(f"cannot listen on {self.address}: {exc.strerror}") from exc
         self.port = port
         self.update()
-        server.start()
-        self._server = server
-        self._thread = threading.Thread(target=self._run, name="health", daemon=True)
-        self._thread.start()
+        relay.start()
+        self._relay = relay
         log.info("gRPC health server listening on %s", self.address)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+    @property
+    def serving(self) -> bool:
+        """Whether gRPC itself runs now (only while a probe is connected, and HEALTH_LINGER after)."""
+        return self._server is not None
+
+    def _start_backend(self, relay: PeerRelay) -> None:
+        """gRPC on the relay's private socket, at a probe's connection; the status evaluated now."""
+        with self._lock:
+            self.update()
+            server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
+            health_pb2_grpc.add_HealthServicer_to_server(self.servicer, server)
+            if server.add_insecure_port(f"unix://{relay.backend_path}") == 0:
+                raise RuntimeError(f"cannot listen on {relay.backend_path}")
+            server.start()
+            self._server = server
+            self._stop_updates = stop = threading.Event()
+            self._thread = threading.Thread(target=self._updates, args=(stop,), name="health", daemon=True)
+            self._thread.start()
+
+    def _updates(self, stop: threading.Event) -> None:
+        while not stop.wait(self.interval):
             self.update()
 
-    def stop(self, grace: float = 0.5) -> None:
-        self._stop.set()
-        self.servicer.enter_graceful_shutdown()
-        server, self._server = self._server, None
+    def _stop_backend(self, grace: float = 0.0) -> None:
+        with self._lock:
+            self._stop_updates.set()
+            server, self._server = self._server, None
+            thread, self._thread = self._thread, None
         if server is not None:
             server.stop(grace).wait(grace + 5.0)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def stop(self, grace: float = 0.5) -> None:
+        self.servicer.enter_graceful_shutdown()
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            relay.stop()  # stops gRPC if it runs, after closing the connections
+        self._stop_backend(grace)
 
 
 class RingBufferWatch:

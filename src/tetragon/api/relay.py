@@ -98,7 +98,7 @@ class _Side:
         self.peer: _Side = self
 
 
-_reserved_dir: Path | None = None
+_reserved_dirs: list[Path] = []
 _reserved_lock = threading.Lock()
 
 
@@ -106,20 +106,20 @@ def _new_private_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="tetragon-grpc-"))  # 0700, ours
 
 
-def reserve_private_dir() -> None:
-    """Make the next relay's private directory now: the agent calls this with its run files, before
-    policies load, so that no policy reports the agent's own mkdir (gRPC starts after them)."""
-    global _reserved_dir
+def reserve_private_dirs(count: int) -> None:
+    """Make the next `count` relays' private directories now (the API's and the health server's):
+    the agent calls this with its run files, before policies load, so that no policy reports the
+    agent's own mkdir (both servers start after them)."""
     with _reserved_lock:
-        if _reserved_dir is None:
-            _reserved_dir = _new_private_dir()
+        while len(_reserved_dirs) < count:
+            _reserved_dirs.append(_new_private_dir())
 
 
 def _take_private_dir() -> Path:
-    global _reserved_dir
     with _reserved_lock:
-        taken, _reserved_dir = _reserved_dir, None
-    return taken if taken is not None else _new_private_dir()
+        if _reserved_dirs:
+            return _reserved_dirs.pop(0)
+    return _new_private_dir()
 
 
 class PeerRelay:
