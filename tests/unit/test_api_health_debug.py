@@ -202,3 +202,10 @@ def test_get_info_and_list_domains(monkeypatch: pytest.MonkeyPatch) -> None:
         stub = sensors_pb2_grpc.FineGuidanceSensorsStub(channel)
         assert list(stub.ListDomains(sensors_pb2.ListDomainsRequest()).domains) == []
         assert list(stub.GetInfo(sensors_pb2.GetInfoRequest()).conf) == []
+
+
+def test_serving_numbers_are_grpc_health_v1s() -> None:
+    from tetragon.api import health as health_module
+
+    assert health_module.SERVING == SERVING
+    assert health_module.NOT_SERVING == NOT_SERVING

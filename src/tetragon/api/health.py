@@ -21,13 +21,14 @@ import time
 import weakref
 from collections.abc import Callable
 from concurrent import futures
-from typing import Any
-
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from typing import TYPE_CHECKING, Any
 
 from tetragon.api.listen import ServerStartError, bind_tcp
 from tetragon.api.relay import PeerRelay
+
+if TYPE_CHECKING:
+    import grpc
+    from grpc_health.v1 import health
 
 __all__ = ["LIVENESS", "HealthServer", "serving_status"]
 
@@ -41,10 +42,14 @@ _TOTAL = 64
 HealthCheck = Callable[[], list[tuple[str, str]]]
 
 
+SERVING = 1  # grpc.health.v1 HealthCheckResponse.ServingStatus, without importing protobuf at start
+NOT_SERVING = 2
+
+
 def serving_status(statuses: list[tuple[str, str]]) -> int:
     """SERVING when there is a status and every one is HEALTH_STATUS_RUNNING (as GetHealth says)."""
     running = bool(statuses) and all(name == "HEALTH_STATUS_RUNNING" for name, _ in statuses)
-    return health_pb2.HealthCheckResponse.SERVING if running else health_pb2.HealthCheckResponse.NOT_SERVING
+    return SERVING if running else NOT_SERVING
 
 
 def tcp_address(address: str) -> str:
@@ -63,7 +68,8 @@ class HealthServer:
         self.check = check
         self.interval = interval
         self.port: int | None = None
-        self.servicer = health.HealthServicer()
+        self.status = NOT_SERVING
+        self.servicer: health.HealthServicer | None = None  # made with gRPC, at a probe's connection
         self._relay: PeerRelay | None = None
         self._lock = threading.Lock()
         self._server: grpc.Server | None = None
@@ -76,9 +82,12 @@ class HealthServer:
             status = serving_status(self.check())
         except Exception:  # a failing check is an unhealthy agent, never a dead health server
             log.exception("health check failed")
-            status = health_pb2.HealthCheckResponse.NOT_SERVING
-        self.servicer.set(LIVENESS, status)
-        self.servicer.set("", status)
+            status = NOT_SERVING
+        self.status = status
+        servicer = self.servicer
+        if servicer is not None:
+            servicer.set(LIVENESS, status)
+            servicer.set("", status)
         return status
 
     def start(self) -> None:
@@ -111,7 +120,12 @@ class HealthServer:
 
     def _start_backend(self, relay: PeerRelay) -> None:
         """gRPC on the relay's private socket, at a probe's connection; the status evaluated now."""
+        import grpc  # grpcio and protobuf only once a probe comes (~20 MB of RSS)
+        from grpc_health.v1 import health, health_pb2_grpc
+
         with self._lock:
+            if self.servicer is None:
+                self.servicer = health.HealthServicer()
             self.update()
             server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
             health_pb2_grpc.add_HealthServicer_to_server(self.servicer, server)
@@ -138,7 +152,8 @@ class HealthServer:
             thread.join(timeout=5)
 
     def stop(self, grace: float = 0.5) -> None:
-        self.servicer.enter_graceful_shutdown()
+        if self.servicer is not None:
+            self.servicer.enter_graceful_shutdown()
         relay, self._relay = self._relay, None
         if relay is not None:
             relay.stop()  # stops gRPC if it runs, after closing the connections

@@ -7,11 +7,13 @@ import errno
 import socket
 import stat
 from pathlib import Path
-
-import grpc
+from typing import TYPE_CHECKING
 
 from tetragon.api.access import ServerOptions, listen_error
 from tetragon.api.relay import PeerRelay
+
+if TYPE_CHECKING:
+    import grpc
 
 __all__ = [
     "ServerStartError",
@@ -41,6 +43,8 @@ def tls_credentials(opts: ServerOptions, address: str) -> grpc.ServerCredentials
         cas = b"".join(Path(f).read_bytes() for f in opts.tls_client_ca_files)
     except OSError as exc:
         raise ServerStartError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from exc
+    import grpc  # only with TLS: the agent imports grpcio when gRPC first starts otherwise
+
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=cas, require_client_auth=True)
 
 

@@ -20,15 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
-from tetragon.api.gen.tetragon import tetragon_pb2
 from tetragon.k8s.cgroups import identity_from_cgroup
 from tetragon.k8s.podinfo import ContainerInfo, PodInfo
 from tetragon.ocihook.annotations import ContainerMeta
 from tetragon.ocihook.request import SpecError, cgroup_path
 
 if TYPE_CHECKING:
+    import grpc
+
+    from tetragon.api.gen.tetragon import tetragon_pb2
     from tetragon.k8s.policyfilter import PolicyFilter
 
 log = logging.getLogger("tetragon")
@@ -38,7 +38,9 @@ _POD_POLL = 0.02
 
 
 class HookError(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    """A refusal: `code` names its grpc.StatusCode (grpcio is imported only with gRPC running)."""
+
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
 
@@ -63,9 +65,9 @@ class AnnouncedContainer:
         try:
             path = cgroup_path(req.cgroupsPath)
         except SpecError as exc:
-            raise HookError(grpc.StatusCode.INVALID_ARGUMENT, f"createContainer.cgroupsPath: {exc}") from exc
+            raise HookError("INVALID_ARGUMENT", f"createContainer.cgroupsPath: {exc}") from exc
         if not path:
-            raise HookError(grpc.StatusCode.INVALID_ARGUMENT, "createContainer.cgroupsPath is empty")
+            raise HookError("INVALID_ARGUMENT", "createContainer.cgroupsPath is empty")
         identity = identity_from_cgroup(path)
         return cls(
             cgroup_path=path,
@@ -110,7 +112,7 @@ class RuntimeHooks:
             return f"cgroup {announced.cgroup_path} is no pod's container: no pod-scoped policy selects it"
         if not announced.container_id:
             raise HookError(
-                grpc.StatusCode.INVALID_ARGUMENT,
+                "INVALID_ARGUMENT",
                 f"no container id in the request, its annotations or cgroup {announced.cgroup_path}",
             )
         pod = self._pod(announced)
@@ -124,15 +126,15 @@ class RuntimeHooks:
         assert self.pod_filter is not None
         root = self.pod_filter.cgroup_root
         if not root:
-            raise HookError(grpc.StatusCode.FAILED_PRECONDITION, "no cgroup v2 hierarchy mounted")
+            raise HookError("FAILED_PRECONDITION", "no cgroup v2 hierarchy mounted")
         directory = os.path.normpath(os.path.join(root, path.lstrip("/")))
         if directory != root and not directory.startswith(root.rstrip("/") + "/"):
-            raise HookError(grpc.StatusCode.INVALID_ARGUMENT, f"cgroupsPath {path!r} leaves the cgroup root")
+            raise HookError("INVALID_ARGUMENT", f"cgroupsPath {path!r} leaves the cgroup root")
         try:
             return directory, os.stat(directory).st_ino
         except OSError as exc:
             raise HookError(
-                grpc.StatusCode.NOT_FOUND,
+                "NOT_FOUND",
                 f"cgroup {path}: {exc.strerror} under {root} (the hook must run at createRuntime, "
                 "once the runtime has made the cgroup, on a cgroup v2 host)",
             ) from exc
@@ -140,7 +142,7 @@ class RuntimeHooks:
     def _pod(self, announced: AnnouncedContainer) -> PodInfo:
         where = f"pod {announced.pod_namespace}/{announced.pod_name} (uid {announced.pod_uid})"
         if self.pod_by_uid is None:
-            raise HookError(grpc.StatusCode.FAILED_PRECONDITION, f"{where}: the agent has no pod source")
+            raise HookError("FAILED_PRECONDITION", f"{where}: the agent has no pod source")
         pod = self.pod_by_uid(announced.pod_uid)
         deadline = time.monotonic() + self.pod_wait
         if pod is None and self.relist is not None:
@@ -150,7 +152,7 @@ class RuntimeHooks:
             pod = self.pod_by_uid(announced.pod_uid)
         if pod is None:
             raise HookError(
-                grpc.StatusCode.FAILED_PRECONDITION,
+                "FAILED_PRECONDITION",
                 f"{where} is not known to the agent after {self.pod_wait:g}s: the container is covered "
                 "once the pod source lists it",
             )
@@ -161,6 +163,10 @@ def runtime_hook(
     hooks: RuntimeHooks | None, request: tetragon_pb2.RuntimeHookRequest, context: grpc.ServicerContext
 ) -> Any:
     """The RPC: the answer is sent only once the container is in the filters (or an error status)."""
+    import grpc
+
+    from tetragon.api.gen.tetragon import tetragon_pb2
+
     if request.WhichOneof("event") != "createContainer":
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, "RuntimeHookRequest: no createContainer event")
     if hooks is None:
@@ -170,6 +176,6 @@ def runtime_hook(
         done = hooks.create_container(request.createContainer)
     except HookError as exc:
         log.warning("runtime hook refused: %s", exc)
-        context.abort(exc.code, str(exc))
+        context.abort(grpc.StatusCode[exc.code], str(exc))
     log.info("runtime hook: %s (%.0f ms)", done, (time.monotonic() - started) * 1000)
     return tetragon_pb2.RuntimeHookResponse()

@@ -1,10 +1,7 @@
 """The agent's gRPC server: Tetragon's `tetragon.FineGuidanceSensors` service.
 
-GetEvents streams what the pipeline publishes on the EventBus; every stream owns one bus
-subscription (its own bounded queue), so a slow or vanished client only loses its own events.
-Each stream applies the request's allow/deny lists and field filters to the event dicts before
-converting them to protobuf. The TracingPolicy RPCs go to `policy_handler`, a PolicyManager, through
-tetragon.api.policy_service (UNIMPLEMENTED without one).
+The RPCs are tetragon.api.servicer's. It and grpcio (~20 MB of RSS with its core library) are
+imported when gRPC first starts, not with the agent: an agent nobody asks has neither.
 
 Every call first goes through tetragon.api.interceptor: only allowed uids get further (see
 docs/security.md). Each open stream holds one thread; at most `options.max_event_streams` are open
@@ -20,42 +17,29 @@ replaced, a live one is refused); see tetragon.api.listen.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import grpc
-from google.protobuf import json_format
+from typing import TYPE_CHECKING
 
 from tetragon.api.access import ServerOptions, listen_error
-from tetragon.api.convert import event_to_proto
-from tetragon.api.debug import ProcessSource, get_debug, set_debug
-from tetragon.api.gen.tetragon import events_pb2, sensors_pb2, sensors_pb2_grpc, tetragon_pb2
-from tetragon.api.info import agent_info, policy_domains
-from tetragon.api.interceptor import AccessInterceptor
 from tetragon.api.listen import ServerStartError, listen_relay, remove_unix_socket, tls_credentials
-from tetragon.api.policy_service import POLICY_UNSUPPORTED, PolicyRpcs
 from tetragon.api.relay import PeerRelay
-from tetragon.api.runtime_hook import RuntimeHooks, runtime_hook
-from tetragon.events.bus import EventBus
-from tetragon.export.fieldfilters import compile_field_filters
-from tetragon.export.filters import compile_filters
 
 __all__ = ["MAX_RECV_BYTES", "GrpcServer", "ServerStartError"]
 
 if TYPE_CHECKING:
-    from tetragon.events.bus import Subscription
+    import grpc
+
+    from tetragon.api.debug import ProcessSource
+    from tetragon.api.runtime_hook import RuntimeHooks
+    from tetragon.events.bus import EventBus
 
 log = logging.getLogger(__name__)
 
 MAX_RECV_BYTES = 10 * 1024 * 1024
-_POLL_SECONDS = 0.25
-_TRIM_AFTER_BACKLOG = 1000  # events left queued for a stream that ended: worth a malloc_trim
 # gRPC runs only while clients are connected (tetragon.api.relay): it stops this long after the last
 # one left, so a `tetra` command every few seconds does not restart it each time
 BACKEND_LINGER = 30.0
@@ -64,181 +48,7 @@ _UNARY_THREADS = 16  # threads event streams never take: health and policy RPCs 
 # never completes the HTTP/2 handshake is dropped after 10 s, one without a call after 5 minutes.
 _HANDSHAKE_MS = 10 * 1000
 _IDLE_CONNECTION_MS = 5 * 60 * 1000
-_POLICY_RPCS = {  # RPC -> PolicyRpcs method
-    "AddTracingPolicy": "add",
-    "DeleteTracingPolicy": "delete",
-    "ListTracingPolicies": "list",
-    "ConfigureTracingPolicy": "configure",
-    "EnableTracingPolicy": "enable",
-    "DisableTracingPolicy": "disable",
-}
 HealthCheck = Callable[[], list[tuple[str, str]]]
-
-
-def _drain(sub: Subscription) -> int:
-    count = 0
-    while sub.get(timeout=0) is not None:
-        count += 1
-    return count
-
-
-def _return_freed_memory() -> None:
-    """Give the heap a stalled reader's backlog occupied back to the kernel (glibc keeps freed
-    memory below the agent's 32 MiB trim threshold, and in the middle of its heaps, otherwise)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).malloc_trim(0)
-
-
-def _filter_dicts(filters: Any) -> list[dict[str, Any]]:
-    return [json_format.MessageToDict(f, preserving_proto_field_name=True) for f in filters]
-
-
-ServicerMethod = Callable[[Any, Any, grpc.ServicerContext], Any]
-
-
-def _policy_rpc(method: str, empty_response: Callable[[], Any]) -> ServicerMethod:
-    """A TracingPolicy RPC answered by the policy handler (an empty response when it returns None)."""
-
-    def rpc(servicer: _Servicer, request: Any, context: grpc.ServicerContext) -> Any:
-        return servicer._policy(method, request, context) or empty_response()
-
-    rpc.__name__ = rpc.__qualname__ = method
-    return rpc
-
-
-def _deprecated_rpc(method: str) -> ServicerMethod:
-    def rpc(servicer: _Servicer, request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(grpc.StatusCode.UNKNOWN, f"{method} is deprecated")
-
-    rpc.__name__ = rpc.__qualname__ = method
-    return rpc
-
-
-class _Servicer(sensors_pb2_grpc.FineGuidanceSensorsServicer):
-    def __init__(self, owner: GrpcServer) -> None:
-        self._owner = owner
-        self._policies = PolicyRpcs(lambda: owner.policy_handler)
-
-    # --- events ---------------------------------------------------------------------------------
-
-    def GetEvents(  # noqa: N802 (gRPC method name)
-        self, request: events_pb2.GetEventsRequest, context: grpc.ServicerContext
-    ) -> Iterator[events_pb2.GetEventsResponse]:
-        try:
-            allow = compile_filters(_filter_dicts(request.allow_list)) if request.allow_list else None
-            deny = compile_filters(_filter_dicts(request.deny_list)) if request.deny_list else None
-            shape = compile_field_filters(_filter_dicts(request.field_filters))
-        except ValueError as exc:  # FilterError, bad FieldMask paths
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid filter: {exc}")
-        owner = self._owner
-        if not owner.take_stream_slot():
-            log.warning("GetEvents refused for %s: %d event streams open", context.peer(), owner.max_streams)
-            context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"too many event streams open ({owner.max_streams}, --server-max-event-streams)",
-            )
-        if not context.add_callback(owner.release_stream_slot):  # the RPC has already ended
-            owner.release_stream_slot()
-            return
-        sub = owner.bus.subscribe()
-        context.add_callback(sub.close)  # runs when the client goes away or the RPC ends
-        try:
-            while not owner.stopping.is_set() and context.is_active():
-                event = sub.get(timeout=_POLL_SECONDS)
-                if event is None:
-                    continue
-                if (allow is not None and not allow(event)) or (deny is not None and deny(event)):
-                    continue
-                try:
-                    msg = event_to_proto(shape(event))
-                except json_format.ParseError as exc:
-                    log.warning("dropping event that does not fit GetEventsResponse: %s", exc)
-                    continue
-                yield msg
-        finally:
-            sub.close()
-            backlog = _drain(sub)  # the RPC's context (and so `sub`) may outlive this generator
-            if sub.dropped:
-                log.info("GetEvents stream ended; %d events dropped for a slow client", sub.dropped)
-            if backlog >= _TRIM_AFTER_BACKLOG:
-                _return_freed_memory()
-
-    def GetHealth(  # noqa: N802
-        self, request: tetragon_pb2.GetHealthStatusRequest, context: grpc.ServicerContext
-    ) -> tetragon_pb2.GetHealthStatusResponse:
-        results = self._owner.health() if self._owner.health else [("HEALTH_STATUS_RUNNING", "running")]
-        statuses = []
-        for name, details in results:
-            values = tetragon_pb2.HealthStatusResult.DESCRIPTOR.values_by_name
-            status = values[name].number if name in values else tetragon_pb2.HEALTH_STATUS_UNDEF
-            statuses.append(
-                tetragon_pb2.HealthStatus(
-                    event=tetragon_pb2.HEALTH_STATUS_TYPE_STATUS, status=status, details=details
-                )
-            )
-        return tetragon_pb2.GetHealthStatusResponse(health_status=statuses)
-
-    def GetVersion(  # noqa: N802
-        self, request: sensors_pb2.GetVersionRequest, context: grpc.ServicerContext
-    ) -> sensors_pb2.GetVersionResponse:
-        return sensors_pb2.GetVersionResponse(version=self._owner.version)
-
-    # --- tracing policies -----------------------------------------------------------------------
-
-    def _policy(self, method: str, request: Any, context: grpc.ServicerContext) -> Any:
-        handler = self._owner.policy_handler
-        if handler is None:
-            context.abort(grpc.StatusCode.UNIMPLEMENTED, POLICY_UNSUPPORTED)
-        legacy = getattr(handler, method, None)
-        if legacy is not None:  # an older handler that answers RPCs by name with protobuf messages
-            try:
-                return legacy(request)
-            except LookupError as exc:
-                context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-            except ValueError as exc:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        return getattr(self._policies, _POLICY_RPCS[method])(request, context)
-
-    AddTracingPolicy = _policy_rpc("AddTracingPolicy", sensors_pb2.AddTracingPolicyResponse)
-    DeleteTracingPolicy = _policy_rpc("DeleteTracingPolicy", sensors_pb2.DeleteTracingPolicyResponse)
-    ListTracingPolicies = _policy_rpc("ListTracingPolicies", sensors_pb2.ListTracingPoliciesResponse)
-    ConfigureTracingPolicy = _policy_rpc("ConfigureTracingPolicy", sensors_pb2.ConfigureTracingPolicyResponse)
-    EnableTracingPolicy = _policy_rpc("EnableTracingPolicy", sensors_pb2.EnableTracingPolicyResponse)
-    DisableTracingPolicy = _policy_rpc("DisableTracingPolicy", sensors_pb2.DisableTracingPolicyResponse)
-
-    # --- removed in Tetragon 1.4: the RPCs stay, the answer is an error -------------------------
-
-    ListSensors = _deprecated_rpc("ListSensors")
-    EnableSensor = _deprecated_rpc("EnableSensor")
-    DisableSensor = _deprecated_rpc("DisableSensor")
-    RemoveSensor = _deprecated_rpc("RemoveSensor")
-
-    # --- debug --------------------------------------------------------------------------------
-
-    def GetDebug(  # noqa: N802
-        self, request: sensors_pb2.GetDebugRequest, context: grpc.ServicerContext
-    ) -> sensors_pb2.GetDebugResponse:
-        return get_debug(request, context, self._owner.process_cache)
-
-    def SetDebug(  # noqa: N802
-        self, request: sensors_pb2.SetDebugRequest, context: grpc.ServicerContext
-    ) -> sensors_pb2.SetDebugResponse:
-        return set_debug(request, context)
-
-    # --- agent description ----------------------------------------------------------------------
-
-    def GetInfo(  # noqa: N802
-        self, request: sensors_pb2.GetInfoRequest, context: grpc.ServicerContext
-    ) -> sensors_pb2.GetInfoResponse:
-        return agent_info(self._owner.version, self._owner.config)
-
-    def ListDomains(  # noqa: N802
-        self, request: sensors_pb2.ListDomainsRequest, context: grpc.ServicerContext
-    ) -> sensors_pb2.ListDomainsResponse:
-        return policy_domains(self._owner.policy_handler)
-
-    def RuntimeHook(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        return runtime_hook(self._owner.runtime_hooks, request, context)
 
 
 class GrpcServer:
@@ -308,6 +118,12 @@ class GrpcServer:
         with self._backend_lock:
             if self.stopping.is_set():
                 raise RuntimeError("the server is stopping")
+            import grpc
+
+            from tetragon.api.gen.tetragon import sensors_pb2_grpc
+            from tetragon.api.interceptor import AccessInterceptor
+            from tetragon.api.servicer import Servicer
+
             # one thread per open event stream at most, plus threads only unary RPCs can use
             executor = futures.ThreadPoolExecutor(
                 max_workers=self.max_streams + _UNARY_THREADS, thread_name_prefix="grpc"
@@ -328,7 +144,7 @@ class GrpcServer:
                     ("grpc.server_handshake_timeout_ms", _HANDSHAKE_MS),
                 ],
             )
-            sensors_pb2_grpc.add_FineGuidanceSensorsServicer_to_server(_Servicer(self), server)
+            sensors_pb2_grpc.add_FineGuidanceSensorsServicer_to_server(Servicer(self), server)
             backend = f"unix://{relay.backend_path}"
             creds = self._credentials
             port = (
@@ -351,7 +167,7 @@ class GrpcServer:
                 executor.shutdown(wait=False)
 
     def stop(self, grace: float = 1.0) -> None:
-        self.stopping.set()  # open GetEvents streams notice within _POLL_SECONDS and end cleanly
+        self.stopping.set()  # open GetEvents streams notice within a quarter second and end cleanly
         self._stop_backend(grace)  # calls in flight get `grace`; the relay still carries their replies
         relay, self._relay = self._relay, None
         if relay is not None:

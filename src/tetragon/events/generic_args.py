@@ -13,7 +13,6 @@ import ipaddress
 from collections.abc import Callable
 
 from tetragon.abi import events_h as L
-from tetragon.api.gen.tetragon import bpf_pb2
 from tetragon.events.decode import GenericArg, unpack_i32
 from tetragon.events.generic_args_kern import KERN_KINDS, kern_variant
 from tetragon.events.generic_args_net import skb_variant
@@ -115,6 +114,9 @@ def _signed(value: int, bits: int) -> int:
 
 
 def _bpf_cmd_name(value: int) -> str | None:
+    # imported here: protobuf (~6 MB of RSS) loads only for a policy with a bpf_cmd argument
+    from tetragon.api.gen.tetragon import bpf_pb2
+
     try:
         return bpf_pb2.BpfCmd.Name(value)
     except ValueError:

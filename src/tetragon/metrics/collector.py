@@ -19,12 +19,13 @@ import logging
 import platform
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Protocol
-from wsgiref.simple_server import WSGIServer
+from typing import TYPE_CHECKING, Any, Protocol
 
-from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector, start_http_server
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
 
 from tetragon.metrics.bpfstats import BpfProgramStats, map_occupancy
 from tetragon.metrics.families import (
@@ -66,7 +67,9 @@ def split_address(address: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-class _Collector(Collector):
+class _Collector:
+    """The agent's families for a prometheus_client registry (which calls `collect` at each scrape)."""
+
     def __init__(self, owner: AgentMetrics) -> None:
         self._owner = owner
 
@@ -83,7 +86,8 @@ class AgentMetrics:
         build_info: Mapping[str, str] | None = None,
         process_collectors: bool = True,
     ) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
+        self._registry: CollectorRegistry | None = None  # made at the first scrape or serve()
+        self._process_collectors = process_collectors
         self.enable_event_metrics = enable_event_metrics
         self.process_labels = parse_label_filter(label_filter)
         self._label_names = label_names(self.process_labels)
@@ -96,13 +100,24 @@ class AgentMetrics:
         self._values["tetragon_build_info"][tuple(info[k] for k in METRICS["tetragon_build_info"][2])] = 1.0
         # (event key, binary, namespace, workload, pod, node) -> label values of events_total
         self._event_labels: dict[tuple[str, str, str, str, str, str], Labels] = {}
-        self.registry.register(_Collector(self))
-        if process_collectors:
-            ProcessCollector(registry=self.registry)
-            GCCollector(registry=self.registry)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._bpf_programs: BpfProgramStats | None = None
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The prometheus_client registry, made on first use: an agent without --metrics-server
+        counts in plain dicts and never imports prometheus_client (~13 MB of RSS with what it loads)."""
+        if self._registry is None:
+            from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector
+
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(_Collector(self))  # type: ignore[arg-type]
+            if self._process_collectors:
+                ProcessCollector(registry=registry)
+                GCCollector(registry=registry)
+            self._registry = registry
+        return self._registry
 
     # -- generic ------------------------------------------------------------------------------
 
@@ -333,6 +348,8 @@ class AgentMetrics:
             raise MetricsError("the metrics server is already running")
         host, port = split_address(address)
         try:
+            from prometheus_client import start_http_server
+
             server, thread = start_http_server(port, addr=host, registry=self.registry)
         except OSError as e:
             if e.errno == errno.EADDRINUSE:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.metrics_core import Metric
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,8 @@ def label_names(process_labels: tuple[str, ...]) -> dict[str, Labels]:
 
 def families(snapshot: Mapping[str, Mapping[Labels, float]], names: Mapping[str, Labels]) -> Iterator[Metric]:
     """The Prometheus families of `snapshot` (metric name -> label values -> value), in METRICS order."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
     for name, (kind, help_text, _) in METRICS.items():
         if name not in snapshot:
             continue
