@@ -120,3 +120,16 @@ def test_grpc_runs_only_while_clients_are_connected(
             wait_for(lambda: not srv.serving, timeout=10)
     finally:
         srv.stop(0.5)
+
+
+def test_private_dirs_of_killed_agents_are_removed(tmp_path: Path) -> None:
+    from tetragon.api.relay import _remove_orphaned_dirs
+
+    dead = tmp_path / "tetragon-grpc-999999999-abc"  # above any pid_max: that agent is gone
+    alive = tmp_path / f"tetragon-grpc-{os.getpid()}-def"
+    other = tmp_path / "tetragon-grpc-xyz"  # not named after a pid: not ours to judge
+    for d in (dead, alive, other):
+        d.mkdir()
+        (d / "grpc.sock").write_bytes(b"")
+    assert _remove_orphaned_dirs(str(tmp_path)) == [dead]
+    assert not dead.exists() and alive.exists() and other.exists()

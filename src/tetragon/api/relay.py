@@ -34,6 +34,7 @@ import re
 import selectors
 import shutil
 import socket
+import stat
 import struct
 import tempfile
 import threading
@@ -102,8 +103,36 @@ _reserved_dirs: list[Path] = []
 _reserved_lock = threading.Lock()
 
 
+_DIR_PREFIX = "tetragon-grpc-"
+_DIR_NAME = re.compile(_DIR_PREFIX + r"(\d+)-")
+
+
 def _new_private_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="tetragon-grpc-"))  # 0700, ours
+    _remove_orphaned_dirs()
+    return Path(tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{os.getpid()}-"))  # 0700, ours
+
+
+def _remove_orphaned_dirs(tmp: str | None = None) -> list[Path]:
+    """Private directories an agent killed with SIGKILL left behind: ours (same owner), named after
+    a pid that no longer runs. A directory whose pid runs again under another program is left."""
+    removed: list[Path] = []
+    base = Path(tmp or tempfile.gettempdir())
+    try:
+        entries = list(base.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _DIR_NAME.match(entry.name)
+        if m is None or Path(f"/proc/{m.group(1)}").exists():
+            continue
+        try:
+            st = entry.lstat()
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid():
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 def reserve_private_dirs(count: int) -> None:
