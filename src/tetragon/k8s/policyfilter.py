@@ -9,8 +9,8 @@ equal to the cgroup ids (inode numbers in the cgroup v2 hierarchy, what bpf_get_
 returns) of the selected containers and their sub-cgroups, recomputed whenever the pod cache
 changes. For a hostSelector policy the set also marks what is *not* outside pods (POD_FILTER_IN_POD):
 the cgroups of every other known pod container and the kubelet's pod root cgroups, below which any
-pod not known yet lives; the kernel runs the hook for a task none of whose cgroups up to the root is
-marked.
+pod not known yet lives. The kernel runs the hook for a task whose nearest marked cgroup (its own or
+an ancestor) is selected, or none of whose cgroups up to the root is marked.
 
 A container is found in the cgroup tree by its id in the directory name (k8s.cgroups knows the
 runtimes' layouts), so the same code serves pods from the API server and from CRI.
