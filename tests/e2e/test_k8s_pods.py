@@ -338,3 +338,128 @@ def test_tetra_getevents_filters_by_namespace_pod_and_container(agent: AgentProc
     assert getevents("--pod", "^db-") == []
     host = getevents("--host")  # namespace "": processes outside pods only
     assert host and not any(f"shop/{POD_NAME}" in line for line in host)
+
+
+def _container_cgroup_dir(container: str) -> Path:
+    mounts = [line.split() for line in Path("/proc/self/mounts").read_text().splitlines()]
+    [cgroup2] = [m[1] for m in mounts if m[2] == "cgroup2"]
+    [found] = [Path(root) / d for root, dirs, _ in os.walk(cgroup2) for d in dirs if d.endswith(container)]
+    return found
+
+
+def _execve_tracepoints(events: list[Event], policy: str, exec_id: str) -> list[dict[str, Any]]:
+    """The policy's execve events made by one process (its exec_id)."""
+    return [
+        body(ev)
+        for ev in events
+        if kind(ev) == "process_tracepoint"
+        and body(ev).get("policy_name") == policy
+        and body(ev)["process"]["exec_id"] == exec_id
+    ]
+
+
+def _shell_exec(agent: AgentProcess, pid: int) -> dict[str, Any]:
+    """The process_exec of the shell a test started (not of the /bin/true it execs next, same pid)."""
+    return body(
+        agent.wait_for(
+            lambda ev: (
+                kind(ev) == "process_exec"
+                and body(ev)["process"]["pid"] == pid
+                and body(ev)["process"]["binary"] != "/bin/true"
+            ),
+            timeout=30,
+        )
+    )["process"]
+
+
+def _loaded(agent: AgentProcess, policy: str, container: str) -> None:
+    """The policy's set is filled: the container's loop shows up in its events."""
+    agent.wait_for(
+        lambda ev: (
+            kind(ev) == "process_tracepoint"
+            and body(ev).get("policy_name") == policy
+            and body(ev)["process"].get("docker") == container[:31]
+        ),
+        timeout=30,
+    )
+
+
+def test_host_selector_adds_the_host_processes_to_a_pod_scoped_policy(
+    agent: AgentProcess, container: str, tmp_path: Path
+) -> None:
+    """`hostSelector: {}` with a podSelector: the selected pod's processes and every process outside
+    pods, decided in the kernel. A host shell's execve reaches the two hostSelector policies (with its
+    exact process and no pod) and not the podSelector-only one; the pod's processes reach the policies
+    that select it and not `other-and-host`, whose pod is not there; a shell moved into a sub-cgroup of
+    the container made after the agent last looked is in the pod (the kernel finds the container's
+    cgroup among its ancestors), not on the host."""
+    web = "podSelector:\n    matchLabels:\n      app: web"
+    other = "podSelector:\n    matchLabels:\n      app: other"
+    policies = {
+        "web-and-host": _scoped_policy(tmp_path, "web-and-host", web + "\n  hostSelector: {}"),
+        "other-and-host": _scoped_policy(tmp_path, "other-and-host", other + "\n  hostSelector: {}"),
+        "web-only": _scoped_policy(tmp_path, "web-only", web),
+    }
+    for path in policies.values():
+        agent.tetra("tracingpolicy", "add", str(path))
+    sub = _container_cgroup_dir(container) / "hostsel-sub"
+    try:
+        _loaded(agent, "web-and-host", container)
+        _loaded(agent, "web-only", container)
+        marker = f"hostsel-{os.getpid()}"
+        host = subprocess.Popen(["/bin/sh", "-c", f"exec /bin/true {marker}"])
+        assert host.wait(timeout=10) == 0
+        sub.mkdir()
+        moved = subprocess.Popen(
+            ["/bin/sh", "-c", f"echo $$ > {sub}/cgroup.procs && exec /bin/true {marker}"]
+        )
+        assert moved.wait(timeout=10) == 0
+        host_sh, moved_sh = _shell_exec(agent, host.pid), _shell_exec(agent, moved.pid)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            events = agent.read_events()
+            if _execve_tracepoints(events, "other-and-host", host_sh["exec_id"]) and _execve_tracepoints(
+                events, "web-and-host", moved_sh["exec_id"]
+            ):
+                break
+            time.sleep(0.5)
+        time.sleep(2)  # more execs in the container's loop
+        events = agent.read_events()
+
+        # the host shell's execve of /bin/true, with the shell's exact process and no pod
+        for name in ("web-and-host", "other-and-host"):
+            [event] = _execve_tracepoints(events, name, host_sh["exec_id"])
+            assert (event["subsys"], event["event"]) == ("syscalls", "sys_enter_execve")
+            fields = ("pid", "binary", "arguments", "exec_id", "uid")
+            assert {k: event["process"].get(k) for k in fields} == {k: host_sh.get(k) for k in fields}
+            assert host_sh["pid"] == host.pid and marker in host_sh["arguments"]
+            assert "pod" not in event["process"] and "docker" not in event["process"]
+        assert _execve_tracepoints(events, "web-only", host_sh["exec_id"]) == []
+
+        # the pod's processes: in the policies that select the pod, not in other-and-host
+        def dockers(name: str) -> set[str]:
+            return {
+                body(ev)["process"].get("docker", "")
+                for ev in events
+                if kind(ev) == "process_tracepoint" and body(ev).get("policy_name") == name
+            }
+
+        assert container[:31] in dockers("web-and-host") and container[:31] in dockers("web-only")
+        assert "" not in dockers("web-only")  # no host process without hostSelector
+        assert container[:31] not in dockers("other-and-host")
+        other_pods = [
+            ev
+            for ev in events
+            if body(ev).get("policy_name") == "other-and-host" and "pod" in body(ev)["process"]
+        ]
+        assert other_pods == []
+
+        # the moved shell's execve, from the container's new sub-cgroup: in the pod, not on the host
+        [event] = _execve_tracepoints(events, "web-and-host", moved_sh["exec_id"])
+        assert event["process"]["pid"] == moved.pid
+        assert _execve_tracepoints(events, "other-and-host", moved_sh["exec_id"]) == []
+    finally:
+        if sub.exists():
+            sub.rmdir()
+        for name in policies:
+            agent.tetra("tracingpolicy", "delete", name, check=False)

@@ -7,20 +7,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from tests.unit.test_k8s_pods import DATA, REPORT, WEB_INIT, WEB_NGINX
+from tetragon.abi import podfilter_h
+from tetragon.abi.podfilter_h import POD_FILTER_IN_POD
 from tetragon.k8s.podinfo import PodInfo, pod_from_json
 from tetragon.k8s.policyfilter import (
-    HOST_SELECTOR_REFUSED,
     PodScope,
     PolicyFilter,
     check_pod_scope,
     container_cgroups,
     image_repo,
+    needs_pod_filter,
     selector_matches,
 )
 from tetragon.policy.errors import PolicyError
@@ -106,21 +110,48 @@ def test_policies_are_refused_in_one_line_without_the_filter() -> None:
         check_pod_scope(_policy("", "TracingPolicyNamespaced", "shop"), no_v2)  # type: ignore[arg-type]
 
 
-def test_host_selector_with_pod_selectors_is_refused_exactly() -> None:
-    """Tetragon's matrix: pod/container selectors with `hostSelector: {}` mean the selected containers plus
-    every process outside pods; the in-kernel cgroup set cannot say "outside pods", so it is refused, in
-    one line that says which pair and why. hostSelector alone narrows nothing and loads."""
+def test_host_selector_with_pod_selectors_loads_and_needs_the_pod_source() -> None:
+    """Tetragon's matrix: pod/container selectors with `hostSelector: {}` mean the selected containers
+    plus every process outside pods. Such a policy loads where pods are known; without a pod source
+    (no --enable-k8s-api/--enable-cri: no Kubernetes) it is refused in one line like any pod-scoped
+    policy, since "outside pods" cannot be told apart from "in an unselected pod". hostSelector alone
+    narrows nothing: not pod-scoped, it loads anywhere."""
     pod_filter = PolicyFilter(list, cgroup_root="/sys/fs/cgroup")
     for selector in (
         "podSelector:\n    matchLabels:\n      app: web\n",
         "containerSelector:\n    matchLabels: {}\n",
     ):
+        policy = _policy(f"  hostSelector: {{}}\n  {selector}")
+        check_pod_scope(policy, pod_filter)  # type: ignore[arg-type]
+        assert PodScope.of(policy).host  # type: ignore[arg-type]
         with pytest.raises(PolicyError) as exc:
-            check_pod_scope(_policy(f"  hostSelector: {{}}\n  {selector}"), pod_filter)  # type: ignore[arg-type]
-        assert str(exc.value) == HOST_SELECTOR_REFUSED
-        assert str(exc.value).startswith("spec.hostSelector: {} with podSelector/containerSelector")
-        assert "\n" not in str(exc.value)
-    check_pod_scope(_policy("  hostSelector: {}\n"), pod_filter)  # type: ignore[arg-type]
+            check_pod_scope(policy, None)  # type: ignore[arg-type]
+        assert str(exc.value).startswith("spec.") and "\n" not in str(exc.value)
+        assert "need Kubernetes pod information and the policy filter" in str(exc.value)
+    assert not PodScope.of(_policy("  podSelector: {}\n")).host  # type: ignore[arg-type]
+    host_only = _policy("  hostSelector: {}\n")
+    assert not needs_pod_filter(host_only)  # type: ignore[arg-type]
+    check_pod_scope(host_only, None)  # type: ignore[arg-type]
+
+
+class MarkMap:
+    """A policy_cgroups map as the kernel reads it: cgroup id -> filter id or POD_FILTER_IN_POD."""
+
+    def __init__(self) -> None:
+        self.marks: dict[int, int] = {}
+
+    def update(self, key: bytes, value: bytes) -> None:
+        self.marks[struct.unpack("<Q", key)[0]] = struct.unpack("<I", value)[0]
+
+    def delete(self, key: bytes) -> bool:
+        return self.marks.pop(struct.unpack("<Q", key)[0], None) is not None
+
+
+def test_podfilter_header_defines_match_the_abi_module() -> None:
+    header = (Path(__file__).resolve().parents[2] / "bpf/include/generic/podfilter.h").read_text()
+    defines = dict(re.findall(r"#define (POD_FILTER_\w+) (\d+)", header))
+    assert defines == {"POD_FILTER_IN_POD": "0", "POD_FILTER_MAX_DEPTH": "16"}
+    assert {k: int(v) for k, v in defines.items()} == {k: getattr(podfilter_h, k) for k in defines}
 
 
 def _tree(root: Path) -> dict[str, int]:
@@ -185,3 +216,44 @@ def test_policy_filter_debug_logs_every_change_at_info(
         f"policy 2 runs for 1 cgroups (+[{ino['report']}] -[])",
         f"policy 2 runs for 0 cgroups (+[] -[{ino['report']}])",
     ]
+
+
+def test_a_host_policys_set_marks_every_other_pod_and_the_pod_roots(tmp_path: Path) -> None:
+    """hostSelector: {}: the selected containers' cgroups carry the filter id; the other known pods'
+    containers and the kubelet's pod roots carry POD_FILTER_IN_POD, so the kernel tells a host
+    process (nothing marked up to the root) from one in a pod it must not trace, known or not yet.
+    A policy without hostSelector in the same filter still holds its selected cgroups only."""
+    ino = _tree(tmp_path)
+    roots = {os.stat(tmp_path / d).st_ino for d in ("kubepods", "kubepods.slice")}
+    pods = _pods()
+    pod_filter = PolicyFilter(lambda: pods, cgroup_root=str(tmp_path))
+    web = _selector({"matchLabels": {"app": "web"}})
+    with_host, pods_only = MarkMap(), MarkMap()
+    pod_filter.attach(1, PodScope(pod_selector=web, host=True), with_host)
+    pod_filter.attach(2, PodScope(pod_selector=web), pods_only)
+    selected = {ino["nginx"], ino["nginx-sub"], ino["init"]}
+    assert with_host.marks == {
+        **dict.fromkeys(selected, 1),
+        ino["report"]: POD_FILTER_IN_POD,
+        **dict.fromkeys(roots, POD_FILTER_IN_POD),
+    }
+    assert pods_only.marks == dict.fromkeys(selected, 2)
+    assert pod_filter.cgroup_ids(1) == selected  # what `tetra debug dump policyfilter` shows
+    assert ino["sshd"] not in with_host.marks  # a host service: unmarked, so the policy runs there
+
+    # a container announced by the OCI hook before the pod source lists it
+    web_pod, report_pod = pods
+    newcomer = replace(report_pod.containers[0], id="e" * 64, name="late")
+    late_dir = tmp_path / "kubepods/burstable/pod1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f" / newcomer.id
+    late_dir.mkdir()
+    late = os.stat(late_dir).st_ino
+    assert pod_filter.add_created_container(report_pod, newcomer, late, str(late_dir)) == []
+    assert with_host.marks[late] == POD_FILTER_IN_POD and late not in pods_only.marks
+    assert pod_filter.add_created_container(web_pod, newcomer, late, str(late_dir)) == [1, 2]
+    assert with_host.marks[late] == 1 and pods_only.marks[late] == 2
+
+    pods = pods[:1]  # the report pod is gone; what stays under the pod roots is still in a pod
+    late_dir.rmdir()
+    pod_filter.refresh()
+    assert with_host.marks == {**dict.fromkeys(selected, 1), **dict.fromkeys(roots, POD_FILTER_IN_POD)}
+    assert pods_only.marks == dict.fromkeys(selected, 2)

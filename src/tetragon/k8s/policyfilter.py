@@ -2,10 +2,15 @@
 
 A TracingPolicyNamespaced applies to the containers of the pods of its namespace; `podSelector`
 (over the pod's labels) and `containerSelector` (over the container's `name` and image `repo`) narrow
-any policy further. Host processes never match such a policy. Each scoped policy's BPF objects share
-a `policy_cgroups` set (bpf/include/generic/podfilter.h); `PolicyFilter` keeps it equal to the cgroup
-ids (inode numbers in the cgroup v2 hierarchy, what bpf_get_current_cgroup_id returns) of the
-selected containers and their sub-cgroups, recomputed whenever the pod cache changes.
+any policy further. Host processes match such a policy only when it also has `hostSelector: {}`
+(Tetragon's matrix: the selected containers plus every process outside pods). Each scoped policy's
+BPF objects share a `policy_cgroups` set (bpf/include/generic/podfilter.h); `PolicyFilter` keeps it
+equal to the cgroup ids (inode numbers in the cgroup v2 hierarchy, what bpf_get_current_cgroup_id
+returns) of the selected containers and their sub-cgroups, recomputed whenever the pod cache
+changes. For a hostSelector policy the set also marks what is *not* outside pods (POD_FILTER_IN_POD):
+the cgroups of every other known pod container and the kubelet's pod root cgroups, below which any
+pod not known yet lives. The kernel runs the hook for a task whose nearest marked cgroup (its own or
+an ancestor) is selected, or none of whose cgroups up to the root is marked.
 
 A container is found in the cgroup tree by its id in the directory name (k8s.cgroups knows the
 runtimes' layouts), so the same code serves pods from the API server and from CRI.
@@ -21,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from tetragon.abi.podfilter_h import POD_FILTER_IN_POD
 from tetragon.k8s.cgroups import identity_from_cgroup
 from tetragon.k8s.podinfo import ContainerInfo, PodInfo
 from tetragon.policy.errors import PolicyError
@@ -33,15 +39,8 @@ log = logging.getLogger("tetragon")
 _KEY = struct.Struct("<Q")  # a cgroup v2 id
 _FILTER_ID = struct.Struct("<I")  # the value: the policy's filter id (tetra debug dump policyfilter)
 
-# Tetragon: pod/container selectors with `hostSelector: {}` select the matching containers and every
-# process outside pods. The in-kernel filter here is a set of container cgroup ids, which has no entry
-# that could stand for "outside every pod" (host cgroups come and go unseen), so the pair is refused.
-HOST_SELECTOR_REFUSED = (
-    "spec.hostSelector: {} with podSelector/containerSelector (the selected containers plus every process "
-    "outside pods) is not supported: the in-kernel policy filter runs a pod-scoped policy only in the "
-    "cgroups of the containers it selects and cannot also match processes outside pods; drop hostSelector "
-    "to trace the selected containers only"
-)
+# The cgroups the kubelet puts every pod under (cgroupfs driver, systemd driver, kind's nesting).
+KUBEPODS_ROOTS = ("kubepods", "kubepods.slice", "kubelet.slice/kubelet-kubepods.slice")
 
 
 class CgroupSet(Protocol):
@@ -61,8 +60,6 @@ def check_pod_scope(policy: TracingPolicy, pod_filter: PolicyFilter | None) -> N
     """A policy scoped to pods is refused, in one line, by an agent that cannot scope it."""
     if not needs_pod_filter(policy):
         return
-    if policy.spec.host_selector is not None:
-        raise PolicyError(HOST_SELECTOR_REFUSED, kind="unsupported")
     # every refusal starts with the field path that makes the policy pod-scoped
     where = (
         "kind"
@@ -122,11 +119,14 @@ class PodScope:
     namespace: str = ""  # a TracingPolicyNamespaced's namespace; "" for a cluster-wide policy
     pod_selector: LabelSelector | None = None
     container_selector: LabelSelector | None = None
+    host: bool = False  # hostSelector: {}: also every process outside pods
 
     @classmethod
     def of(cls, policy: TracingPolicy) -> PodScope:
         sp = policy.spec
-        return cls(policy.namespace if policy.namespaced else "", sp.pod_selector, sp.container_selector)
+        namespace = policy.namespace if policy.namespaced else ""
+        # validation leaves hostSelector null or {}, and null in a TracingPolicyNamespaced
+        return cls(namespace, sp.pod_selector, sp.container_selector, sp.host_selector is not None)
 
     def selects(self, pod: PodInfo, container: ContainerInfo) -> bool:
         if self.namespace and pod.namespace != self.namespace:
@@ -144,7 +144,25 @@ class PodScope:
 class _Scoped:
     scope: PodScope
     cgroups: CgroupSet
-    ids: set[int] = field(default_factory=set)
+    marks: dict[int, int] = field(default_factory=dict)  # cgroup id -> filter id or POD_FILTER_IN_POD
+
+    def write(self, want: dict[int, int]) -> None:
+        for cgid, mark in want.items():
+            if self.marks.get(cgid) != mark:
+                self.cgroups.update(_KEY.pack(cgid), _FILTER_ID.pack(mark))
+        for cgid in self.marks.keys() - want.keys():
+            self.cgroups.delete(_KEY.pack(cgid))
+        self.marks = want
+
+    def mark(self, cgid: int, mark: int) -> None:
+        if self.marks.get(cgid) != mark:
+            self.cgroups.update(_KEY.pack(cgid), _FILTER_ID.pack(mark))
+            self.marks[cgid] = mark
+
+    @property
+    def ids(self) -> set[int]:
+        """The selected cgroups (what `tetra debug dump policyfilter` shows)."""
+        return {cgid for cgid, mark in self.marks.items() if mark != POD_FILTER_IN_POD}
 
 
 @dataclass(frozen=True)
@@ -185,6 +203,17 @@ def container_cgroups(root: str) -> dict[str, set[int]]:
         try:
             out.setdefault(container, set()).add(os.stat(dirpath).st_ino)
         except OSError:  # removed while walking
+            continue
+    return out
+
+
+def kubepods_cgroups(root: str) -> set[int]:
+    """The cgroup ids of the kubelet's pod roots that exist under `root` (none without a kubelet)."""
+    out = set()
+    for rel in KUBEPODS_ROOTS:
+        try:
+            out.add(os.stat(os.path.join(root, rel)).st_ino)
+        except OSError:
             continue
     return out
 
@@ -235,10 +264,11 @@ class PolicyFilter:
             self._created_now(self.pods())
             selected = []
             for policy_id, scoped in self._policies.items():
-                if scoped.scope.selects(pod, container):
-                    if cgroup_id not in scoped.ids:
-                        scoped.cgroups.update(_KEY.pack(cgroup_id), _FILTER_ID.pack(policy_id))
-                        scoped.ids.add(cgroup_id)
+                chosen = scoped.scope.selects(pod, container)
+                if chosen or scoped.scope.host:  # a hostSelector policy marks the others as in a pod
+                    mark = policy_id if chosen else POD_FILTER_IN_POD
+                    scoped.mark(cgroup_id, mark)
+                if chosen:
                     selected.append(policy_id)
             return selected
 
@@ -259,26 +289,31 @@ class PolicyFilter:
     def _sync(self, by_container: dict[str, set[int]]) -> None:
         pods = self.pods()
         created = self._created_now(pods)
+        in_pods: set[int] = set()  # every known pod container's cgroups and the pod roots
+        if any(scoped.scope.host for scoped in self._policies.values()):
+            in_pods = {c.cgroup_id for c in created} | kubepods_cgroups(self.cgroup_root)
+            for pod in pods:
+                for container in pod.containers:
+                    in_pods |= by_container.get(container.id, set())
         for policy_id, scoped in self._policies.items():
             want = {c.cgroup_id for c in created if scoped.scope.selects(c.pod, c.container)}
             for pod in pods:
                 for container in pod.containers:
                     if scoped.scope.selects(pod, container):
                         want |= by_container.get(container.id, set())
-            for cgid in want - scoped.ids:
-                scoped.cgroups.update(_KEY.pack(cgid), _FILTER_ID.pack(policy_id))
-            for cgid in scoped.ids - want:
-                scoped.cgroups.delete(_KEY.pack(cgid))
-            if want != scoped.ids:
+            marks = dict.fromkeys(in_pods - want, POD_FILTER_IN_POD) if scoped.scope.host else {}
+            marks.update(dict.fromkeys(want, policy_id))
+            had = scoped.ids
+            scoped.write(marks)
+            if want != had:
                 log.log(
                     self._change_level,
                     "policy %d runs for %d cgroups (+%s -%s)",
                     policy_id,
                     len(want),
-                    sorted(want - scoped.ids),
-                    sorted(scoped.ids - want),
+                    sorted(want - had),
+                    sorted(had - want),
                 )
-            scoped.ids = want
 
 
 class PolicyScopeHandle:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tetragon.abi import generic_cfg_h as G
+from tetragon.abi.podfilter_h import POD_FILTER_IN_POD
 from tetragon.metrics.bpfstats import _lib, _map_entries, _MapInfo
 
 __all__ = [
@@ -170,10 +171,13 @@ def execve_map_entries(pid: int) -> list[ExecveEntry]:
 
 def policy_filter_entries(pid: int) -> dict[int, set[int]]:
     """The pod-scoped policies' cgroup sets (each policy's `policy_cgroups`, bpf/include/generic/
-    podfilter.h): filter id -> cgroup v2 ids. A policy whose set is empty has no entry to name it."""
+    podfilter.h): filter id -> cgroup v2 ids. A policy whose set is empty has no entry to name it; the
+    other pods' cgroups a hostSelector policy marks (POD_FILTER_IN_POD) are not in its set."""
     out: dict[int, set[int]] = {}
     for summary in _named_maps(pid, POLICY_CGROUPS_MAP):
         with open_map(summary.id) as fd:
             for key, value in _map_items(fd, summary.key_size, summary.value_size, summary.max_entries):
-                out.setdefault(int.from_bytes(value, "little"), set()).add(int.from_bytes(key, "little"))
+                filter_id = int.from_bytes(value, "little")
+                if filter_id != POD_FILTER_IN_POD:
+                    out.setdefault(filter_id, set()).add(int.from_bytes(key, "little"))
     return out

@@ -65,6 +65,7 @@ class GenericObject:
         pod_filter: bool = False,
         rodata: dict[str, bytes] | None = None,
         track_socks: bool = True,
+        pod_filter_host: bool = False,
     ) -> None:
         self.obj = BpfObject(OBJ, btf_path=btf_path)
         self.perf_fds: list[int] = []  # spec.loader's dummy perf events (sensors/loader.py)
@@ -92,6 +93,8 @@ class GenericObject:
             self.obj.set_global(".rodata", "cfg", bytes(cfg))
             if pod_filter:  # a pod-scoped policy: only the cgroups of policy_cgroups (k8s/policyfilter.py)
                 self.obj.set_global(".rodata", "pod_filter", struct.pack("<I", 1))
+            if pod_filter_host:  # hostSelector: {}: also every process outside pods
+                self.obj.set_global(".rodata", "pod_filter_host", struct.pack("<I", 1))
             for name, data in (rodata or {}).items():
                 self.obj.set_global(".rodata", name, data)
             self.obj.load()
@@ -194,6 +197,7 @@ class PolicySensor:
             self.pod_scope is not None,
             plan.rodata,
             track_socks=self.track_socks,
+            pod_filter_host=self.pod_scope is not None and self.pod_scope.scope.host,
         )
         self.objects.append(obj)
         if not self.policy_maps:
