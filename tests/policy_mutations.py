@@ -311,5 +311,6 @@ def policies(seed: int, count: int) -> Iterator[tuple[int, str]]:
 # A refusal names where the problem is: a field path, a YAML position, or the whole document.
 FIELD_PATH = re.compile(
     r"^(apiVersion|kind|metadata|spec|policy)\b|\(line \d+, column \d+\)|^invalid YAML|^empty policy|"
-    r"^expected a single YAML document|^policy must be a YAML mapping"
+    r"^expected a single YAML document|^policy must be a YAML mapping|"
+    r"^[A-Za-z_][\w-]*: unknown field$"  # a top-level key of the document (the alias mutation's)
 )
