@@ -140,12 +140,13 @@ struct gen_match {
 	__u8 op;    /* OP_* */
 	__u8 cmp;   /* CMP_* */
 	__u8 nvals;
-	__u32 map_id; /* OP_INMAP / OP_NOTINMAP: key prefix in tg_gen_inmap */
+	__u32 map_id; /* OP_INMAP / OP_NOTINMAP: key prefix in tg_gen_inmap; CMP_STR: 0 = the values are
+		       * inline (str, len), else in gen_str_maps[map_id - 1] (generic/strmaps.h) */
 	__u64 lo[GEN_MAX_VALUES]; /* number; range / port low; IPv4 or IPv6 bytes 0-7 */
 	__u64 hi[GEN_MAX_VALUES]; /* range / port high; IPv6 bytes 8-15 */
 	__u16 len[GEN_MAX_VALUES]; /* string length; CIDR prefix length (bits) */
 	__u8 fam[GEN_MAX_VALUES];  /* CIDR: 4 or 6 */
-	char str[GEN_MAX_VALUES][GEN_STRVAL_LEN]; /* string values, NUL-terminated (postfix ones reversed? no: as given) */
+	char str[GEN_MAX_VALUES][GEN_STRVAL_LEN]; /* string values as given, NUL-terminated */
 };
 #define GEN_MATCH_RET 255
 /* gen_inmap set of the selectors whose Post has imaHash (values: selector index; LSM hooks) */

@@ -198,8 +198,18 @@ _OVERRIDE_ON_SYSCALL = _need("action Override in enforce mode", "served by its t
 
 ROWS: dict[str, Row | dict[str, Row]] = {
     "other/file-block-kubectl-exec-access.yaml": _need("expected a single YAML document, got 2"),
-    # a limit of this agent, not Tetragon's (which takes any number of Prefix values)
-    "quickstart/file_monitoring.yaml": _need("at most 8 values for Prefix on a string argument"),
+    # a read (MAY_READ) of a file under one of its 9 read prefixes (an entry of more than 8 values:
+    # its own LPM trie, bpf/include/generic/strmaps.h)
+    "quickstart/file_monitoring.yaml": Loads(
+        ("/usr/bin/cat", "/etc/profile"),
+        {
+            "function_name": "security_file_permission",
+            "action": POST,
+            "args.0.file_arg.path": "/etc/profile",
+            "args.1.int_arg": 4,
+            "return.int_arg": 0,
+        },
+    ),
     "quickstart/file_monitoring_enforce.yaml": _need(
         "metadata.namespace: required for a TracingPolicyNamespaced"
     ),

@@ -34,6 +34,9 @@ CAT = "/usr/bin/cat"
 PYTHON = sys.executable  # the workload's interpreter, as exec names it (its binary)
 DENIED_PROGRAM = BASE / "nop-lsm-vm"  # the lsm_bprm_check example's Postfix, with a name of our own
 MARKER = BASE / "ran"
+# more values than fit inline (8): the sleepable imaHash program reaches their LPM tries through
+# gen_str_maps (ARRAY_OF_MAPS; bpf/include/generic/strmaps.h)
+DECOYS = ", ".join(f'"{BASE}/decoy{i}/"' for i in range(9))
 
 POLICY = f"""apiVersion: cilium.io/v1alpha1
 kind: TracingPolicy
@@ -60,13 +63,13 @@ spec:
       type: "linux_binprm"
     selectors:
     - matchBinaries: [{{operator: In, values: ["/usr/bin/bash", "{PYTHON}"]}}]
-      matchArgs: [{{index: 0, operator: Postfix, values: ["/{DENIED_PROGRAM.name}"]}}]
+      matchArgs: [{{index: 0, operator: Postfix, values: ["/{DENIED_PROGRAM.name}", {DECOYS}]}}]
       matchActions:
       - action: Override
         argError: -1
       - action: Post
         imaHash: true
-    - matchArgs: [{{index: 0, operator: Prefix, values: ["{DIRS["exec"]}/"]}}]
+    - matchArgs: [{{index: 0, operator: Prefix, values: ["{DIRS["exec"]}/", {DECOYS}]}}]
       matchActions: [{{action: Post, imaHash: true}}]
 """
 

@@ -2,7 +2,8 @@
 /*
  * Selectors. match_process(): what needs no argument (matchPIDs, matchBinaries, matchNamespaces,
  * matchCapabilities, matchNamespaceChanges, matchCapabilityChanges), run before any argument is read.
- * match_args()/match_one(): matchArgs and matchReturnArgs over the blobs read_arg() wrote. Operators
+ * match_args()/match_one(): matchArgs and matchReturnArgs over the blobs read_arg() wrote (strings with
+ * more than GEN_MAX_VALUES values: strmaps.h). Operators
  * and the .rodata layout they read: generic_cfg.h.
  *
  * match_process() and match_args() are subprograms (__noinline): one copy of the code, called per
@@ -10,6 +11,8 @@
  */
 #ifndef TETRAGON_GENERIC_SELECTORS_H
 #define TETRAGON_GENERIC_SELECTORS_H
+
+#include "strmaps.h"
 
 /* one string value j of match m against (p, plen); size 0 never reaches bpf_strncmp */
 #define STR_MATCH(p, plen, m, j)                                                                        \
@@ -73,17 +76,22 @@ static __always_inline int match_int(const volatile struct gen_match *m, __u64 v
 	return negated(op) ? !any : any;
 }
 
-static __always_inline int match_str(const volatile struct gen_match *m, const char *p, __u32 plen)
+static __always_inline int match_str(const volatile struct gen_match *m, const char *p, __u32 plen,
+				     struct gen_heap *h)
 {
 	int any = 0;
 
+	if (m->map_id) { /* more values than fit inline: one map lookup (strmaps.h) */
+		any = str_map_match(m, p, plen, h);
+	} else {
 #pragma unroll
-	for (int j = 0; j < GEN_MAX_VALUES; j++) {
-		if (j >= m->nvals)
-			break;
-		if (STR_MATCH(p, plen, m, j)) {
-			any = 1;
-			break;
+		for (int j = 0; j < GEN_MAX_VALUES; j++) {
+			if (j >= m->nvals)
+				break;
+			if (STR_MATCH(p, plen, m, j)) {
+				any = 1;
+				break;
+			}
 		}
 	}
 	return negated(m->op) ? !any : any;
@@ -187,7 +195,7 @@ static __always_inline int match_one(const volatile struct gen_match *m, struct 
 		if (len > GEN_STRING_MAX)
 			len = GEN_STRING_MAX;
 		BOUND(off, REC_OFF_MASK);
-		return match_str(m, &h->buf[off], len);
+		return match_str(m, &h->buf[off], len, h);
 	}
 	BOUND(off, REC_OFF_MASK);
 	return match_net(m, &h->buf[off]);

@@ -26,10 +26,10 @@ from tetragon.bpf.libbpf_bindings import (
     libbpf_log,
     num_possible_cpus,
 )
-from tetragon.bpf.libbpf_map import Map
+from tetragon.bpf.libbpf_map import CreatedMap, Map
 
 # What the agent uses of libbpf, in one place (the bindings themselves stay behind these).
-__all__ = ["BpfError", "BpfObject", "Link", "Map", "num_possible_cpus"]
+__all__ = ["BpfError", "BpfObject", "CreatedMap", "Link", "Map", "num_possible_cpus"]
 
 
 class Link:

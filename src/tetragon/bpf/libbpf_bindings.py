@@ -113,6 +113,10 @@ def _declare(lb: ctypes.CDLL) -> None:
         "bpf_map_lookup_elem": ([ctypes.c_int, _c_ptr, _c_ptr], ctypes.c_int),
         "bpf_map_update_elem": ([ctypes.c_int, _c_ptr, _c_ptr, ctypes.c_uint64], ctypes.c_int),
         "bpf_map_delete_elem": ([ctypes.c_int, _c_ptr], ctypes.c_int),
+        "bpf_map_create": (
+            [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, _c_ptr],
+            ctypes.c_int,
+        ),
         "libbpf_num_possible_cpus": ([], ctypes.c_int),
         "bpf_object__btf": ([_c_ptr], _c_ptr),
         "btf__find_by_name_kind": ([_c_ptr, ctypes.c_char_p, ctypes.c_uint32], ctypes.c_int32),
@@ -176,6 +180,23 @@ class OpenOpts(ctypes.Structure):
         ("kernel_log_buf", ctypes.c_char_p),
         ("kernel_log_size", ctypes.c_size_t),
         ("kernel_log_level", ctypes.c_uint32),
+    ]
+
+
+class MapCreateOpts(ctypes.Structure):
+    """struct bpf_map_create_opts as of libbpf 1.0 (sz tells newer libbpfs which fields we know)."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("btf_fd", ctypes.c_uint32),
+        ("btf_key_type_id", ctypes.c_uint32),
+        ("btf_value_type_id", ctypes.c_uint32),
+        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+        ("inner_map_fd", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("map_extra", ctypes.c_uint64),
+        ("numa_node", ctypes.c_uint32),
+        ("map_ifindex", ctypes.c_uint32),
     ]
 
 

@@ -1,11 +1,13 @@
 """A map of a BPF object (tetragon.bpf.libbpf): its sizes, lookups, updates and deletes
-through libbpf's syscall wrappers."""
+through libbpf's syscall wrappers; and `CreatedMap`, a map the agent creates without an object (the
+inner maps of a map-in-map)."""
 
 from __future__ import annotations
 
 import ctypes
+import os
 
-from tetragon.bpf.libbpf_bindings import BpfError, errno_value, lib, num_possible_cpus
+from tetragon.bpf.libbpf_bindings import BpfError, MapCreateOpts, errno_value, lib, num_possible_cpus
 
 
 class Map:
@@ -79,10 +81,7 @@ class Map:
         return [raw[i * stride : i * stride + self.value_size] for i in range(ncpu)]
 
     def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
-        kbuf = ctypes.create_string_buffer(key, len(key))
-        vbuf = ctypes.create_string_buffer(value, len(value))
-        if lib().bpf_map_update_elem(self.fd, kbuf, vbuf, flags) != 0:
-            raise BpfError(f"update of {self.name}", errno_value())
+        update_fd(self.fd, self.name, key, value, flags)
 
     def delete(self, key: bytes) -> bool:
         kbuf = ctypes.create_string_buffer(key, len(key))
@@ -92,3 +91,34 @@ class Map:
                 return False
             raise BpfError(f"delete from {self.name}", err)
         return True
+
+
+def update_fd(fd: int, name: str, key: bytes, value: bytes, flags: int = 0) -> None:
+    kbuf = ctypes.create_string_buffer(key, len(key))
+    vbuf = ctypes.create_string_buffer(value, len(value))
+    if lib().bpf_map_update_elem(fd, kbuf, vbuf, flags) != 0:
+        raise BpfError(f"update of {name}", errno_value())
+
+
+class CreatedMap:
+    """A map created by the agent itself (BPF_MAP_CREATE), owned through its fd until close()."""
+
+    def __init__(
+        self, map_type: int, name: str, key_size: int, value_size: int, max_entries: int, flags: int = 0
+    ) -> None:
+        opts = MapCreateOpts(sz=ctypes.sizeof(MapCreateOpts), map_flags=flags)
+        fd = lib().bpf_map_create(
+            map_type, name.encode(), key_size, value_size, max_entries, ctypes.byref(opts)
+        )
+        if fd < 0:  # libbpf 1.x returns -errno
+            raise BpfError(f"cannot create map {name} ({max_entries} entries)", -fd)
+        self.fd: int = fd
+        self.name = name
+
+    def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
+        update_fd(self.fd, self.name, key, value, flags)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

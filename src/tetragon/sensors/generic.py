@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tetragon.abi import generic_cfg_h as G
-from tetragon.bpf.libbpf import BpfError, BpfObject, num_possible_cpus
+from tetragon.bpf.libbpf import BpfError, BpfObject, CreatedMap, num_possible_cpus
 from tetragon.policy.compile.args_net import tracks_socks
 from tetragon.policy.compile.plan import HookPlan
+from tetragon.policy.compile.strmaps import StrMap
 from tetragon.sensors.loader import start_mmap_reporting
 from tetragon.sensors.stash_size import stash_sizing
+from tetragon.sensors.strmaps import fill_str_maps, size_outer
 
 if TYPE_CHECKING:
     from tetragon.k8s.policyfilter import PolicyScopeHandle as PodScopeHandle
@@ -66,9 +68,11 @@ class GenericObject:
         rodata: dict[str, bytes] | None = None,
         track_socks: bool = True,
         pod_filter_host: bool = False,
+        str_maps: list[StrMap] | None = None,
     ) -> None:
         self.obj = BpfObject(OBJ, btf_path=btf_path)
         self.perf_fds: list[int] = []  # spec.loader's dummy perf events (sensors/loader.py)
+        self.str_tries: list[CreatedMap] = []  # the inner maps of gen_str_maps (sensors/strmaps.py)
         try:
             self.obj.only_programs(programs)
             for program, function in (btf_targets or {}).items():
@@ -89,6 +93,7 @@ class GenericObject:
             if not has_ratelimit:
                 self.obj.map("gen_ratelimit").set_max_entries(1)
             self.obj.map("gen_inmap").set_max_entries(max(1, len(inmap)))
+            size_outer(self.obj, str_maps or [])
             self.obj.map("gen_heap").set_max_entries(num_possible_cpus())
             self.obj.set_global(".rodata", "cfg", bytes(cfg))
             if pod_filter:  # a pod-scoped policy: only the cgroups of policy_cgroups (k8s/policyfilter.py)
@@ -101,6 +106,7 @@ class GenericObject:
             inm = self.obj.map("gen_inmap")
             for map_id, value in inmap:
                 inm.update(struct.pack("<IIQ", map_id, 0, value), b"\x01")
+            self.str_tries = fill_str_maps(self.obj, str_maps or [])
         except BaseException:
             self.obj.close()
             raise
@@ -132,10 +138,13 @@ class GenericObject:
                 total += map_memlock(self.obj.map(name).fd)
             except BpfError:  # not created (autocreate off)
                 continue
-        return total
+        return total + sum(map_memlock(trie.fd) for trie in self.str_tries)
 
     def close(self) -> None:
         self.obj.close()
+        for trie in self.str_tries:
+            trie.close()
+        self.str_tries = []
         for fd in self.perf_fds:
             os.close(fd)
         self.perf_fds = []
@@ -198,6 +207,7 @@ class PolicySensor:
             plan.rodata,
             track_socks=self.track_socks,
             pod_filter_host=self.pod_scope is not None and self.pod_scope.scope.host,
+            str_maps=plan.str_maps,
         )
         self.objects.append(obj)
         if not self.policy_maps:

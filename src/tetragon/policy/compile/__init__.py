@@ -21,6 +21,7 @@ from tetragon.policy.compile.lsm import compile_lsm
 from tetragon.policy.compile.matchargs import parse_int, syscall_value
 from tetragon.policy.compile.plan import Attach, HookPlan, PolicyPlan, unsupported
 from tetragon.policy.compile.resolve import BtfSource
+from tetragon.policy.compile.strmaps import refuse_too_many_values
 from tetragon.policy.compile.traceable import TraceableFunctions, refuse_untraceable
 from tetragon.policy.compile.usdt import compile_usdts
 from tetragon.policy.errors import PolicyError
@@ -98,6 +99,7 @@ def compile_policy(
             for a in range(h.cfg.sel[k].nactions):
                 if h.cfg.sel[k].actions[a].id in SIGNALLING and not features.get("signal", True):
                     raise unsupported(f"hook {h.hook_id}: {missing_feature_message('signal')}")
+    refuse_too_many_values(m for h in hooks for m in h.str_maps)
     if not hooks:
         raise PolicyError(
             "the policy has no hook this agent can load "

@@ -183,6 +183,7 @@ def _plan(
         syscall_list=mech.syscall == G.SYSCALL_LIST,
         user_actions=user_actions(hook.selectors),
         rodata=resolved.rodata(),
+        str_maps=ctx.str_maps,
     )
 
 

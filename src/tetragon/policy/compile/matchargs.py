@@ -7,12 +7,13 @@ for that type is refused here, with the selector's path.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tetragon.abi import generic_cfg_h as G
 from tetragon.policy import syscalls as SC
 from tetragon.policy.compile.args import cmp_kind
 from tetragon.policy.compile.plan import unsupported
+from tetragon.policy.compile.strmaps import StrMap
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.names import LIST_PREFIX, MAX_POSTFIX_LEN, MAX_PREFIX_LEN
 from tetragon.policy.schema import ArgSelector, TracingPolicy, find_list
@@ -100,6 +101,7 @@ class MatchCtx:
     where: str
     inmap: list[tuple[int, int]]
     next_map_id: int = 1
+    str_maps: list[StrMap] = field(default_factory=list)  # the hook's gen_str_maps, in slot order
 
 
 def syscall_value(name: str) -> int:
@@ -155,15 +157,18 @@ def _fill_int_match(ctx: MatchCtx, m: G.Match, op: str, values: list[str], arg_t
 
 
 def _fill_str_match(ctx: MatchCtx, m: G.Match, op: str, values: list[str]) -> None:
+    """Up to GEN_MAX_VALUES values inline (compared one by one), more in a trie of their own (strmaps.py)."""
     m.op = G.OP_BY_NAME[op]
-    if len(values) > G.GEN_MAX_VALUES:
-        raise PolicyError(f"{ctx.where}: at most {G.GEN_MAX_VALUES} values for {op} on a string argument")
-    m.nvals = len(values)
     limit = MAX_POSTFIX_LEN if "Postfix" in op else MAX_PREFIX_LEN
-    for j, v in enumerate(values):
-        raw = v.encode()
-        if len(raw) > limit:
-            raise PolicyError(f"{ctx.where}: {op} value longer than {limit} bytes")
+    raws = [v.encode() for v in values]
+    if any(len(raw) > limit for raw in raws):
+        raise PolicyError(f"{ctx.where}: {op} value longer than {limit} bytes")
+    if len(raws) > G.GEN_MAX_VALUES:
+        ctx.str_maps.append(StrMap("Postfix" in op, tuple(raws)))
+        m.map_id = len(ctx.str_maps)
+        return
+    m.nvals = len(raws)
+    for j, raw in enumerate(raws):
         m.len[j] = len(raw)
         m.str[j].value = raw
 

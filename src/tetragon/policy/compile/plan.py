@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tetragon.abi import generic_cfg_h as G
+from tetragon.policy.compile.strmaps import StrMap
 from tetragon.policy.errors import PolicyError
 from tetragon.policy.hookinfo import HookInfo
 from tetragon.policy.schema import ActionSelector
@@ -39,6 +40,8 @@ class HookPlan:
     user_actions: dict[int, list[ActionSelector]] = field(default_factory=dict)
     # more read-only data of the hook's object by variable name (USDT: usdt_args)
     rodata: dict[str, bytes] = field(default_factory=dict)
+    # string matchArgs entries with more values than fit inline, by gen_str_maps slot (strmaps.py)
+    str_maps: list[StrMap] = field(default_factory=list)
 
 
 @dataclass
