@@ -5,6 +5,7 @@ entry (policy/compile/strmaps.py; bpf/include/generic/strmaps.h). No BPF is load
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 
@@ -118,3 +119,15 @@ def test_file_monitoring_example_compiles_where_kprobes_exist(tmp_path: Path) ->
     read = plan.hooks[0].cfg.sel[1].match[0]
     assert (read.op, read.map_id) == (G.OP_POSTFIX, 2)
     assert plan.hooks[0].str_maps[1].postfix
+
+
+def test_strmaps_header_limits_are_the_compilers() -> None:
+    """The trie key and the reversed Postfix tail the kernel builds hold the longest value allowed."""
+    from pathlib import Path
+
+    from tetragon.policy.names import MAX_POSTFIX_LEN, MAX_PREFIX_LEN
+
+    header = (Path(__file__).resolve().parents[2] / "bpf/include/generic/strmaps.h").read_text()
+    defines = {k: int(v) for k, v in re.findall(r"#define (STR_\w+_MAX) (\d+)", header)}
+    assert defines == {"STR_KEY_MAX": MAX_PREFIX_LEN, "STR_POSTFIX_MAX": MAX_POSTFIX_LEN}
+    assert STR_KEY_MAX == MAX_PREFIX_LEN

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from tetragon.abi import generic_cfg_h as G
 from tetragon.policy.errors import PolicyError
+from tetragon.policy.names import MAX_PREFIX_LEN
 
-STR_KEY_MAX = 256  # struct str_key.data: Tetragon's STRING_PREFIX_MAX_LENGTH
+STR_KEY_MAX = MAX_PREFIX_LEN  # struct str_key.data: the longest Prefix / Equal value
 # Every value of a policy's trie-held entries counts against this, so that one policy cannot take an
 # unbounded amount of kernel memory: a trie node holds its key and value (<= 300 bytes), so the cap
 # bounds a policy's tries near 5 MB.
